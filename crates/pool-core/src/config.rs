@@ -1,0 +1,133 @@
+//! Pool configuration, with defaults a long-lived process pool wants.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+
+/// Exponential backoff between failed worker starts: `initial`, doubled after
+/// each failure, capped at `max`, with up to 20% jitter so slots do not retry
+/// in lockstep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay after the first failure.
+    pub initial: Duration,
+    /// The cap.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay before attempt `attempt` (1 = first retry), without jitter.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// How many worker restarts (replacements after a crash, a failed start or a
+/// failed recycle) are allowed within `window` before the pool holds further
+/// restarts back until the window has room, and reports a crash loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashBudget {
+    /// Restarts allowed per window.
+    pub max_restarts: u32,
+    /// The sliding window.
+    pub window: Duration,
+}
+
+/// Everything a pool can be told. Build it through
+/// [`PoolBuilder`](crate::PoolBuilder); the fields are public for reading.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// The pool's name: in tracing fields, status and the registry.
+    pub name: String,
+    /// Warm workers, started concurrently when the pool is built.
+    pub size: usize,
+    /// Extra workers made on demand when all are busy.
+    pub max_overflow: usize,
+    /// An idle overflow worker is retired after this long unused.
+    pub overflow_idle: Duration,
+    /// Past this many waiting callers, `get` fails at once with `Saturated`.
+    pub max_waiters: usize,
+    /// How long `get` waits for a worker. Every wait has a deadline.
+    pub checkout_timeout: Duration,
+    /// Deadline for one `Factory::create`.
+    pub create_timeout: Duration,
+    /// Deadline for one `Worker::recycle`.
+    pub recycle_timeout: Duration,
+    /// Deadline for one `Pool::call`, unless the call gives its own.
+    pub call_timeout: Duration,
+    /// Backoff between failed starts of one slot.
+    pub start_backoff: Backoff,
+    /// Crash-loop budget.
+    pub crash_budget: CrashBudget,
+    /// Idle workers unused this long are health-checked with `recycle`
+    /// (`None`: never).
+    pub health_interval: Option<Duration>,
+    /// How long `close` lets in-flight work finish before killing.
+    pub shutdown_grace: Duration,
+    /// Whether `build` waits until the warm workers are up (or have failed once).
+    pub wait_for_warm: bool,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            name: "pool".into(),
+            size: 4,
+            max_overflow: 0,
+            overflow_idle: Duration::from_secs(10),
+            max_waiters: 10_000,
+            checkout_timeout: Duration::from_secs(30),
+            create_timeout: Duration::from_secs(30),
+            recycle_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(60),
+            start_backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(10),
+            },
+            crash_budget: CrashBudget {
+                max_restarts: 20,
+                window: Duration::from_secs(10),
+            },
+            health_interval: Some(Duration::from_secs(5)),
+            shutdown_grace: Duration::from_secs(5),
+            wait_for_warm: true,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Reject values that cannot work, with a message naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |m: &str| Err(ConfigError(m.to_string()));
+        if self.name.is_empty() {
+            return fail("name must not be empty");
+        }
+        if self.size + self.max_overflow == 0 {
+            return fail("size + max_overflow must be at least 1, or no caller can ever be served");
+        }
+        for (field, d) in [
+            ("checkout_timeout", self.checkout_timeout),
+            ("create_timeout", self.create_timeout),
+            ("recycle_timeout", self.recycle_timeout),
+            ("call_timeout", self.call_timeout),
+            ("start_backoff.initial", self.start_backoff.initial),
+        ] {
+            if d.is_zero() {
+                return fail(&format!("{field} must be greater than zero"));
+            }
+        }
+        if self.start_backoff.max < self.start_backoff.initial {
+            return fail("start_backoff.max must be at least start_backoff.initial");
+        }
+        if self.crash_budget.max_restarts == 0 || self.crash_budget.window.is_zero() {
+            return fail("crash_budget needs max_restarts >= 1 and a non-zero window");
+        }
+        if self.health_interval.is_some_and(|d| d.is_zero()) {
+            return fail("health_interval must be greater than zero (or None)");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! The errors a caller of a pool can see. Each says what happened and what to
+//! do about it; the worker's own error is carried, not flattened to a string.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why `get`, `call` or an administrative operation failed.
+///
+/// `E` is the worker's own error type ([`Worker::Error`](crate::Worker::Error)).
+#[derive(Debug, thiserror::Error)]
+pub enum Error<E: std::error::Error + 'static> {
+    /// No worker became free within `checkout_timeout`.
+    #[error("no worker became free within {waited:?}{}", start_note(.last_start_error))]
+    Timeout {
+        /// How long the caller waited.
+        waited: Duration,
+        /// The latest start failure, if workers are failing to start: the
+        /// likely reason nobody was served.
+        last_start_error: Option<Arc<StartError<E>>>,
+    },
+    /// `max_waiters` callers were already waiting; this one was turned away at once.
+    #[error("pool saturated: {waiting} callers already waiting (max_waiters); retry later or raise max_waiters")]
+    Saturated {
+        /// How many were waiting.
+        waiting: usize,
+    },
+    /// The pool is closed (or closing) and takes no new work.
+    #[error("pool is closed")]
+    Closed,
+    /// No worker is running and the latest attempt to start one failed; the
+    /// pool keeps retrying with backoff.
+    #[error("no worker could be started: {0}")]
+    Start(Arc<StartError<E>>),
+    /// The call ran past its deadline; its worker was killed and is replaced.
+    #[error("call did not finish within {0:?}; its worker was killed and is being replaced")]
+    CallTimeout(Duration),
+    /// The worker answered with an error (or died: then it is replaced).
+    #[error(transparent)]
+    Worker(E),
+}
+
+/// Why one worker start failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError<E: std::error::Error + 'static> {
+    /// The factory returned an error.
+    #[error(transparent)]
+    Failed(E),
+    /// The factory did not finish within `create_timeout`.
+    #[error("worker start did not finish within {0:?} (create_timeout)")]
+    TimedOut(Duration),
+}
+
+fn start_note<E: std::fmt::Display>(e: &Option<Arc<E>>) -> String {
+    match e {
+        Some(e) => format!(" (workers are failing to start: {e})"),
+        None => String::new(),
+    }
+}
+
+/// A configuration value that cannot work, found when the pool is built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid pool configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// `build` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A configuration value cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The registry refused the pool (e.g. its name is taken).
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    /// `build` must run inside a tokio runtime: the pool spawns its starts,
+    /// recycles and maintenance there.
+    #[error("a cenote pool must be built inside a tokio runtime")]
+    NoRuntime,
+}

@@ -1,0 +1,87 @@
+//! cenote's pool core: the [`Worker`], [`Queue`] and [`Registry`] contracts and
+//! the generic [`Pool`] built on them.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use cenote_core::{Call, Factory, Pool, Queue, QueueKey, Strategy, Worker, WorkerCtx};
+//!
+//! // A worker: here, an in-process counter. Real ones own a process.
+//! struct Counter(u64);
+//!
+//! impl Worker for Counter {
+//!     type Error = Infallible;
+//!     async fn shutdown(self, _grace: Duration) {}
+//! }
+//!
+//! impl Call<u64> for Counter {
+//!     type Response = u64;
+//!     async fn call(&mut self, add: u64) -> Result<u64, Infallible> {
+//!         self.0 += add;
+//!         Ok(self.0)
+//!     }
+//! }
+//!
+//! struct Counters;
+//! impl Factory for Counters {
+//!     type Worker = Counter;
+//!     async fn create(&self, _ctx: WorkerCtx) -> Result<Counter, Infallible> {
+//!         Ok(Counter(0))
+//!     }
+//! }
+//!
+//! // A strategy: strategies live in `cenote-strategies`; this one is a stack.
+//! #[derive(Default)]
+//! struct Stack<T>(Vec<(u64, T)>, u64);
+//! impl<T: Send + 'static> Queue<T> for Stack<T> {
+//!     fn push(&mut self, item: T, priority: i32) -> QueueKey {
+//!         self.1 += 1;
+//!         self.0.push((self.1, item));
+//!         QueueKey { seq: self.1, priority }
+//!     }
+//!     fn pop(&mut self) -> Option<T> { self.0.pop().map(|(_, t)| t) }
+//!     fn remove(&mut self, key: QueueKey) -> Option<T> {
+//!         let at = self.0.iter().position(|(s, _)| *s == key.seq)?;
+//!         Some(self.0.remove(at).1)
+//!     }
+//!     fn len(&self) -> usize { self.0.len() }
+//!     fn extract(&mut self, pred: &mut dyn FnMut(&mut T) -> bool) -> Vec<T> {
+//!         let mut out = Vec::new();
+//!         let mut i = 0;
+//!         while i < self.0.len() {
+//!             if pred(&mut self.0[i].1) { out.push(self.0.remove(i).1) } else { i += 1 }
+//!         }
+//!         out
+//!     }
+//! }
+//! struct StackStrategy;
+//! impl Strategy for StackStrategy {
+//!     type Queue<T: Send + 'static> = Stack<T>;
+//!     const NAME: &'static str = "stack";
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let pool: Pool<Counters, StackStrategy, StackStrategy> =
+//!     Pool::builder(Counters).size(2).build().await.unwrap();
+//! assert_eq!(pool.call(5).await.unwrap(), 5);
+//! assert_eq!(pool.status().totals.served, 1);
+//! pool.close().await;
+//! # }
+//! ```
+
+mod config;
+mod error;
+mod pool;
+mod queue;
+mod registry;
+mod status;
+mod worker;
+
+pub use config::{Backoff, CrashBudget, PoolConfig};
+pub use error::{BuildError, ConfigError, Error, StartError};
+pub use pool::{CallOptions, Checkout, Pool, PoolBuilder, WorkerInfo};
+pub use queue::{Priority, Queue, QueueKey, Strategy};
+pub use registry::{PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerState};
+pub use status::{Percentiles, Status, Totals};
+pub use worker::{Call, Factory, Retire, Worker, WorkerCtx, WorkerId};

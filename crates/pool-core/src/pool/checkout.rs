@@ -1,0 +1,137 @@
+//! [`Checkout`]: a worker on loan to one caller, returned when dropped.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::shared::{Home, Return};
+use super::state::Live;
+use crate::worker::{Call, Worker, WorkerId};
+
+/// A worker checked out of a pool. Derefs to the worker; dropping it gives
+/// the worker back.
+///
+/// What happens on drop depends on how the worker was left:
+/// * nothing in flight: it goes to the next waiter or the idle queue;
+/// * dropped while [`call`](Checkout::call) was running (the caller was
+///   cancelled), or after [`taint`](Checkout::taint): it is recycled before
+///   anyone else gets it;
+/// * its call passed the pool's deadline: it is killed and replaced.
+pub struct Checkout<W: Worker> {
+    live: Option<Live<W>>,
+    home: Arc<dyn Home<W>>,
+    waited: Duration,
+    taken: Instant,
+    in_flight: bool,
+    kill: bool,
+}
+
+impl<W: Worker> Checkout<W> {
+    pub(crate) fn new(live: Live<W>, home: Arc<dyn Home<W>>, waited: Duration) -> Self {
+        Checkout {
+            live: Some(live),
+            home,
+            waited,
+            taken: Instant::now(),
+            in_flight: false,
+            kill: false,
+        }
+    }
+
+    /// The worker's id in its pool.
+    pub fn id(&self) -> WorkerId {
+        self.live().meta.id
+    }
+
+    /// The worker's OS process id, where it has one.
+    pub fn pid(&self) -> Option<u32> {
+        self.live().meta.pid
+    }
+
+    /// How long the caller waited for this worker.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// Tasks this worker served before this checkout.
+    pub fn tasks_served(&self) -> u64 {
+        self.live().meta.tasks
+    }
+
+    /// Serve one request. If this future is dropped before it finishes, the
+    /// worker is recycled (its abandoned work finished or killed) before it
+    /// serves anyone else.
+    pub async fn call<Req>(&mut self, req: Req) -> Result<W::Response, W::Error>
+    where
+        W: Call<Req>,
+    {
+        self.in_flight = true;
+        let out = self.live_mut().worker.call(req).await;
+        self.in_flight = false;
+        out
+    }
+
+    /// Mark the worker as left mid-operation by code that used it directly
+    /// through `DerefMut`: it will be recycled before it serves again.
+    pub fn taint(&mut self) {
+        self.in_flight = true;
+    }
+
+    /// Mark the worker to be killed and replaced when this guard drops.
+    pub(crate) fn kill_on_return(&mut self) {
+        self.kill = true;
+    }
+
+    fn live(&self) -> &Live<W> {
+        // `live` is Some from construction until Drop takes it.
+        match &self.live {
+            Some(live) => live,
+            None => unreachable!("Checkout used after drop"),
+        }
+    }
+
+    fn live_mut(&mut self) -> &mut Live<W> {
+        match &mut self.live {
+            Some(live) => live,
+            None => unreachable!("Checkout used after drop"),
+        }
+    }
+}
+
+impl<W: Worker> Deref for Checkout<W> {
+    type Target = W;
+
+    fn deref(&self) -> &W {
+        &self.live().worker
+    }
+}
+
+impl<W: Worker> DerefMut for Checkout<W> {
+    fn deref_mut(&mut self) -> &mut W {
+        &mut self.live_mut().worker
+    }
+}
+
+impl<W: Worker> Drop for Checkout<W> {
+    fn drop(&mut self) {
+        if let Some(live) = self.live.take() {
+            let how = if self.kill {
+                Return::Kill
+            } else if self.in_flight {
+                Return::Interrupted
+            } else {
+                Return::Clean
+            };
+            Arc::clone(&self.home).put_back(live, how, self.waited, self.taken.elapsed());
+        }
+    }
+}
+
+impl<W: Worker + std::fmt::Debug> std::fmt::Debug for Checkout<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkout")
+            .field("worker", &self.live.as_ref().map(|l| &l.worker))
+            .field("waited", &self.waited)
+            .finish()
+    }
+}

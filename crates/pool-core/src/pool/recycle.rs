@@ -1,0 +1,120 @@
+//! Recycling: the async repair a worker gets, off any caller's path, before it
+//! may serve again — after a caller abandoned an operation on it, and when it
+//! sat idle long enough to be due a health check.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::shared::{Discard, Shared, Wk};
+use super::state::Live;
+use crate::queue::{Queue, Strategy};
+use crate::registry::WorkerState;
+use crate::worker::{Factory, Worker};
+
+impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
+    /// Recycle a busy worker whose operation was cut off. Until `recycle`
+    /// succeeds it stays busy: nobody else can be handed a worker that may
+    /// still be running a dead caller's job.
+    pub fn recycle(self: &Arc<Self>, live: Live<Wk<F>>) {
+        self.publish(&live.meta, WorkerState::Recycling);
+        tracing::debug!(pool = %self.name, worker = %live.meta.id, "recycling after an interrupted operation");
+        let me = Arc::clone(self);
+        self.spawn(async move { me.run_recycle(live).await });
+    }
+
+    async fn run_recycle(self: Arc<Self>, mut live: Live<Wk<F>>) {
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(self.config.recycle_timeout, live.worker.recycle()) => Some(r),
+            () = self.closing.cancelled() => None,
+        };
+        match outcome {
+            None => self.stop_busy(live, Duration::ZERO),
+            Some(Ok(Ok(()))) => {
+                live.meta.checked_at = Instant::now();
+                self.reenter(live);
+            }
+            Some(Ok(Err(e))) => {
+                tracing::warn!(pool = %self.name, worker = %live.meta.id, error = %e, "recycle failed");
+                self.discard(live, Discard::Broken);
+            }
+            Some(Err(_)) => {
+                tracing::warn!(pool = %self.name, worker = %live.meta.id,
+                    timeout = ?self.config.recycle_timeout, "recycle timed out");
+                self.discard(live, Discard::Broken);
+            }
+        }
+    }
+
+    /// One maintenance pass over the idle queue: replace broken workers,
+    /// retire overflow workers idle too long, health-check the rest when due.
+    pub fn maintain(self: &Arc<Self>) {
+        let now = Instant::now();
+        let overflow_idle = self.config.overflow_idle;
+        let health = self.config.health_interval;
+        let (broken, surplus, due) = {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            let broken = st
+                .idle
+                .extract(&mut |l: &mut Live<Wk<F>>| l.worker.is_broken());
+            st.busy += broken.len();
+            let mut excess = st.live().saturating_sub(st.size);
+            let surplus = if excess > 0 {
+                st.idle.extract(&mut |l: &mut Live<Wk<F>>| {
+                    let take = excess > 0 && now.duration_since(l.meta.idle_since) >= overflow_idle;
+                    excess -= usize::from(take);
+                    take
+                })
+            } else {
+                Vec::new()
+            };
+            let due = match health {
+                Some(every) => st.idle.extract(&mut |l: &mut Live<Wk<F>>| {
+                    now.duration_since(l.meta.idle_since.max(l.meta.checked_at)) >= every
+                }),
+                None => Vec::new(),
+            };
+            st.busy += due.len();
+            (broken, surplus, due)
+        };
+        for live in broken {
+            self.discard(live, Discard::Broken);
+        }
+        for live in surplus {
+            tracing::info!(pool = %self.name, worker = %live.meta.id, "idle overflow worker retired");
+            let _ = self.stop_idle(live);
+        }
+        for live in due {
+            let me = Arc::clone(self);
+            self.spawn(async move { me.run_recycle(live).await });
+        }
+    }
+
+    /// Run [`maintain`](Self::maintain) on a timer until the pool closes. The
+    /// task holds the pool weakly, so a forgotten pool is not kept alive by it.
+    pub fn spawn_maintenance(self: &Arc<Self>) {
+        let mut tick = Duration::from_secs(1).min(self.config.overflow_idle / 2);
+        if let Some(h) = self.config.health_interval {
+            tick = tick.min(h / 2);
+        }
+        let tick = tick.max(Duration::from_millis(5));
+        let weak = Arc::downgrade(self);
+        let closing = self.closing.clone();
+        self.spawn(async move {
+            let mut timer = tokio::time::interval(tick);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = timer.tick() => {}
+                    () = closing.cancelled() => return,
+                }
+                match weak.upgrade() {
+                    Some(shared) => shared.maintain(),
+                    None => return,
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,78 @@
+//! Closing a pool, in the order a user expects:
+//!
+//! 1. stop taking work — new callers and every waiter get `Closed`;
+//! 2. shut down the idle workers, and cancel starts and recycles;
+//! 3. let in-flight work finish, up to `shutdown_grace`;
+//! 4. when the grace runs out, cut off calls still running (their workers
+//!    are killed as their guards drop);
+//! 5. wait for every worker's shutdown, then leave the registry.
+//!
+//! Closing twice is harmless: the second call waits like the first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::shared::{Shared, Wk};
+use super::state::Live;
+use crate::error::Error;
+use crate::queue::{Queue, Strategy};
+use crate::worker::Factory;
+
+/// How long past the grace `close` waits for workers' shutdowns to report.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
+
+impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
+    pub async fn close(self: &Arc<Self>) {
+        let grace = self.config.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
+
+        let idle = self.stop_taking_work();
+        self.closing.cancel();
+        for live in idle {
+            let _ = self.stop_idle(live);
+        }
+
+        self.drain_until(deadline).await;
+        self.kill.cancel();
+
+        self.tasks.close();
+        if tokio::time::timeout(grace + SHUTDOWN_SLACK, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            let busy = self.lock().busy;
+            tracing::warn!(pool = %self.name, busy,
+                "close: workers still checked out past the grace; they are killed when returned");
+        }
+        if let Some(reg) = &self.registry {
+            reg.unregister().await;
+        }
+        tracing::info!(pool = %self.name, "pool closed");
+    }
+
+    /// Mark the pool closed, turn every waiter away, and take the idle workers.
+    fn stop_taking_work(&self) -> Vec<Live<Wk<F>>> {
+        let mut st = self.lock();
+        if !st.closed {
+            st.closed = true;
+            let turned_away = st.fail_waiters(|| Error::Closed);
+            tracing::info!(pool = %self.name, turned_away, busy = st.busy, "pool closing");
+        }
+        st.idle.extract(&mut |_| true)
+    }
+
+    /// Wait until no worker is busy (in-flight work done) or `deadline`.
+    async fn drain_until(&self, deadline: tokio::time::Instant) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.lock().busy == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! `pool.status()`: a serde snapshot of sizes, totals and latency percentiles.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Counts since the pool was built.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Checkouts returned (calls served, successfully or not).
+    pub served: u64,
+    /// Checkout timeouts plus call timeouts.
+    pub timeouts: u64,
+    /// Callers that gave up waiting for a worker (`checkout_timeout`).
+    pub checkout_timeouts: u64,
+    /// Calls killed at their deadline.
+    pub call_timeouts: u64,
+    /// Workers found broken (crashed, failed health check or recycle).
+    pub crashes: u64,
+    /// Replacement starts after a crash, a timeout or a failed start.
+    pub restarts: u64,
+    /// Callers turned away (`Saturated`).
+    pub rejected: u64,
+    /// Failed start attempts.
+    pub start_failures: u64,
+    /// Workers retired on their own request (quota, memory, lifetime).
+    pub retired: u64,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Samples recorded.
+    pub count: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Maximum.
+    pub max_us: u64,
+}
+
+/// A snapshot of one pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The pool's name.
+    pub name: String,
+    /// Warm size.
+    pub size: usize,
+    /// Extra workers allowed on demand.
+    pub max_overflow: usize,
+    /// Live workers: idle + busy + starting.
+    pub live: usize,
+    /// Workers waiting in the idle queue.
+    pub idle: usize,
+    /// Workers checked out or being recycled.
+    pub busy: usize,
+    /// Live workers beyond `size`.
+    pub overflow: usize,
+    /// Workers being started (including failed starts waiting to retry).
+    pub starting: usize,
+    /// Workers still serving while their replacement starts.
+    pub retiring: usize,
+    /// Workers being shut down.
+    pub stopping: usize,
+    /// Callers waiting for a worker.
+    pub waiting: usize,
+    /// Whether `close` has begun.
+    pub closed: bool,
+    /// Whether restarts are being held back by the crash budget.
+    pub crash_looping: bool,
+    /// Totals since build.
+    pub totals: Totals,
+    /// Time from `get` to a worker in hand.
+    pub wait: Percentiles,
+    /// Time a worker was held (checkout to return).
+    pub run: Percentiles,
+}
+
+/// Wait-time and run-time histograms (microseconds, 2 significant digits).
+/// `None` only if hdrhistogram rejected the constant bounds, which it does
+/// not: then no percentiles are reported rather than the pool failing.
+pub(crate) struct Metrics {
+    wait: Option<Histogram<u64>>,
+    run: Option<Histogram<u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            wait: new_histogram(),
+            run: new_histogram(),
+        }
+    }
+}
+
+fn new_histogram() -> Option<Histogram<u64>> {
+    // One hour in microseconds bounds every wait cenote allows; longer ones
+    // saturate.
+    Histogram::new_with_bounds(1, 3_600_000_000, 2).ok()
+}
+
+impl Metrics {
+    pub fn record(&mut self, wait: Duration, run: Duration) {
+        if let Some(h) = &mut self.wait {
+            h.saturating_record(micros(wait));
+        }
+        if let Some(h) = &mut self.run {
+            h.saturating_record(micros(run));
+        }
+    }
+
+    pub fn wait(&self) -> Percentiles {
+        self.wait.as_ref().map(percentiles).unwrap_or_default()
+    }
+
+    pub fn run(&self) -> Percentiles {
+        self.run.as_ref().map(percentiles).unwrap_or_default()
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    if h.is_empty() {
+        return Percentiles::default();
+    }
+    Percentiles {
+        count: h.len(),
+        p50_us: h.value_at_quantile(0.50),
+        p90_us: h.value_at_quantile(0.90),
+        p99_us: h.value_at_quantile(0.99),
+        max_us: h.max(),
+    }
+}

@@ -1,0 +1,130 @@
+//! The [`Worker`] contract: what a pool holds, how it is made, checked and ended.
+//!
+//! A pool never looks inside a worker. It asks four questions of it, each at a
+//! fixed point of the worker's life:
+//!
+//! * **made** by a [`Factory`], always in a task the pool owns, so a caller that
+//!   gives up while a slow process starts does not waste the start;
+//! * **is it broken?** ([`Worker::is_broken`]) — a cheap, synchronous look taken
+//!   on every checkout and every return, e.g. "has my process exited?";
+//! * **recycle** ([`Worker::recycle`]) — the slow, async repair the pool runs,
+//!   off the caller's path, on a worker whose operation was cut off and on idle
+//!   workers due a health check;
+//! * **shut down** ([`Worker::shutdown`]) — graceful within a deadline, a kill
+//!   when the deadline is zero.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A pool-unique worker number, used in tracing fields and the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkerId(pub u64);
+
+impl std::fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "w{}", self.0)
+    }
+}
+
+/// What a factory knows about the worker it is asked to make.
+#[derive(Debug, Clone)]
+pub struct WorkerCtx {
+    /// The pool's name, for tracing and registry entries.
+    pub pool: std::sync::Arc<str>,
+    /// The id the new worker will carry for its whole life.
+    pub id: WorkerId,
+    /// How many start attempts for this slot failed before this one.
+    pub attempt: u32,
+}
+
+/// Why a worker asks to be replaced although it still works.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Retire {
+    /// It served its quota of tasks.
+    Tasks(u64),
+    /// Its memory grew past the allowed growth over its own baseline (bytes).
+    Memory(u64),
+    /// It reached its maximum lifetime.
+    Lifetime(Duration),
+}
+
+impl std::fmt::Display for Retire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retire::Tasks(n) => write!(f, "served its quota of {n} tasks"),
+            Retire::Memory(b) => write!(f, "memory grew by {b} bytes over its baseline"),
+            Retire::Lifetime(d) => write!(f, "reached its maximum lifetime of {d:?}"),
+        }
+    }
+}
+
+/// One pooled resource, such as an OS process.
+///
+/// Implementations hold their own resource and must release it in `Drop` as a
+/// last resort (e.g. kill the process group), because a pool can only promise
+/// that [`shutdown`](Worker::shutdown) is called when the worker is still in
+/// its hands.
+pub trait Worker: Send + Sized + 'static {
+    /// The worker's own error. [`is_broken`](Worker::is_broken) decides whether
+    /// an error also ends the worker.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// A cheap, synchronous check: is this worker beyond use (its process gone,
+    /// its connection closed)? Checked on every checkout and every return.
+    fn is_broken(&mut self) -> bool {
+        false
+    }
+
+    /// Make the worker ready for the next caller: finish or kill an operation
+    /// that a caller abandoned, or answer a health check when idle. The pool
+    /// bounds it with `recycle_timeout`; an error or a timeout replaces the
+    /// worker.
+    fn recycle(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Asked on every return: should this worker be replaced although it still
+    /// works (task quota, memory growth, lifetime)? The pool starts the
+    /// replacement before this worker stops serving.
+    fn retire_reason(&self) -> Option<Retire> {
+        None
+    }
+
+    /// End the worker. Within `grace` it may finish cleanly; a zero grace, or
+    /// the grace running out, means kill.
+    fn shutdown(self, grace: Duration) -> impl Future<Output = ()> + Send;
+
+    /// The OS process id, where the worker has one (for status and registry).
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+}
+
+/// Makes workers. Called concurrently, once per slot, from tasks the pool owns.
+pub trait Factory: Send + Sync + 'static {
+    /// The worker this factory makes.
+    type Worker: Worker;
+
+    /// Make one worker. A failure is retried by the pool with backoff.
+    fn create(
+        &self,
+        ctx: WorkerCtx,
+    ) -> impl Future<Output = Result<Self::Worker, <Self::Worker as Worker>::Error>> + Send;
+}
+
+/// A worker that answers requests, which gives its pool
+/// [`Pool::call`](crate::Pool::call): checkout, call, return, under a deadline.
+pub trait Call<Req>: Worker {
+    /// What a successful call returns.
+    type Response: Send + 'static;
+
+    /// Serve one request. The future may be dropped at any await point (caller
+    /// cancelled, deadline passed); the pool then never hands the worker out
+    /// again before [`recycle`](Worker::recycle) succeeds, or kills it.
+    fn call(
+        &mut self,
+        req: Req,
+    ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send;
+}

@@ -1,0 +1,42 @@
+//! Queue strategies for cenote pools, one Cargo feature each.
+//!
+//! A pool orders two things with [`Queue`](cenote_core::Queue): its idle
+//! workers and its waiting callers. Pick a strategy per queue by type:
+//!
+//! | strategy | serves first | good for |
+//! |---|---|---|
+//! | [`Lifo`] | the newest entry | idle workers: keeps a hot set warm, lets the rest age out |
+//! | [`Fifo`] | the oldest entry | waiters: fairness; idle workers: spreads load evenly |
+//! | [`Priority`] | the highest priority, oldest among equals | waiters with request classes |
+//!
+//! ```
+//! use cenote_core::Queue;
+//! use cenote_strategies::{FifoQueue, LifoQueue, PriorityQueue};
+//!
+//! let mut q = PriorityQueue::default();
+//! q.push("low", 0);
+//! q.push("high", 5);
+//! assert_eq!(q.pop(), Some("high"));
+//!
+//! let mut lifo = LifoQueue::default();
+//! lifo.push(1, 0);
+//! lifo.push(2, 0);
+//! assert_eq!(lifo.pop(), Some(2));
+//! # let _ = FifoQueue::<u8>::default();
+//! ```
+//!
+//! All three keep their entries in a `BTreeMap` keyed by arrival order (and
+//! priority), so `push`, `pop` and `remove` by key are O(log n) and a removed
+//! entry leaves nothing behind.
+
+#[cfg(any(feature = "fifo", feature = "lifo"))]
+mod ordered;
+#[cfg(feature = "priority")]
+mod priority;
+
+#[cfg(feature = "fifo")]
+pub use ordered::{Fifo, FifoQueue};
+#[cfg(feature = "lifo")]
+pub use ordered::{Lifo, LifoQueue};
+#[cfg(feature = "priority")]
+pub use priority::{Priority, PriorityQueue};

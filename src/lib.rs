@@ -1,0 +1,68 @@
+//! cenote: pools of workers, built for heavy, long-lived external processes.
+//!
+//! The pool core ([`Pool`]) is generic over the worker ([`Worker`] made by a
+//! [`Factory`]), the strategy that orders idle workers and the one that orders
+//! waiting callers ([`Strategy`]: [`Lifo`], [`Fifo`], [`Priority`], each behind
+//! a Cargo feature), and the [`Registry`] where pools and workers are found.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use cenote::{Call, Factory, Pool, Worker, WorkerCtx};
+//!
+//! struct Upper;
+//! impl Worker for Upper {
+//!     type Error = Infallible;
+//!     async fn shutdown(self, _grace: Duration) {}
+//! }
+//! impl Call<String> for Upper {
+//!     type Response = String;
+//!     async fn call(&mut self, s: String) -> Result<String, Infallible> {
+//!         Ok(s.to_uppercase())
+//!     }
+//! }
+//! struct Make;
+//! impl Factory for Make {
+//!     type Worker = Upper;
+//!     async fn create(&self, _: WorkerCtx) -> Result<Upper, Infallible> { Ok(Upper) }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // Defaults: LIFO idle workers, FIFO waiters.
+//! let pool: Pool<Make> = Pool::builder(Make).size(2).build().await.unwrap();
+//! assert_eq!(pool.call("hi".to_string()).await.unwrap(), "HI");
+//! pool.close().await;
+//! # }
+//! ```
+
+pub use cenote_core::{
+    Backoff, BuildError, Call, CallOptions, Checkout, ConfigError, CrashBudget, Error, Factory,
+    Percentiles, PoolBuilder, PoolConfig, PoolEntry, Queue, QueueKey, Registry, RegistryError,
+    RegistryEvent, Retire, StartError, Status, Strategy, Totals, Worker, WorkerCtx, WorkerEntry,
+    WorkerId, WorkerInfo, WorkerState,
+};
+
+/// The waiter priority type: higher is served first.
+pub type PriorityLevel = cenote_core::Priority;
+
+#[cfg(feature = "fifo")]
+pub use cenote_strategies::Fifo;
+#[cfg(feature = "lifo")]
+pub use cenote_strategies::Lifo;
+#[cfg(feature = "priority")]
+pub use cenote_strategies::Priority;
+
+pub use cenote_registry as registry;
+
+#[cfg(feature = "python")]
+pub use cenote_python as python;
+
+/// A pool. The defaults order idle workers LIFO (a hot set stays warm, the
+/// rest can retire) and waiting callers FIFO (fair).
+#[cfg(all(feature = "lifo", feature = "fifo"))]
+pub type Pool<F, I = Lifo, W = Fifo> = cenote_core::Pool<F, I, W>;
+
+/// A pool, typed by its factory and its two strategies.
+#[cfg(not(all(feature = "lifo", feature = "fifo")))]
+pub type Pool<F, I, W> = cenote_core::Pool<F, I, W>;
