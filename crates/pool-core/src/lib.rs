@@ -31,8 +31,10 @@
 //! }
 //!
 //! // A strategy: strategies live in `cenote-strategies`; this one is a stack.
-//! #[derive(Default)]
 //! struct Stack<T>(Vec<(u64, T)>, u64);
+//! impl<T> Default for Stack<T> {
+//!     fn default() -> Self { Stack(Vec::new(), 0) }
+//! }
 //! impl<T: Send + 'static> Queue<T> for Stack<T> {
 //!     fn push(&mut self, item: T, priority: i32) -> QueueKey {
 //!         self.1 += 1;
