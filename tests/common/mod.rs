@@ -19,6 +19,8 @@ pub enum Op {
     Err,
     /// Sleep, then answer.
     Slow(Duration),
+    /// Sleep, then answer with an error.
+    SlowErr(Duration),
     /// Never answer.
     Hang,
     /// Die: the answer is an error and the worker is broken afterwards.
@@ -61,6 +63,8 @@ pub struct Book {
     /// Each start takes this long (ms).
     pub start_ms: AtomicU64,
     pub recycle: Mutex<Recycle>,
+    /// Each recycle takes this long (ms) before its outcome.
+    pub recycle_ms: AtomicU64,
     pub recycles: AtomicU64,
     /// Workers retire after this many tasks (0 = never).
     pub quota: AtomicU64,
@@ -78,6 +82,7 @@ impl Default for Book {
             fail_starts: AtomicUsize::new(0),
             start_ms: AtomicU64::new(0),
             recycle: Mutex::new(Recycle::Ok),
+            recycle_ms: AtomicU64::new(0),
             recycles: AtomicU64::new(0),
             quota: AtomicU64::new(0),
             abandoned_running: AtomicUsize::new(0),
@@ -112,6 +117,10 @@ impl Worker for TestWorker {
     async fn recycle(&mut self) -> Result<(), TestError> {
         self.book.recycles.fetch_add(1, Ordering::SeqCst);
         let mode = *self.book.recycle.lock().unwrap();
+        let ms = self.book.recycle_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         match mode {
             Recycle::Ok => {
                 tokio::task::yield_now().await;
@@ -172,6 +181,10 @@ impl Call<Op> for TestWorker {
             Op::Slow(d) => {
                 tokio::time::sleep(d).await;
                 Ok(self.id)
+            }
+            Op::SlowErr(d) => {
+                tokio::time::sleep(d).await;
+                Err(TestError::Failed)
             }
             Op::Hang => std::future::pending().await,
             Op::Crash => {
