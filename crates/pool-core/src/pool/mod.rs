@@ -291,7 +291,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
             stopping: st.stopping,
             waiting: st.waiters.len(),
             closed: st.closed,
-            crash_looping: st.crash_looping,
+            crash_looping: st.crash_looping(shared.config.crash_budget),
             totals: st.totals.clone(),
             wait: st.metrics.wait(),
             run: st.metrics.run(),

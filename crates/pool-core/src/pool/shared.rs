@@ -218,7 +218,6 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
         st.starting -= 1;
         st.busy += 1;
         st.last_start_error = None;
-        st.crash_looping = false;
         if st.closed {
             drop(st);
             return self.stop_busy(live, Duration::ZERO);

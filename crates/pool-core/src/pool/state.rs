@@ -107,7 +107,6 @@ pub(crate) struct State<Wk: Worker, I: Strategy, W: Strategy> {
     pub last_start_error: Option<Arc<StartError<Wk::Error>>>,
     /// Recent restarts, for the crash-loop budget.
     pub restarts: VecDeque<Instant>,
-    pub crash_looping: bool,
     pub totals: Totals,
     pub metrics: Metrics,
 }
@@ -129,7 +128,6 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
             closed: false,
             last_start_error: None,
             restarts: VecDeque::new(),
-            crash_looping: false,
             totals: Totals::default(),
             metrics: Metrics::default(),
         }
@@ -218,14 +216,24 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         }
         if self.restarts.len() < budget.max_restarts as usize {
             self.restarts.push_back(now);
-            self.crash_looping = false;
             return Duration::ZERO;
         }
-        self.crash_looping = true;
         let oldest = self.restarts.pop_front().unwrap_or(now);
         let ready_at = oldest + budget.window;
         self.restarts.push_back(ready_at);
         ready_at.saturating_duration_since(now)
+    }
+
+    /// Whether the crash budget is spent for the current window: the next
+    /// restart will be held back.
+    pub fn crash_looping(&self, budget: crate::CrashBudget) -> bool {
+        let now = Instant::now();
+        let recent = self
+            .restarts
+            .iter()
+            .filter(|t| t.checked_add(budget.window).is_some_and(|end| end > now))
+            .count();
+        recent >= budget.max_restarts as usize
     }
 
     /// The counters must agree with the slots and the queues.
