@@ -1,0 +1,243 @@
+//! Runtime changes and endings: resize, add/remove idle workers, retain,
+//! overflow retirement, quota retirement with a warm replacement, close under
+//! load, close past its grace, and a pool dropped without close.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cenote::{CallOptions, Error};
+use common::*;
+
+const SETTLE: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_grows_at_once_and_shrinks_idle_then_busy() {
+    let f = TestFactory::default();
+    let pool = builder(f.clone(), 2).build().await.unwrap();
+    pool.resize(5).unwrap();
+    assert!(
+        eventually(SETTLE, || pool.status().idle == 5).await,
+        "{:?}",
+        pool.status()
+    );
+    // Three busy, two idle; shrink to 1: idle go now, busy as they return.
+    let held: Vec<_> = futures::future::join_all((0..3).map(|_| pool.get())).await;
+    pool.resize(1).unwrap();
+    assert!(eventually(SETTLE, || pool.status().idle == 0).await);
+    assert!(eventually(SETTLE, || f.book.shut_down.load(Ordering::SeqCst) == 2).await);
+    assert_eq!(
+        pool.status().busy,
+        3,
+        "busy workers were cut off by the shrink"
+    );
+    drop(held);
+    assert!(
+        eventually(SETTLE, || pool.status().live == 1
+            && pool.status().stopping == 0)
+        .await,
+        "{:?}",
+        pool.status()
+    );
+    assert_eq!(f.book.alive(), 1);
+    assert!(
+        pool.resize(0).is_err(),
+        "size 0 without overflow can never serve"
+    );
+    pool.check_invariants().unwrap();
+    pool.close().await;
+    assert_eq!(f.book.alive(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_idle_workers_are_really_shut_down() {
+    let f = TestFactory::default();
+    let pool = builder(f.clone(), 3).build().await.unwrap();
+    let held = pool.get().await.unwrap();
+    // Only idle workers are taken; the busy one is untouched.
+    assert_eq!(pool.remove_idle_workers(5).await, 2);
+    assert_eq!(
+        f.book.shut_down.load(Ordering::SeqCst),
+        2,
+        "removed workers still running"
+    );
+    let s = pool.status();
+    assert_eq!((s.size, s.live, s.busy), (1, 1, 1));
+    drop(held);
+    pool.add_workers(2);
+    assert!(eventually(SETTLE, || pool.status().idle == 3).await);
+    pool.close().await;
+    assert_eq!(f.book.alive(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retain_replaces_what_it_removes() {
+    let f = TestFactory::default();
+    let pool = builder(f.clone(), 3).build().await.unwrap();
+    let first = pool.get().await.unwrap().id();
+    let removed = pool.retain(|w| w.id != first).await;
+    assert_eq!(removed, 1);
+    assert!(eventually(SETTLE, || pool.status().idle == 3).await);
+    assert_eq!(f.book.created.load(Ordering::SeqCst), 4);
+    let ids: Vec<_> = futures::future::join_all((0..3).map(|_| pool.get()))
+        .await
+        .into_iter()
+        .map(|g| g.unwrap().id())
+        .collect();
+    assert!(!ids.contains(&first), "a removed worker still serves");
+    pool.close().await;
+    assert_eq!(f.book.alive(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflow_workers_come_on_demand_and_retire_when_idle() {
+    let f = TestFactory::default();
+    let pool = builder(f.clone(), 1)
+        .max_overflow(2)
+        .overflow_idle(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let calls = (0..3).map(|_| pool.call(Op::Slow(Duration::from_millis(100))));
+    let results = futures::future::join_all(calls).await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    assert_eq!(
+        f.book.created.load(Ordering::SeqCst),
+        3,
+        "overflow workers were not made"
+    );
+    assert!(pool.status().live <= 3);
+    assert!(
+        eventually(SETTLE, || pool.status().live == 1
+            && pool.status().stopping == 0)
+        .await,
+        "{:?}",
+        pool.status()
+    );
+    assert_eq!(f.book.alive(), 1);
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_at_its_quota_is_replaced_warm() {
+    let f = TestFactory::default();
+    f.book.quota.store(3, Ordering::SeqCst);
+    let pool = builder(f.clone(), 2).build().await.unwrap();
+    let p = pool.clone();
+    let watcher = tokio::spawn(async move {
+        // Capacity never drops below size while workers retire.
+        let mut min_ready = usize::MAX;
+        for _ in 0..400 {
+            let s = p.status();
+            min_ready = min_ready.min(s.idle + s.busy);
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        min_ready
+    });
+    for _ in 0..30 {
+        pool.call(Op::Slow(Duration::from_millis(2))).await.unwrap();
+    }
+    let min_ready = watcher.await.unwrap();
+    assert!(
+        min_ready >= 2,
+        "ready workers dropped to {min_ready} below size 2"
+    );
+    let t = pool.status().totals;
+    assert!(
+        t.retired >= 5,
+        "workers did not retire at their quota: {t:?}"
+    );
+    assert_eq!(t.crashes, 0);
+    assert!(
+        eventually(SETTLE, || {
+            let s = pool.status();
+            s.live == 2 && s.retiring == 0 && s.stopping == 0
+        })
+        .await,
+        "{:?}",
+        pool.status()
+    );
+    pool.close().await;
+    assert_eq!(f.book.alive(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_under_load_finishes_in_flight_and_turns_the_rest_away() {
+    let f = TestFactory::default();
+    let pool = builder(f.clone(), 2)
+        .shutdown_grace(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let mut calls = Vec::new();
+    for _ in 0..10 {
+        let p = pool.clone();
+        calls.push(tokio::spawn(async move {
+            p.call(Op::Slow(Duration::from_millis(150))).await
+        }));
+    }
+    assert!(eventually(SETTLE, || pool.status().waiting == 8).await);
+    pool.close().await;
+    let results: Vec<_> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let closed = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::Closed)))
+        .count();
+    assert_eq!((ok, closed), (2, 8), "{results:?}");
+    assert!(matches!(pool.get().await, Err(Error::Closed)));
+    assert_eq!(f.book.alive(), 0);
+    assert!(pool.status().closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_kills_what_outlives_the_grace() {
+    let f = TestFactory::default();
+    let pool = builder(f.clone(), 2)
+        .shutdown_grace(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let mut calls = Vec::new();
+    for _ in 0..2 {
+        let p = pool.clone();
+        calls.push(tokio::spawn(async move {
+            p.call_with(
+                Op::Hang,
+                CallOptions::default().timeout(Duration::from_secs(60)),
+            )
+            .await
+        }));
+    }
+    assert!(eventually(SETTLE, || pool.status().busy == 2).await);
+    let began = std::time::Instant::now();
+    pool.close().await;
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "close waited on hung calls"
+    );
+    for c in calls {
+        assert!(matches!(c.await.unwrap(), Err(Error::Closed)));
+    }
+    assert!(
+        eventually(SETTLE, || f.book.alive() == 0).await,
+        "hung workers were not killed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_pool_closes_itself() {
+    let f = TestFactory::default();
+    let pool = builder(f.clone(), 3).build().await.unwrap();
+    pool.call(Op::Ok).await.unwrap();
+    drop(pool);
+    assert!(
+        eventually(SETTLE, || f.book.alive() == 0).await,
+        "workers outlived their pool"
+    );
+}
