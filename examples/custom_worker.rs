@@ -50,7 +50,7 @@ impl Factory for Sessions {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool: Pool<Sessions, Lifo, Priority> = Pool::builder(Sessions).size(4).build().await?;
-    let calls = (0..200).map(|i| pool.call_with_priority(format!("hello {i}"), (i % 3) as i32));
+    let calls = (0..200).map(|i| pool.call_with_priority(format!("hello {i}"), i % 3));
     let answers = futures::future::try_join_all(calls).await?;
     println!("{}", answers[0]);
     println!("{}", serde_json::to_string_pretty(&pool.status())?);

@@ -102,7 +102,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Drop for Owner<F, I, W> {
         let rt = shared.rt.clone();
         // Fails only if the runtime is gone; then workers' own Drop (which
         // must kill their resource) is the last line.
-        let _ = rt.spawn(async move { shared.close().await });
+        drop(rt.spawn(async move { shared.close().await }));
     }
 }
 
@@ -397,7 +397,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         let shared = self.shared();
         let down: Vec<_> = workers
             .into_iter()
-            .map(|live| shared.stop_idle(live))
+            .map(|live| shared.stop_idle(live).wait())
             .collect();
         let bound = shared.config.shutdown_grace + Duration::from_secs(5);
         let _ = tokio::time::timeout(bound, futures::future::join_all(down)).await;

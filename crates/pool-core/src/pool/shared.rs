@@ -50,6 +50,16 @@ pub(crate) enum Discard {
     TimedOut,
 }
 
+/// A worker's shutdown under way; wait for it, or let it run.
+pub(crate) struct Stopped(oneshot::Receiver<()>);
+
+impl Stopped {
+    /// Resolves once the worker's `shutdown` has returned.
+    pub async fn wait(self) {
+        let _ = self.0.await;
+    }
+}
+
 /// Where a returning guard sends its worker, without knowing the pool's
 /// factory or strategy types.
 pub(crate) trait Home<W: Worker>: Send + Sync {
@@ -260,8 +270,8 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
     }
 
     /// Shut down a worker already taken out of the idle queue, and give back
-    /// its slot. The receiver fires once the worker is down.
-    pub fn stop_idle(self: &Arc<Self>, live: Live<Wk<F>>) -> oneshot::Receiver<()> {
+    /// its slot.
+    pub fn stop_idle(self: &Arc<Self>, live: Live<Wk<F>>) -> Stopped {
         let Live { worker, meta, slot } = live;
         self.lock().free_slot(slot);
         self.stop_worker(worker, meta, self.config.shutdown_grace)
@@ -272,7 +282,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
         worker: Wk<F>,
         meta: super::state::Meta,
         grace: Duration,
-    ) -> oneshot::Receiver<()> {
+    ) -> Stopped {
         self.lock().stopping += 1;
         self.publish(&meta, WorkerState::Retiring);
         let (down, rx) = oneshot::channel();
@@ -286,7 +296,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             tracing::debug!(pool = %me.name, worker = %meta.id, pid = ?meta.pid, "worker shut down");
             let _ = down.send(());
         });
-        rx
+        Stopped(rx)
     }
 }
 
