@@ -4,7 +4,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::shared::{Home, Return};
+use super::shared::{Home, Return, Served};
 use super::state::Live;
 use crate::worker::{Call, Worker, WorkerId};
 
@@ -27,12 +27,13 @@ pub struct Checkout<W: Worker> {
 }
 
 impl<W: Worker> Checkout<W> {
-    pub(crate) fn new(live: Live<W>, home: Arc<dyn Home<W>>, waited: Duration) -> Self {
+    pub(crate) fn new(live: Live<W>, home: Arc<dyn Home<W>>, asked: Instant) -> Self {
+        let taken = Instant::now();
         Checkout {
             live: Some(live),
             home,
-            waited,
-            taken: Instant::now(),
+            waited: taken.duration_since(asked),
+            taken,
             in_flight: false,
             kill: false,
         }
@@ -122,7 +123,13 @@ impl<W: Worker> Drop for Checkout<W> {
             } else {
                 Return::Clean
             };
-            Arc::clone(&self.home).put_back(live, how, self.waited, self.taken.elapsed());
+            let returned = Instant::now();
+            let served = Served {
+                waited: self.waited,
+                ran: returned.duration_since(self.taken),
+                returned,
+            };
+            Arc::clone(&self.home).put_back(live, how, served);
         }
     }
 }

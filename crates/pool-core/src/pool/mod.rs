@@ -162,7 +162,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
             }
             tracing::trace!(pool = %shared.name, worker = %live.meta.id, "worker checked out");
             let home: Arc<dyn Home<Wk<F>>> = Arc::clone(shared) as _;
-            return Ok(Checkout::new(live, home, began.elapsed()));
+            return Ok(Checkout::new(live, home, began.into_std()));
         }
     }
 

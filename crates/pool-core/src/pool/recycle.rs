@@ -31,7 +31,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             None => self.stop_busy(live, Duration::ZERO),
             Some(Ok(Ok(()))) => {
                 live.meta.checked_at = Instant::now();
-                self.reenter(live);
+                self.reenter(live, None);
             }
             Some(Ok(Err(e))) => {
                 tracing::warn!(pool = %self.name, worker = %live.meta.id, error = %e, "recycle failed");

@@ -60,10 +60,18 @@ impl Stopped {
     }
 }
 
+/// One ended checkout, for the totals and the latency histograms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Served {
+    pub waited: Duration,
+    pub ran: Duration,
+    pub returned: std::time::Instant,
+}
+
 /// Where a returning guard sends its worker, without knowing the pool's
 /// factory or strategy types.
 pub(crate) trait Home<W: Worker>: Send + Sync {
-    fn put_back(self: Arc<Self>, live: Live<W>, how: Return, waited: Duration, ran: Duration);
+    fn put_back(self: Arc<Self>, live: Live<W>, how: Return, served: Served);
 }
 
 pub(crate) struct Shared<F: Factory, I: Strategy, W: Strategy> {
@@ -131,12 +139,21 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
 
     /// Re-enter service: the worker is counted busy and no operation is
     /// outstanding on it.
-    pub fn reenter(self: &Arc<Self>, mut live: Live<Wk<F>>) {
+    ///
+    /// `served` is the checkout that just ended, if any: it is recorded under
+    /// the same lock acquisition, keeping the common return to one lock.
+    pub fn reenter(self: &Arc<Self>, mut live: Live<Wk<F>>, served: Option<Served>) {
         if live.worker.is_broken() {
+            if let Some(s) = served {
+                self.lock().record(s);
+            }
             return self.discard(live, Discard::Broken);
         }
         let wants_out = live.worker.retire_reason();
         let mut st = self.lock();
+        if let Some(s) = served {
+            st.record(s);
+        }
         if st.closed {
             drop(st);
             return self.stop_busy(live, Duration::ZERO);
@@ -301,27 +318,20 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
 }
 
 impl<F: Factory, I: Strategy, W: Strategy> Home<Wk<F>> for Shared<F, I, W> {
-    fn put_back(
-        self: Arc<Self>,
-        mut live: Live<Wk<F>>,
-        how: Return,
-        waited: Duration,
-        ran: Duration,
-    ) {
+    fn put_back(self: Arc<Self>, mut live: Live<Wk<F>>, how: Return, served: Served) {
         live.meta.tasks += 1;
-        live.meta.idle_since = std::time::Instant::now();
-        {
-            let mut st = self.lock();
-            st.totals.served += 1;
-            st.metrics.record(waited, ran);
-        }
+        live.meta.idle_since = served.returned;
         tracing::trace!(pool = %self.name, worker = %live.meta.id, ?how, "worker returned");
         match how {
-            Return::Clean => self.reenter(live),
-            Return::Interrupted => self.recycle(live),
+            Return::Clean => self.reenter(live, Some(served)),
+            Return::Interrupted => {
+                self.lock().record(served);
+                self.recycle(live)
+            }
             Return::Kill => {
                 {
                     let mut st = self.lock();
+                    st.record(served);
                     st.totals.call_timeouts += 1;
                     st.totals.timeouts += 1;
                 }

@@ -193,6 +193,12 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         self.idle.push(live, 0);
     }
 
+    /// Count one ended checkout.
+    pub fn record(&mut self, served: super::shared::Served) {
+        self.totals.served += 1;
+        self.metrics.record(served.waited, served.ran);
+    }
+
     /// Tell every waiter it will not be served.
     pub fn fail_waiters(&mut self, err: impl Fn() -> Error<Wk::Error>) -> usize {
         let mut n = 0;
