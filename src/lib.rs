@@ -39,8 +39,8 @@
 pub use cenote_core::{
     Backoff, BuildError, Call, CallOptions, Checkout, ConfigError, CrashBudget, Error, Factory,
     Percentiles, PoolBuilder, PoolConfig, PoolEntry, Queue, QueueKey, Registry, RegistryError,
-    RegistryEvent, Retire, StartError, Status, Strategy, Totals, Worker, WorkerCtx, WorkerEntry,
-    WorkerId, WorkerInfo, WorkerState,
+    RegistryEvent, Retire, RetryIf, RetryPolicy, StartError, Status, Strategy, Totals, Worker,
+    WorkerCtx, WorkerEntry, WorkerId, WorkerInfo, WorkerState,
 };
 
 /// The waiter priority type: higher is served first.

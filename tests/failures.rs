@@ -80,7 +80,7 @@ async fn a_crash_fails_only_its_own_call_and_is_replaced() {
     assert!(eventually(SETTLE, || pool.status().busy == 1).await);
     let crashed = pool.call(Op::Crash).await;
     assert!(
-        matches!(crashed, Err(Error::Worker(TestError::Crashed))),
+        matches!(crashed, Err(Error::Crashed(TestError::Crashed))),
         "{crashed:?}"
     );
     assert!(

@@ -23,6 +23,14 @@ impl Backoff {
             .unwrap_or(u32::MAX);
         self.initial.saturating_mul(factor).min(self.max)
     }
+
+    /// [`delay`](Self::delay) with ±20% jitter, so slots or callers that
+    /// failed together do not retry together.
+    pub fn jittered(&self, attempt: u32) -> Duration {
+        use rand::Rng;
+        self.delay(attempt)
+            .mul_f64(rand::thread_rng().gen_range(0.8..=1.2))
+    }
 }
 
 /// How many worker restarts (replacements after a crash, a failed start or a

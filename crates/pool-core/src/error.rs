@@ -34,9 +34,13 @@ pub enum Error<E: std::error::Error + 'static> {
     /// The call ran past its deadline; its worker was killed and is replaced.
     #[error("call did not finish within {0:?}; its worker was killed and is being replaced")]
     CallTimeout(Duration),
-    /// The worker answered with an error (or died: then it is replaced).
+    /// The worker answered with an error and stays in service.
     #[error(transparent)]
     Worker(E),
+    /// The worker died during the call (it was found broken right after it);
+    /// it is being replaced. Safe to retry for idempotent calls.
+    #[error("worker died during the call and is being replaced: {0}")]
+    Crashed(E),
 }
 
 /// Why one worker start failed.

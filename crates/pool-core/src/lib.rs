@@ -82,7 +82,7 @@ mod worker;
 
 pub use config::{Backoff, CrashBudget, PoolConfig};
 pub use error::{BuildError, ConfigError, Error, StartError};
-pub use pool::{CallOptions, Checkout, Pool, PoolBuilder, WorkerInfo};
+pub use pool::{CallOptions, Checkout, Pool, PoolBuilder, RetryIf, RetryPolicy, WorkerInfo};
 pub use queue::{Priority, Queue, QueueKey, Strategy};
 pub use registry::{PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerState};
 pub use status::{Percentiles, Status, Totals};

@@ -11,6 +11,7 @@ mod builder;
 mod checkout;
 mod recycle;
 mod registry_writer;
+mod retry;
 mod shared;
 mod shutdown;
 mod start;
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 
 pub use builder::PoolBuilder;
 pub use checkout::Checkout;
+pub use retry::{RetryIf, RetryPolicy};
 
 use shared::{Home, Shared, Wk, WkError};
 use waiter::Waiting;
@@ -265,6 +267,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         };
         match outcome {
             Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if guard.is_broken() => Err(Error::Crashed(e)),
             Ok(Err(e)) => Err(Error::Worker(e)),
             Err(_) => {
                 tracing::warn!(pool = %shared.name, worker = %guard.id(), ?limit, "call timed out; killing its worker");

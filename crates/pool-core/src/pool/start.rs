@@ -9,8 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
-
 use super::shared::{Shared, Wk};
 use super::state::{Live, Meta, Slot};
 use crate::error::{Error, StartError};
@@ -68,7 +66,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             };
             failures += 1;
             self.start_failed(id, failures, Arc::new(err));
-            let delay = jitter(self.config.start_backoff.delay(failures));
+            let delay = self.config.start_backoff.jittered(failures);
             if !self.pause(delay).await {
                 return self.abandon_start(slot, id, true);
             }
@@ -118,9 +116,4 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             () = self.closing.cancelled() => false,
         }
     }
-}
-
-/// Up to ±20%, so slots that failed together do not retry together.
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(rand::thread_rng().gen_range(0.8..=1.2))
 }
