@@ -32,8 +32,6 @@ enum Outcome {
 const OUTCOMES: [Outcome; 4] = [Outcome::Ok, Outcome::Err, Outcome::Slow, Outcome::Hang];
 const SETTLE: Duration = Duration::from_secs(5);
 
-type TestPool = cenote::Pool<TestFactory>;
-
 /// Spawn `pool.call(op)`, wait until `reached` holds, then cancel the caller
 /// and wait until its future is really dropped.
 async fn cancel_at(

@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cenote::{CallOptions, Error};
+use cenote::Error;
 use common::*;
 
 const SETTLE: Duration = Duration::from_secs(5);
@@ -170,13 +170,7 @@ async fn close_under_load_finishes_in_flight_and_turns_the_rest_away() {
         .build()
         .await
         .unwrap();
-    let mut calls = Vec::new();
-    for _ in 0..10 {
-        let p = pool.clone();
-        calls.push(tokio::spawn(async move {
-            p.call(Op::Slow(Duration::from_millis(150))).await
-        }));
-    }
+    let calls = spawn_calls(&pool, 10, Op::Slow(Duration::from_millis(150)), SETTLE);
     assert!(eventually(SETTLE, || pool.status().waiting == 8).await);
     pool.close().await;
     let results: Vec<_> = futures::future::join_all(calls)
@@ -203,17 +197,7 @@ async fn close_kills_what_outlives_the_grace() {
         .build()
         .await
         .unwrap();
-    let mut calls = Vec::new();
-    for _ in 0..2 {
-        let p = pool.clone();
-        calls.push(tokio::spawn(async move {
-            p.call_with(
-                Op::Hang,
-                CallOptions::default().timeout(Duration::from_secs(60)),
-            )
-            .await
-        }));
-    }
+    let calls = spawn_calls(&pool, 2, Op::Hang, Duration::from_secs(60));
     assert!(eventually(SETTLE, || pool.status().busy == 2).await);
     let began = std::time::Instant::now();
     pool.close().await;

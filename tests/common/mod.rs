@@ -261,3 +261,27 @@ pub fn builder(
         })
         .health_interval(None)
 }
+
+/// The default-strategy pool over test workers.
+pub type TestPool = cenote::Pool<TestFactory>;
+
+/// A call's result as a test sees it.
+pub type CallResult = Result<u64, cenote::Error<TestError>>;
+
+/// Start `n` concurrent `op` calls, each with its own deadline.
+pub fn spawn_calls(
+    pool: &TestPool,
+    n: usize,
+    op: Op,
+    timeout: Duration,
+) -> Vec<tokio::task::JoinHandle<CallResult>> {
+    (0..n)
+        .map(|_| {
+            let p = pool.clone();
+            tokio::spawn(async move {
+                p.call_with(op, cenote::CallOptions::default().timeout(timeout))
+                    .await
+            })
+        })
+        .collect()
+}
