@@ -332,14 +332,14 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
                 excess -= usize::from(take);
                 take
             });
-            (slots, surplus)
+            (slots, st.release_all(surplus))
         };
         tracing::info!(pool = %shared.name, size, starting = slots.len(), stopping = surplus.len(), "pool resized");
         for slot in slots {
             shared.start(slot, false);
         }
-        for live in surplus {
-            let _ = shared.stop_idle(live);
+        for out in surplus {
+            let _ = shared.stop_idle(out);
         }
         Ok(())
     }
@@ -364,7 +364,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
                 take
             });
             st.size -= removed.len();
-            removed
+            st.release_all(removed)
         };
         let count = removed.len();
         self.stop_and_wait(removed).await;
@@ -377,10 +377,9 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
     pub async fn retain(&self, mut keep: impl FnMut(&WorkerInfo) -> bool) -> usize {
         let shared = self.shared();
         let now = std::time::Instant::now();
-        let removed = shared
-            .lock()
-            .idle
-            .extract(&mut |l: &mut state::Live<Wk<F>>| {
+        let removed = {
+            let mut st = shared.lock();
+            let out = st.idle.extract(&mut |l: &mut state::Live<Wk<F>>| {
                 !keep(&WorkerInfo {
                     id: l.meta.id,
                     pid: l.meta.pid,
@@ -389,6 +388,8 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
                     idle_for: now.duration_since(l.meta.idle_since),
                 })
             });
+            st.release_all(out)
+        };
         let count = removed.len();
         self.stop_and_wait(removed).await;
         let size = shared.lock().size;
@@ -396,11 +397,11 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         count
     }
 
-    async fn stop_and_wait(&self, workers: Vec<state::Live<Wk<F>>>) {
+    async fn stop_and_wait(&self, workers: Vec<state::Leaving<Wk<F>>>) {
         let shared = self.shared();
         let down: Vec<_> = workers
             .into_iter()
-            .map(|live| shared.stop_idle(live).wait())
+            .map(|out| shared.stop_idle(out).wait())
             .collect();
         let bound = shared.config.shutdown_grace + Duration::from_secs(5);
         let _ = tokio::time::timeout(bound, futures::future::join_all(down)).await;

@@ -62,11 +62,12 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             st.busy += broken.len();
             let mut excess = st.live().saturating_sub(st.size);
             let surplus = if excess > 0 {
-                st.idle.extract(&mut |l: &mut Live<Wk<F>>| {
+                let out = st.idle.extract(&mut |l: &mut Live<Wk<F>>| {
                     let take = excess > 0 && now.duration_since(l.meta.idle_since) >= overflow_idle;
                     excess -= usize::from(take);
                     take
-                })
+                });
+                st.release_all(out)
             } else {
                 Vec::new()
             };
@@ -82,9 +83,9 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
         for live in broken {
             self.discard(live, Discard::Broken);
         }
-        for live in surplus {
-            tracing::info!(pool = %self.name, worker = %live.meta.id, "idle overflow worker retired");
-            let _ = self.stop_idle(live);
+        for out in surplus {
+            tracing::info!(pool = %self.name, worker = %out.meta.id, "idle overflow worker retired");
+            let _ = self.stop_idle(out);
         }
         for live in due {
             let me = Arc::clone(self);

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::registry_writer::RegistryWriter;
-use super::state::{Live, State};
+use super::state::{Leaving, Live, State};
 use crate::config::PoolConfig;
 use crate::queue::{Queue, Strategy};
 use crate::registry::WorkerState;
@@ -162,9 +162,12 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             if st.retire_debt > 0 {
                 // Its replacement is already serving.
                 st.retire_debt -= 1;
-                st.retiring -= 1;
+                st.busy -= 1;
+                let out = st.release(live);
                 drop(st);
-                return self.stop_busy(live, self.config.shutdown_grace);
+                self.drained.notify_waiters();
+                let _ = self.stop_idle(out);
+                return;
             }
             return st.hand_off(live);
         }
@@ -227,6 +230,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             }
             None
         };
+        st.stopping += 1;
         let closed = st.closed;
         drop(st);
         tracing::warn!(pool = %self.name, worker = %meta.id, pid = ?meta.pid, reason = ?why, replace, "worker discarded");
@@ -261,8 +265,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             });
             match found.into_iter().next() {
                 Some(old) => {
-                    st.retiring -= 1;
-                    retired = Some(old);
+                    retired = Some(st.release(old));
                 }
                 None => st.retire_debt += 1,
             }
@@ -281,26 +284,26 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             let mut st = self.lock();
             st.busy -= 1;
             st.free_slot(slot);
+            st.stopping += 1;
         }
         self.drained.notify_waiters();
         let _ = self.stop_worker(worker, meta, grace);
     }
 
-    /// Shut down a worker already taken out of the idle queue, and give back
-    /// its slot.
-    pub fn stop_idle(self: &Arc<Self>, live: Live<Wk<F>>) -> Stopped {
-        let Live { worker, meta, slot } = live;
-        self.lock().free_slot(slot);
-        self.stop_worker(worker, meta, self.config.shutdown_grace)
+    /// Shut down a worker taken out of the idle queue, its slot already given
+    /// back ([`State::release`]) under the lock that took it out.
+    pub fn stop_idle(self: &Arc<Self>, out: Leaving<Wk<F>>) -> Stopped {
+        self.stop_worker(out.worker, out.meta, self.config.shutdown_grace)
     }
 
+    /// Shut `worker` down in the background; the caller already counted it
+    /// `stopping`, under the lock that took its slot away.
     fn stop_worker(
         self: &Arc<Self>,
         worker: Wk<F>,
         meta: super::state::Meta,
         grace: Duration,
     ) -> Stopped {
-        self.lock().stopping += 1;
         self.publish(&meta, WorkerState::Retiring);
         let (down, rx) = oneshot::channel();
         let me = Arc::clone(self);

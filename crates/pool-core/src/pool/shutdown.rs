@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::shared::{Shared, Wk};
-use super::state::Live;
+use super::state::Leaving;
 use crate::error::Error;
 use crate::queue::{Queue, Strategy};
 use crate::worker::Factory;
@@ -28,8 +28,8 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
 
         let idle = self.stop_taking_work();
         self.closing.cancel();
-        for live in idle {
-            let _ = self.stop_idle(live);
+        for out in idle {
+            let _ = self.stop_idle(out);
         }
 
         self.drain_until(deadline).await;
@@ -51,14 +51,15 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
     }
 
     /// Mark the pool closed, turn every waiter away, and take the idle workers.
-    fn stop_taking_work(&self) -> Vec<Live<Wk<F>>> {
+    fn stop_taking_work(&self) -> Vec<Leaving<Wk<F>>> {
         let mut st = self.lock();
         if !st.closed {
             st.closed = true;
             let turned_away = st.fail_waiters(|| Error::Closed);
             tracing::info!(pool = %self.name, turned_away, busy = st.busy, "pool closing");
         }
-        st.idle.extract(&mut |_| true)
+        let idle = st.idle.extract(&mut |_| true);
+        st.release_all(idle)
     }
 
     /// Wait until no worker is busy (in-flight work done) or `deadline`.

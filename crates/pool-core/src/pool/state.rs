@@ -80,6 +80,13 @@ pub(crate) struct Live<Wk> {
     pub slot: Slot,
 }
 
+/// A worker taken out of service whose slot was already given back: all
+/// that is left is to shut it down.
+pub(crate) struct Leaving<Wk> {
+    pub worker: Wk,
+    pub meta: Meta,
+}
+
 /// Everything the pool's mutex guards.
 pub(crate) struct State<Wk: Worker, I: Strategy, W: Strategy> {
     pub idle: I::Queue<Live<Wk>>,
@@ -150,6 +157,26 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
     pub fn free_slot(&mut self, slot: Slot) {
         let Slot(()) = slot;
         self.slots -= 1;
+    }
+
+    /// Take a worker out of service for good: under the same lock that took
+    /// it out of the idle queue (or out of `busy`), its slot is given back,
+    /// it counts as stopping, and, if it was retiring, no longer as retiring.
+    /// So no snapshot sees a worker in no place or in two.
+    pub fn release(&mut self, live: Live<Wk>) -> Leaving<Wk> {
+        let Live { worker, meta, slot } = live;
+        self.free_slot(slot);
+        self.stopping += 1;
+        if meta.retiring {
+            self.retiring -= 1;
+            self.retire_debt = self.retire_debt.min(self.retiring);
+        }
+        Leaving { worker, meta }
+    }
+
+    /// [`release`](Self::release) each of `lives`.
+    pub fn release_all(&mut self, lives: Vec<Live<Wk>>) -> Vec<Leaving<Wk>> {
+        lives.into_iter().map(|l| self.release(l)).collect()
     }
 
     /// Live workers, the retiring ones' surplus not counted.
