@@ -162,12 +162,8 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             if st.retire_debt > 0 {
                 // Its replacement is already serving.
                 st.retire_debt -= 1;
-                st.busy -= 1;
-                let out = st.release(live);
                 drop(st);
-                self.drained.notify_waiters();
-                let _ = self.stop_idle(out);
-                return;
+                return self.stop_busy(live, self.config.shutdown_grace);
             }
             return st.hand_off(live);
         }
@@ -279,15 +275,13 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
 
     /// Shut down a busy worker for good and give back its slot.
     pub fn stop_busy(self: &Arc<Self>, live: Live<Wk<F>>, grace: Duration) {
-        let Live { worker, meta, slot } = live;
-        {
+        let out = {
             let mut st = self.lock();
             st.busy -= 1;
-            st.free_slot(slot);
-            st.stopping += 1;
-        }
+            st.release(live)
+        };
         self.drained.notify_waiters();
-        let _ = self.stop_worker(worker, meta, grace);
+        let _ = self.stop_worker(out.worker, out.meta, grace);
     }
 
     /// Shut down a worker taken out of the idle queue, its slot already given
