@@ -1,1 +1,67 @@
-//! placeholder
+//! cenote's Python backend: pool workers that each own one long-lived Python
+//! process, and survive its crashes, hangs and bad input.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use serde_json::json;
+//! use cenote_core::Pool;
+//! use cenote_strategies::{Fifo, Lifo};
+//! use cenote_python::{PyCall, PythonConfig, PythonFactory, PythonPool};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = PythonConfig::new("examples/python/handlers.py")
+//!     .call_timeout(Duration::from_secs(30))
+//!     .recycle_after_tasks(10_000);
+//! let pool: Pool<PythonFactory, Lifo, Fifo> = Pool::builder(PythonFactory::new(config))
+//!     .name("py")
+//!     .size(4)
+//!     .call_timeout(Duration::from_secs(30))
+//!     .build()
+//!     .await?;
+//!
+//! // JSON in, JSON out; an object is passed as keyword arguments.
+//! let echoed = pool.call(PyCall::new("echo", json!({"value": [1, 2, 3]}))).await?;
+//! // Typed, with a per-call deadline that the pool enforces.
+//! let total: i64 = pool.py_as(PyCall::new("add", json!([2, 3])).timeout(Duration::from_secs(1))).await?;
+//! // A generator handler, streamed.
+//! use futures::StreamExt;
+//! let mut items = pool.stream(PyCall::new("count", json!({"n": 3}))).await?;
+//! while let Some(item) = items.next().await {
+//!     println!("{}", item?);
+//! }
+//! # let _ = (echoed, total);
+//! pool.close().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! How it works: each worker runs `<python> -u -c <bridge>` (the bridge
+//! ships in this crate) in its own process group. Requests and answers are
+//! length-prefixed JSON frames on private copies of stdin/stdout, so handler
+//! output cannot corrupt them; stderr lines go to tracing (target
+//! `cenote_python::stderr`). A worker that dies, hangs past a deadline or
+//! misses a heartbeat is killed by process group and replaced by the pool.
+//! The bridge also exits by itself when the host process goes away.
+
+mod bridge;
+mod config;
+mod error;
+mod factory;
+mod frame;
+mod pool;
+mod process;
+mod protocol;
+mod request;
+mod stream;
+mod worker;
+
+pub use bridge::SCRIPT as BRIDGE_SCRIPT;
+pub use config::{Handler, PythonConfig, THREAD_ENV};
+pub use error::{Exit, PythonError, StderrTail};
+pub use factory::PythonFactory;
+pub use frame::{Decoder as FrameDecoder, FrameError};
+pub use pool::PythonPool;
+pub use request::{PyCall, TypedCall};
+pub use stream::{stream_checkout, PyStream};
+pub use worker::{PythonWorker, ReadyInfo};

@@ -1,0 +1,266 @@
+//! [`PythonConfig`]: what a Python pool's workers run and the limits they
+//! run under. Every option has a default a long-lived process pool wants.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the handler functions live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handler {
+    /// A `.py` file, loaded by path; its directory is put on `sys.path` so it
+    /// can import its neighbours.
+    File(PathBuf),
+    /// An importable module name, e.g. `mypkg.handlers`.
+    Module(String),
+}
+
+impl Handler {
+    /// A path ending in `.py` or containing a `/` is a file; anything else a
+    /// module name.
+    pub fn parse(spec: impl AsRef<str>) -> Self {
+        let spec = spec.as_ref();
+        if spec.ends_with(".py") || spec.contains('/') {
+            Handler::File(PathBuf::from(spec))
+        } else {
+            Handler::Module(spec.to_string())
+        }
+    }
+
+    /// The argument handed to the bridge.
+    pub(crate) fn arg(&self) -> OsString {
+        match self {
+            Handler::File(p) => p.as_os_str().to_owned(),
+            Handler::Module(m) => OsString::from(m),
+        }
+    }
+
+    /// A short name for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Handler::File(p) => p.display().to_string(),
+            Handler::Module(m) => m.clone(),
+        }
+    }
+}
+
+impl From<&str> for Handler {
+    fn from(s: &str) -> Self {
+        Handler::parse(s)
+    }
+}
+
+impl From<String> for Handler {
+    fn from(s: String) -> Self {
+        Handler::parse(s)
+    }
+}
+
+impl From<&Path> for Handler {
+    fn from(p: &Path) -> Self {
+        Handler::File(p.to_path_buf())
+    }
+}
+
+impl From<PathBuf> for Handler {
+    fn from(p: PathBuf) -> Self {
+        Handler::File(p)
+    }
+}
+
+/// The env variables that make BLAS/OpenMP libraries start one thread per
+/// core in every worker; set to the thread limit unless overridden.
+pub const THREAD_ENV: [&str; 5] = [
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+];
+
+/// How Python workers are launched and when they are replaced.
+///
+/// Built with chained setters from [`PythonConfig::new`]:
+/// ```
+/// use std::time::Duration;
+/// use cenote_python::PythonConfig;
+/// let config = PythonConfig::new("examples/python/handlers.py")
+///     .call_timeout(Duration::from_secs(30))
+///     .recycle_after_tasks(10_000)
+///     .max_rss_growth(512 << 20)
+///     .env("MODEL", "small");
+/// assert_eq!(config.call_timeout, Duration::from_secs(30));
+/// ```
+#[derive(Debug, Clone)]
+pub struct PythonConfig {
+    /// The interpreter (default `python3`, looked up on `PATH`).
+    pub interpreter: PathBuf,
+    /// Ask the interpreter once for `sys.executable` and launch that: shims
+    /// such as pyenv's cost ~60 ms per start (default true).
+    pub resolve_interpreter: bool,
+    /// The handler module.
+    pub handler: Handler,
+    /// The workers' working directory (default: the host's).
+    pub working_dir: Option<PathBuf>,
+    /// Variables set (`Some`) or removed (`None`) in the workers' env,
+    /// applied after the thread limits, so they can override them.
+    pub env: Vec<(OsString, Option<OsString>)>,
+    /// Default deadline of one call (a request may give its own). Past it,
+    /// the worker's process group is killed. Keep it equal to the pool's
+    /// `call_timeout` (it is also the deadline for draining an abandoned call).
+    pub call_timeout: Duration,
+    /// How long a worker may take to import the handler and say ready.
+    pub startup_timeout: Duration,
+    /// How long an idle worker may take to answer a heartbeat ping.
+    pub heartbeat_timeout: Duration,
+    /// Replace a worker after about this many tasks.
+    pub recycle_after_tasks: Option<u64>,
+    /// Spread of the task quota, as a fraction: each worker's quota is drawn
+    /// from `n ..= n * (1 + jitter)`, so workers do not all restart together.
+    pub recycle_jitter: f64,
+    /// Replace a worker whose resident memory grew by more than this many
+    /// bytes over its own baseline (measured once it was ready).
+    pub max_rss_growth: Option<u64>,
+    /// How often, at most, a worker's RSS is read (after a call).
+    pub rss_check_interval: Duration,
+    /// Replace a worker after this long.
+    pub max_lifetime: Option<Duration>,
+    /// The largest frame either side sends or accepts, in bytes.
+    pub max_frame_size: usize,
+    /// Value for [`THREAD_ENV`] in each worker (`None`: leave them alone).
+    pub thread_limit: Option<u32>,
+    /// How many stderr lines to keep for crash reports.
+    pub stderr_tail_lines: usize,
+}
+
+impl PythonConfig {
+    /// Defaults for a handler module (a `.py` path or a module name).
+    pub fn new(handler: impl Into<Handler>) -> Self {
+        PythonConfig {
+            interpreter: PathBuf::from("python3"),
+            resolve_interpreter: true,
+            handler: handler.into(),
+            working_dir: None,
+            env: Vec::new(),
+            call_timeout: Duration::from_secs(60),
+            startup_timeout: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(5),
+            recycle_after_tasks: None,
+            recycle_jitter: 0.1,
+            max_rss_growth: None,
+            rss_check_interval: Duration::from_secs(1),
+            max_lifetime: None,
+            max_frame_size: 64 << 20,
+            thread_limit: Some(1),
+            stderr_tail_lines: 20,
+        }
+    }
+
+    /// Use this interpreter (still resolved through `sys.executable` unless
+    /// [`resolve_interpreter(false)`](Self::resolve_interpreter)).
+    pub fn interpreter(mut self, path: impl Into<PathBuf>) -> Self {
+        self.interpreter = path.into();
+        self
+    }
+
+    /// Whether to resolve the interpreter to its `sys.executable` once.
+    pub fn resolve_interpreter(mut self, yes: bool) -> Self {
+        self.resolve_interpreter = yes;
+        self
+    }
+
+    /// Run workers in this directory.
+    pub fn working_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// Set an env variable in every worker.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    /// Remove an env variable from every worker's env.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), None));
+        self
+    }
+
+    /// Default per-call deadline.
+    pub fn call_timeout(mut self, d: Duration) -> Self {
+        self.call_timeout = d;
+        self
+    }
+
+    /// Deadline for import + ready.
+    pub fn startup_timeout(mut self, d: Duration) -> Self {
+        self.startup_timeout = d;
+        self
+    }
+
+    /// Deadline for a heartbeat pong.
+    pub fn heartbeat_timeout(mut self, d: Duration) -> Self {
+        self.heartbeat_timeout = d;
+        self
+    }
+
+    /// Recycle after about `n` tasks (see [`recycle_jitter`](Self::recycle_jitter)).
+    pub fn recycle_after_tasks(mut self, n: u64) -> Self {
+        self.recycle_after_tasks = Some(n);
+        self
+    }
+
+    /// Spread of the task quota (0.0 = exactly `n`).
+    pub fn recycle_jitter(mut self, fraction: f64) -> Self {
+        self.recycle_jitter = fraction;
+        self
+    }
+
+    /// Recycle when RSS grows by more than `bytes` over the worker's baseline.
+    pub fn max_rss_growth(mut self, bytes: u64) -> Self {
+        self.max_rss_growth = Some(bytes);
+        self
+    }
+
+    /// Read RSS at most this often.
+    pub fn rss_check_interval(mut self, d: Duration) -> Self {
+        self.rss_check_interval = d;
+        self
+    }
+
+    /// Recycle after this long.
+    pub fn max_lifetime(mut self, d: Duration) -> Self {
+        self.max_lifetime = Some(d);
+        self
+    }
+
+    /// Largest frame, both directions.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// Thread-limit env value (`None` leaves the host's env as is).
+    pub fn thread_limit(mut self, n: Option<u32>) -> Self {
+        self.thread_limit = n;
+        self
+    }
+
+    /// Stderr lines kept for crash reports.
+    pub fn stderr_tail_lines(mut self, n: usize) -> Self {
+        self.stderr_tail_lines = n;
+        self
+    }
+
+    /// The task quota for one new worker, jitter drawn.
+    pub(crate) fn draw_quota(&self) -> Option<u64> {
+        use rand::Rng;
+        let n = self.recycle_after_tasks?;
+        let spread = (n as f64 * self.recycle_jitter.clamp(0.0, 10.0)) as u64;
+        Some(
+            n.saturating_add(rand::thread_rng().gen_range(0..=spread))
+                .max(1),
+        )
+    }
+}

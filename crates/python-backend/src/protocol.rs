@@ -1,0 +1,138 @@
+//! The messages that travel in frames between the worker and its bridge.
+//!
+//! Every message is a JSON object with `t` (its type) and `id` (the request it
+//! belongs to; 0 for the ready frame and start errors). The bridge side of
+//! this lives in `bridge.py`; the two must change together.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Protocol version the bridge announces in its ready frame.
+pub const PROTOCOL: u32 = 1;
+
+/// Worker → bridge.
+#[derive(Debug, Serialize)]
+#[serde(tag = "t", rename_all = "lowercase")]
+pub enum Outgoing<'a> {
+    /// Run `fn` with `args` (array: positional, object: keywords, null: none,
+    /// anything else: one positional) and `kwargs`.
+    Call {
+        id: u64,
+        #[serde(rename = "fn")]
+        function: &'a str,
+        args: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kwargs: Option<&'a Map<String, Value>>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        stream: bool,
+    },
+    /// Liveness check; answered with `pong`.
+    Ping { id: u64 },
+    /// Exit cleanly after the current frame.
+    Shutdown { id: u64 },
+}
+
+/// Bridge → worker.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "t", rename_all = "lowercase")]
+pub enum Incoming {
+    /// The handler module is imported; calls may start.
+    Ready {
+        pid: u32,
+        version: String,
+        #[serde(default)]
+        protocol: u32,
+        #[serde(default)]
+        functions: Vec<String>,
+    },
+    /// A call's return value.
+    Result {
+        id: u64,
+        #[serde(default)]
+        value: Value,
+    },
+    /// A call (or the start, id 0) failed; `kind` says how.
+    Error {
+        id: u64,
+        kind: String,
+        #[serde(rename = "type")]
+        type_name: String,
+        message: String,
+        #[serde(default)]
+        traceback: String,
+    },
+    /// Answer to a ping.
+    Pong { id: u64 },
+    /// One item of a streamed call.
+    Chunk {
+        id: u64,
+        #[serde(default)]
+        data: Value,
+    },
+    /// A streamed call finished.
+    End { id: u64 },
+}
+
+impl Incoming {
+    /// The request this frame answers (0 for ready).
+    pub fn id(&self) -> u64 {
+        match self {
+            Incoming::Ready { .. } => 0,
+            Incoming::Result { id, .. }
+            | Incoming::Error { id, .. }
+            | Incoming::Pong { id }
+            | Incoming::Chunk { id, .. }
+            | Incoming::End { id } => *id,
+        }
+    }
+
+    /// Whether this frame ends its request (everything but a chunk).
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, Incoming::Chunk { .. })
+    }
+
+    /// The frame type, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Incoming::Ready { .. } => "ready",
+            Incoming::Result { .. } => "result",
+            Incoming::Error { .. } => "error",
+            Incoming::Pong { .. } => "pong",
+            Incoming::Chunk { .. } => "chunk",
+            Incoming::End { .. } => "end",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_serializes_compactly() {
+        let args = serde_json::json!({"x": 1});
+        let s = serde_json::to_string(&Outgoing::Call {
+            id: 7,
+            function: "echo",
+            args: &args,
+            kwargs: None,
+            stream: false,
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"t":"call","id":7,"fn":"echo","args":{"x":1}}"#);
+    }
+
+    #[test]
+    fn incoming_parses_each_kind() {
+        let r: Incoming = serde_json::from_str(r#"{"t":"result","id":3,"value":[1]}"#).unwrap();
+        assert_eq!(r.id(), 3);
+        let e: Incoming = serde_json::from_str(
+            r#"{"t":"error","id":4,"kind":"raised","type":"ValueError","message":"m","traceback":"tb"}"#,
+        )
+        .unwrap();
+        assert!(e.is_terminal());
+        let c: Incoming = serde_json::from_str(r#"{"t":"chunk","id":5,"data":1}"#).unwrap();
+        assert!(!c.is_terminal());
+        assert!(serde_json::from_str::<Incoming>(r#"{"t":"bogus","id":1}"#).is_err());
+    }
+}

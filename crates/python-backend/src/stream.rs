@@ -1,0 +1,153 @@
+//! [`PyStream`]: the items of a generator handler, as a `Stream`.
+//!
+//! A stream holds its worker (borrowed, or a pool checkout) until it ends.
+//! Dropped early, it follows the abandoned-call rule: a pool checkout is
+//! marked for recycling, and the worker drains the rest of the stream (or
+//! is killed at the call's deadline) before it serves anyone again.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use cenote_core::Checkout;
+use futures::stream::{BoxStream, Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::PythonError;
+use crate::request::{decode, PyCall};
+use crate::worker::PythonWorker;
+
+/// Streamed items of one call. Ends after the generator's last item, or
+/// after the first error.
+pub struct PyStream<'a> {
+    function: String,
+    inner: BoxStream<'a, Result<Value, PythonError>>,
+}
+
+impl PyStream<'_> {
+    /// The function being streamed.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+}
+
+impl<'a> PyStream<'a> {
+    /// Decode every item into `T`.
+    pub fn typed<T: DeserializeOwned + 'a>(
+        self,
+    ) -> impl Stream<Item = Result<T, PythonError>> + Send + 'a {
+        let function = self.function;
+        self.inner
+            .map(move |item| item.and_then(|v| decode::<T>(&function, v)))
+    }
+}
+
+impl Stream for PyStream<'_> {
+    type Item = Result<Value, PythonError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+impl std::fmt::Debug for PyStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PyStream")
+            .field("function", &self.function)
+            .finish()
+    }
+}
+
+/// What a stream holds its worker through.
+trait Lease: Send {
+    fn worker(&mut self) -> &mut PythonWorker;
+    /// The stream was dropped before its end.
+    fn abandon(&mut self);
+}
+
+impl Lease for &mut PythonWorker {
+    fn worker(&mut self) -> &mut PythonWorker {
+        self
+    }
+    fn abandon(&mut self) {
+        // The worker itself remembers the outstanding request.
+    }
+}
+
+impl Lease for Checkout<PythonWorker> {
+    fn worker(&mut self) -> &mut PythonWorker {
+        self
+    }
+    fn abandon(&mut self) {
+        self.taint();
+    }
+}
+
+struct State<L: Lease> {
+    lease: L,
+    call: Option<PyCall>,
+    started: bool,
+    done: bool,
+}
+
+impl<L: Lease> State<L> {
+    fn finish(&mut self) {
+        self.done = true;
+    }
+}
+
+impl<L: Lease> Drop for State<L> {
+    fn drop(&mut self) {
+        if self.started && !self.done {
+            self.lease.abandon();
+        }
+    }
+}
+
+fn make<'a, L: Lease + 'a>(lease: L, call: PyCall) -> PyStream<'a> {
+    let function = call.function.clone();
+    let state = State {
+        lease,
+        call: Some(call),
+        started: false,
+        done: false,
+    };
+    let inner = futures::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        if let Some(call) = st.call.take() {
+            st.started = true;
+            if let Err(e) = st.lease.worker().begin_stream(&call).await {
+                st.done = true;
+                return Some((Err(e), st));
+            }
+        }
+        match st.lease.worker().next_chunk().await {
+            Some(Ok(v)) => Some((Ok(v), st)),
+            Some(Err(e)) => {
+                st.done = true;
+                Some((Err(e), st))
+            }
+            None => {
+                st.finish();
+                None
+            }
+        }
+    });
+    PyStream {
+        function,
+        inner: inner.boxed(),
+    }
+}
+
+/// A stream over a borrowed worker.
+pub(crate) fn over(worker: &mut PythonWorker, call: PyCall) -> PyStream<'_> {
+    make(worker, call)
+}
+
+/// A stream that owns a pool checkout and gives it back when it ends or is
+/// dropped (marked for recycling if dropped early).
+pub fn stream_checkout(guard: Checkout<PythonWorker>, call: PyCall) -> PyStream<'static> {
+    make(guard, call)
+}

@@ -1,0 +1,136 @@
+//! Shared helpers for the Python backend tests: handler paths, tagged
+//! configs, and process accounting through /proc (by env tag, never by name).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cenote_core::Pool;
+use cenote_python::{PythonConfig, PythonFactory};
+use cenote_strategies::{Fifo, Lifo};
+
+pub type PyPool = Pool<PythonFactory, Lifo, Fifo>;
+
+/// The env variable that marks every process a test starts.
+pub const TAG_VAR: &str = "CENOTE_TEST_TAG";
+
+pub fn py_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py")
+}
+
+pub fn chaos_path() -> PathBuf {
+    py_dir().join("chaos.py")
+}
+
+pub fn examples_handlers() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/python/handlers.py")
+}
+
+/// A tag unique to this test process and call.
+pub fn new_tag(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A config for the chaos handlers whose processes carry `tag`.
+pub fn chaos(tag: &str) -> PythonConfig {
+    PythonConfig::new(chaos_path())
+        .env(TAG_VAR, tag)
+        .startup_timeout(Duration::from_secs(20))
+}
+
+/// Pids of live (non-zombie) processes carrying `tag` in their env.
+pub fn tagged(tag: &str) -> Vec<u32> {
+    let needle = format!("{TAG_VAR}={tag}");
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) && !is_zombie(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Children of this test process that are zombies carrying no env (i.e.
+/// unreaped) — only meaningful per pid.
+pub fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rfind(')')?;
+            s[after + 1..].split_whitespace().next().map(|st| st == "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// Is `pid` running (present and not a zombie)?
+pub fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
+}
+
+/// Wait until no process carries `tag`; returns those still left at `limit`.
+pub async fn wait_gone(tag: &str, limit: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = tagged(tag);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wait until `cond` holds, polling; false if it did not within `limit`.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A pool of `size` chaos workers with test-friendly timeouts.
+pub async fn chaos_pool(config: PythonConfig, size: usize) -> PyPool {
+    Pool::builder(PythonFactory::new(config))
+        .name("test")
+        .size(size)
+        .checkout_timeout(Duration::from_secs(20))
+        .create_timeout(Duration::from_secs(20))
+        .call_timeout(Duration::from_secs(20))
+        .shutdown_grace(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("pool builds")
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}

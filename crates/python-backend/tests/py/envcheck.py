@@ -1,0 +1,5 @@
+import os
+
+
+def get(name):
+    return os.environ.get(name)

@@ -1,0 +1,79 @@
+"""Example handlers for a cenote Python pool.
+
+Every public function here can be called by name from Rust:
+`pool.call(PyCall::new("echo", json!({"value": 1})))`. Arguments arrive as
+JSON: an array is passed positionally, an object as keyword arguments.
+"""
+import asyncio
+import hashlib
+import math
+import time
+
+
+def echo(value=None, **extra):
+    """Return what was sent (the round-trip baseline)."""
+    if extra:
+        return {"value": value, **extra}
+    return value
+
+
+def add(a, b):
+    """Add two numbers."""
+    return a + b
+
+
+def primes(limit=10_000):
+    """CPU-bound work: count the primes below `limit`."""
+    sieve = bytearray([1]) * limit
+    sieve[0:2] = b"\x00\x00"
+    for i in range(2, int(math.isqrt(limit - 1)) + 1):
+        if sieve[i]:
+            sieve[i * i :: i] = bytearray(len(sieve[i * i :: i]))
+    return sum(sieve)
+
+
+def embed(text, dims=8):
+    """A stand-in for a model call: a deterministic unit vector per text."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    raw = [digest[i % len(digest)] - 127.5 for i in range(dims)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]
+
+
+def sleep(seconds):
+    """Block for `seconds` (for timeouts and cancellation)."""
+    time.sleep(seconds)
+    return seconds
+
+
+def count(n, delay=0.0):
+    """A generator handler: streamed back item by item."""
+    for i in range(n):
+        if delay:
+            time.sleep(delay)
+        yield {"i": i, "square": i * i}
+
+
+async def fetch(key, delay=0.01):
+    """An async handler, run on the worker's event loop."""
+    await asyncio.sleep(delay)
+    return {"key": key, "fetched_at": time.time()}
+
+
+async def tokens(text, delay=0.0):
+    """An async generator: streams the words of `text`."""
+    for word in text.split():
+        if delay:
+            await asyncio.sleep(delay)
+        yield word
+
+
+def fail(message="something went wrong"):
+    """Raise, to show how Python exceptions reach Rust."""
+    raise ValueError(message)
+
+
+def noisy(value=None):
+    """Print to stdout: it goes to the worker's stderr log, not the protocol."""
+    print("noisy handler says hello")
+    return value
