@@ -1,0 +1,114 @@
+//! A call past its deadline: the worker's whole process group is killed, the
+//! caller gets a timeout, a replacement starts, other calls are unaffected.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cenote_core::{Error, Worker};
+use cenote_python::{PyCall, PythonError, PythonFactory, PythonPool};
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn worker_kills_its_process_group_at_the_deadline() {
+    init_tracing();
+    let tag = new_tag("wdeadline");
+    let mut w = PythonFactory::new(chaos(&tag))
+        .spawn("t/deadline")
+        .await
+        .unwrap();
+    let began = Instant::now();
+    let err = w
+        .call_json(PyCall::new("spawn_and_hang", json!([30])).timeout(Duration::from_millis(400)))
+        .await
+        .unwrap_err();
+    let took = began.elapsed();
+    assert!(matches!(err, PythonError::Timeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("400ms"), "{err}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(w.is_broken());
+    // The bridge and its `sleep` grandchild are both gone.
+    assert!(wait_gone(&tag, Duration::from_secs(2)).await.is_empty());
+    w.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn pool_call_timeout_kills_replaces_and_spares_other_calls() {
+    init_tracing();
+    let tag = new_tag("pdeadline");
+    let pool = chaos_pool(chaos(&tag), 2).await;
+    let p2 = pool.clone();
+    let steady = tokio::spawn(async move {
+        let mut n = 0;
+        let until = Instant::now() + Duration::from_millis(900);
+        while Instant::now() < until {
+            let v = p2.call(PyCall::new("add", json!([n, 1]))).await.unwrap();
+            assert_eq!(v, json!(n + 1));
+            n += 1;
+        }
+        n
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let began = Instant::now();
+    let err = pool
+        .py(PyCall::new("spawn_and_hang", json!([30])).timeout(Duration::from_millis(300)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::CallTimeout(d) if d == Duration::from_millis(300)),
+        "{err:?}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(2));
+    let served = steady.await.unwrap();
+    assert!(served > 5, "other calls kept going: {served}");
+    let full = eventually(Duration::from_secs(10), || {
+        let s = pool.status();
+        s.idle == 2 && s.live == 2
+    })
+    .await;
+    assert!(full, "{:?}", pool.status());
+    // Two bridges, no leftover grandchild.
+    assert!(
+        eventually(Duration::from_secs(2), || tagged(&tag).len() == 2).await,
+        "{:?}",
+        tagged(&tag)
+    );
+    let st = pool.status();
+    assert_eq!(st.totals.call_timeouts, 1, "{st:?}");
+    // The pool-wide call_timeout applies to plain calls too.
+    let err = pool
+        .call_with(
+            PyCall::new("sleep", json!([5])),
+            cenote_core::CallOptions::default().timeout(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CallTimeout(_)), "{err:?}");
+    pool.close().await;
+    assert!(tagged(&tag).is_empty());
+}
+
+#[tokio::test]
+async fn request_timeout_alone_still_kills_when_the_pool_deadline_is_longer() {
+    init_tracing();
+    let tag = new_tag("reqdeadline");
+    let pool = chaos_pool(chaos(&tag), 1).await;
+    let err = pool
+        .call(PyCall::new("sleep", json!([30])).timeout(Duration::from_millis(300)))
+        .await
+        .unwrap_err();
+    // The worker enforced the request's own deadline and died doing so.
+    match &err {
+        Error::Crashed(PythonError::Timeout { after, .. }) => {
+            assert_eq!(*after, Duration::from_millis(300))
+        }
+        other => panic!("expected a worker timeout, got {other:?}"),
+    }
+    assert_eq!(
+        pool.call(PyCall::new("add", json!([1, 2]))).await.unwrap(),
+        json!(3)
+    );
+    pool.close().await;
+    assert!(tagged(&tag).is_empty());
+}
