@@ -1,0 +1,174 @@
+//! Recycling after N tasks, on RSS growth and at a maximum lifetime, with a
+//! warm replacement: serving capacity never drops below the pool's size.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cenote_core::{Retire, Worker};
+use cenote_python::{PyCall, PythonFactory};
+use common::*;
+use serde_json::json;
+
+/// Watch the pool while `work` runs: the lowest count of workers able to
+/// serve (idle + busy, not starting) seen.
+async fn min_capacity_during<F: std::future::Future<Output = ()>>(pool: &PyPool, work: F) -> usize {
+    let stop = Arc::new(AtomicBool::new(false));
+    let low = Arc::new(AtomicUsize::new(usize::MAX));
+    let (p, s, l) = (pool.clone(), Arc::clone(&stop), Arc::clone(&low));
+    let watcher = tokio::spawn(async move {
+        while !s.load(Ordering::Relaxed) {
+            let st = p.status();
+            l.fetch_min(st.idle + st.busy, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    work.await;
+    stop.store(true, Ordering::Relaxed);
+    watcher.await.unwrap();
+    low.load(Ordering::Relaxed)
+}
+
+async fn pids_seen(pool: &PyPool, calls: usize) -> HashSet<u64> {
+    let mut seen = HashSet::new();
+    for _ in 0..calls {
+        let pid = pool.call(PyCall::new("pid", json!(null))).await.unwrap();
+        seen.insert(pid.as_u64().unwrap());
+    }
+    seen
+}
+
+#[tokio::test]
+async fn worker_asks_to_retire_after_its_task_quota() {
+    init_tracing();
+    let tag = new_tag("quota");
+    let mut w = PythonFactory::new(chaos(&tag).recycle_after_tasks(3).recycle_jitter(0.0))
+        .spawn("t/quota")
+        .await
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(w.retire_reason(), None, "after {i} tasks");
+        w.call_json(PyCall::new("add", json!([1, 1])))
+            .await
+            .unwrap();
+    }
+    assert_eq!(w.retire_reason(), Some(Retire::Tasks(3)));
+    w.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn task_quota_jitter_spreads_workers() {
+    init_tracing();
+    let tag = new_tag("jitter");
+    let factory = PythonFactory::new(chaos(&tag).recycle_after_tasks(10).recycle_jitter(1.0));
+    let mut quotas = Vec::new();
+    for _ in 0..4 {
+        let mut w = factory.spawn("t/jitter").await.unwrap();
+        let mut n = 0;
+        while w.retire_reason().is_none() {
+            w.call_json(PyCall::new("add", json!([1, 1])))
+                .await
+                .unwrap();
+            n += 1;
+        }
+        assert!((10..=20).contains(&n), "{n}");
+        quotas.push(n);
+        w.shutdown(Duration::ZERO).await;
+    }
+    // Equal quotas for all four would have odds of 1 in 11^3.
+    assert!(quotas.iter().any(|q| *q != quotas[0]), "{quotas:?}");
+    assert!(tagged(&tag).is_empty());
+}
+
+#[tokio::test]
+async fn pool_recycles_after_n_tasks_without_losing_capacity() {
+    init_tracing();
+    let tag = new_tag("precycle");
+    let pool = chaos_pool(chaos(&tag).recycle_after_tasks(5).recycle_jitter(0.5), 2).await;
+    let mut seen = HashSet::new();
+    let low = min_capacity_during(&pool, async {
+        // Spread over time, so replacements come up while calls go on.
+        for _ in 0..30 {
+            let (a, b) = tokio::join!(pids_seen(&pool, 2), pids_seen(&pool, 2));
+            seen.extend(a);
+            seen.extend(b);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(low >= 2, "capacity dropped to {low}");
+    assert!(seen.len() >= 4, "workers were replaced: {seen:?}");
+    let st = pool.status();
+    assert!(st.totals.retired >= 2, "{st:?}");
+    assert_eq!(st.totals.crashes, 0, "{st:?}");
+    // Retired processes are really gone.
+    assert!(
+        eventually(Duration::from_secs(5), || tagged(&tag).len() == 2).await,
+        "{:?}",
+        tagged(&tag)
+    );
+    pool.close().await;
+    assert!(tagged(&tag).is_empty());
+}
+
+#[tokio::test]
+async fn pool_recycles_a_worker_whose_memory_grew() {
+    init_tracing();
+    let tag = new_tag("rss");
+    let pool = chaos_pool(
+        chaos(&tag)
+            .max_rss_growth(40 << 20)
+            .rss_check_interval(Duration::ZERO),
+        2,
+    )
+    .await;
+    let before: HashSet<u32> = tagged(&tag).into_iter().collect();
+    let low = min_capacity_during(&pool, async {
+        // 64 MiB touched in one worker: over the 40 MiB allowance.
+        let n = pool.call(PyCall::new("grow", json!([64]))).await.unwrap();
+        assert_eq!(n, json!(1));
+        for _ in 0..20 {
+            pool.call(PyCall::new("add", json!([1, 1]))).await.unwrap();
+        }
+        let replaced = eventually(Duration::from_secs(10), || {
+            let now: HashSet<u32> = tagged(&tag).into_iter().collect();
+            now.len() == 2 && now != before
+        })
+        .await;
+        assert!(replaced, "{:?} vs {:?}", tagged(&tag), before);
+    })
+    .await;
+    assert!(low >= 2, "capacity dropped to {low}");
+    let st = pool.status();
+    assert_eq!(st.totals.retired, 1, "{st:?}");
+    pool.close().await;
+    assert!(tagged(&tag).is_empty());
+}
+
+#[tokio::test]
+async fn pool_recycles_at_max_lifetime() {
+    init_tracing();
+    let tag = new_tag("life");
+    let pool = chaos_pool(chaos(&tag).max_lifetime(Duration::from_millis(300)), 2).await;
+    let first = pids_seen(&pool, 4).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let low = min_capacity_during(&pool, async {
+        for _ in 0..10 {
+            pool.call(PyCall::new("add", json!([1, 1]))).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(low >= 2, "capacity dropped to {low}");
+    assert!(pool.status().totals.retired >= 1, "{:?}", pool.status());
+    let later = pids_seen(&pool, 4).await;
+    assert!(
+        later.iter().any(|p| !first.contains(p)),
+        "{first:?} {later:?}"
+    );
+    pool.close().await;
+    assert!(tagged(&tag).is_empty());
+}
