@@ -241,11 +241,8 @@ mod tests {
             let mut d = Decoder::new(rng.gen_range(0..64));
             for piece in bytes.chunks(rng.gen_range(1..9)) {
                 d.extend(piece);
-                loop {
-                    match d.next_frame() {
-                        Ok(Some(f)) => assert!(f.len() <= 64),
-                        Ok(None) | Err(_) => break,
-                    }
+                while let Ok(Some(f)) = d.next_frame() {
+                    assert!(f.len() <= 64);
                 }
             }
         }

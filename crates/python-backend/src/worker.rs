@@ -262,35 +262,30 @@ impl PythonWorker {
     /// Call a handler function and return its JSON result.
     pub async fn call_json(&mut self, call: PyCall) -> Result<Value, PythonError> {
         let deadline = self.begin(&call, false).await?;
-        loop {
-            let msg = self.read_until(deadline, &call.function).await?;
-            match msg {
-                Incoming::Result { value, .. } => {
-                    self.finished();
-                    return Ok(value);
-                }
-                Incoming::Error {
-                    kind,
+        match self.read_until(deadline, &call.function).await? {
+            Incoming::Result { value, .. } => {
+                self.finished();
+                Ok(value)
+            }
+            Incoming::Error {
+                kind,
+                type_name,
+                message,
+                traceback,
+                ..
+            } => {
+                self.finished();
+                Err(call_error(
+                    &call.function,
+                    &kind,
                     type_name,
                     message,
                     traceback,
-                    ..
-                } => {
-                    self.finished();
-                    return Err(call_error(
-                        &call.function,
-                        &kind,
-                        type_name,
-                        message,
-                        traceback,
-                    ));
-                }
-                other => {
-                    return Err(self
-                        .violation(format!("answered a call with a {} frame", other.kind()))
-                        .await)
-                }
+                ))
             }
+            other => Err(self
+                .violation(format!("answered a call with a {} frame", other.kind()))
+                .await),
         }
     }
 
