@@ -350,7 +350,7 @@ impl PythonWorker {
     /// Settle anything outstanding, encode and send `call`; returns the
     /// call's deadline.
     async fn begin(&mut self, call: &PyCall, stream: bool) -> Result<Instant, PythonError> {
-        self.usable().await?;
+        self.usable()?;
         self.settle().await?;
         let id = self.next_id;
         let encoded = encode_with(self.config.max_frame_size, |buf| {
@@ -536,7 +536,7 @@ impl PythonWorker {
 
     /// Ping the bridge and wait for its pong within `heartbeat_timeout`.
     pub async fn heartbeat(&mut self) -> Result<(), PythonError> {
-        self.usable().await?;
+        self.usable()?;
         self.settle().await?;
         let id = self.next_id;
         self.next_id += 1;
@@ -559,15 +559,14 @@ impl PythonWorker {
         self.settle().await
     }
 
-    /// Err if the worker cannot serve: it broke before, or its process exited.
-    async fn usable(&mut self) -> Result<(), PythonError> {
-        if let Some(fault) = &self.fault {
-            return Err(fault.clone());
+    /// Err if the worker broke before. A process that died since is found
+    /// by the I/O of the next request (and by `is_broken`, which the pool
+    /// asks on every checkout), so no syscall is spent here.
+    fn usable(&self) -> Result<(), PythonError> {
+        match &self.fault {
+            Some(fault) => Err(fault.clone()),
+            None => Ok(()),
         }
-        if self.proc.exited().is_some() {
-            return Err(self.crash().await);
-        }
-        Ok(())
     }
 
     /// The process died: collect its status and stderr tail, kill what is
@@ -666,7 +665,7 @@ impl Worker for PythonWorker {
 
     async fn recycle(&mut self) -> Result<(), PythonError> {
         if self.pending.is_some() {
-            self.usable().await?;
+            self.usable()?;
             self.settle().await
         } else {
             self.heartbeat().await

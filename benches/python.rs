@@ -1,0 +1,434 @@
+//! Python backend benchmark: round trip, throughput and startup, each
+//! against a baseline, in one run on one machine.
+//!
+//! `cargo bench --bench python` prints tables; `-- --json` adds one JSON
+//! object on the last line. Needs `python3` on PATH.
+//!
+//! * round trip: 1 worker, sequential echo of a small dict, through the pool
+//!   vs the same bridge driven by a minimal blocking Rust client (no pool, no
+//!   async runtime: the physical limit of this framing and bridge loop);
+//! * throughput: 2 workers, 64 concurrent callers, echo, vs Python's
+//!   `ProcessPoolExecutor(2)` and `multiprocessing.Pool(2)` submitting the
+//!   same calls one by one;
+//! * startup: time until 8 workers are ready, concurrently (a pool build) vs
+//!   one after another, and a single worker.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cenote::python::{PyCall, PythonConfig, PythonFactory, BRIDGE_SCRIPT};
+use cenote::Pool;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+const ROUNDTRIPS: usize = 5_000;
+const WARMUP: usize = 500;
+const CALLERS: usize = 64;
+const THROUGHPUT_CALLS: usize = 40_000;
+const PY_CALLS: usize = 20_000;
+const STARTUP_RUNS: usize = 3;
+
+fn handlers() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/python/handlers.py")
+}
+
+fn small_dict() -> Value {
+    json!({"id": 42, "name": "cenote", "tags": ["a", "b"], "score": 0.5})
+}
+
+fn config() -> PythonConfig {
+    PythonConfig::new(handlers())
+}
+
+struct Stats {
+    /// Median of the per-block means: robust to bursts of load from other
+    /// processes on a shared machine, which hit one block, not all.
+    block_us: f64,
+    mean_us: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+fn block_stats(blocks: &[Vec<Duration>]) -> Stats {
+    let mut means: Vec<f64> = blocks
+        .iter()
+        .map(|b| {
+            b.iter().map(|d| d.as_nanos() as f64 / 1000.0).sum::<f64>() / b.len().max(1) as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let all: Vec<Duration> = blocks.iter().flatten().copied().collect();
+    let mut s = stats(&all);
+    s.block_us = means.get(means.len() / 2).copied().unwrap_or(0.0);
+    s
+}
+
+fn stats(samples: &[Duration]) -> Stats {
+    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    let mut total = 0.0;
+    for d in samples {
+        let us = d.as_nanos() as f64 / 1000.0;
+        total += us;
+        let _ = h.record(us.round().max(1.0) as u64);
+    }
+    Stats {
+        block_us: 0.0,
+        mean_us: total / samples.len().max(1) as f64,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+    }
+}
+
+/// The bare baseline: the bridge, driven by blocking reads and writes.
+struct BareBridge {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::process::ChildStdout,
+    next_id: u64,
+}
+
+impl BareBridge {
+    fn start(interpreter: &Path) -> Self {
+        let mut child = Command::new(interpreter)
+            .arg("-u")
+            .arg("-c")
+            .arg(BRIDGE_SCRIPT)
+            .arg(handlers())
+            .arg((64u32 << 20).to_string())
+            .arg(std::process::id().to_string())
+            .env("OMP_NUM_THREADS", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn bridge");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut bare = BareBridge {
+            child,
+            stdin,
+            stdout,
+            next_id: 1,
+        };
+        let ready = bare.read_frame();
+        assert!(ready.starts_with(br#"{"t":"ready""#));
+        bare
+    }
+
+    fn read_frame(&mut self) -> Vec<u8> {
+        let mut head = [0u8; 4];
+        self.stdout.read_exact(&mut head).expect("header");
+        let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
+        self.stdout.read_exact(&mut body).expect("body");
+        body
+    }
+
+    fn echo(&mut self, args: &Value) -> Value {
+        let mut frame = vec![0u8; 4];
+        serde_json::to_writer(
+            &mut frame,
+            &json!({"t": "call", "id": self.next_id, "fn": "echo", "args": args}),
+        )
+        .expect("encode");
+        self.next_id += 1;
+        let n = (frame.len() - 4) as u32;
+        frame[..4].copy_from_slice(&n.to_be_bytes());
+        self.stdin.write_all(&frame).expect("write");
+        let body = self.read_frame();
+        let mut v: Value = serde_json::from_slice(&body).expect("decode");
+        v["value"].take()
+    }
+}
+
+impl Drop for BareBridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Round trips through the pool and through the bare client, interleaved in
+/// blocks so that load from elsewhere on the machine hits both alike.
+async fn roundtrips(interpreter: &Path) -> (Stats, Stats) {
+    const BLOCKS: usize = 20;
+    let pool: Pool<PythonFactory> = Pool::builder(PythonFactory::new(config()))
+        .name("bench-rt")
+        .size(1)
+        .build()
+        .await
+        .expect("pool");
+    // The bare client runs on a thread of its own, with the runtime idle
+    // while it does: no async machinery anywhere on its path.
+    let (order, orders) = std::sync::mpsc::channel::<usize>();
+    let (reply, mut replies) = tokio::sync::mpsc::unbounded_channel::<Vec<Duration>>();
+    let interp = interpreter.to_path_buf();
+    let bare_thread = std::thread::spawn(move || {
+        let mut bare = BareBridge::start(&interp);
+        let args = json!([small_dict()]);
+        for n in orders {
+            let mut took = Vec::with_capacity(n);
+            for _ in 0..n {
+                let began = Instant::now();
+                let v = bare.echo(&args);
+                took.push(began.elapsed());
+                debug_assert_eq!(v, args[0]);
+            }
+            if reply.send(took).is_err() {
+                return;
+            }
+        }
+    });
+    let args = json!([small_dict()]);
+    let mut ours = Vec::with_capacity(BLOCKS);
+    let mut base = Vec::with_capacity(BLOCKS);
+    for block in 0..BLOCKS + 1 {
+        let keep = block > 0; // the first block warms both up
+        let per = if keep { ROUNDTRIPS / BLOCKS } else { WARMUP };
+        order.send(per).expect("bare client");
+        let took = replies.recv().await.expect("bare client");
+        if keep {
+            base.push(took);
+        }
+        let mut block = Vec::with_capacity(per);
+        for _ in 0..per {
+            let began = Instant::now();
+            let v = pool
+                .call(PyCall::new("echo", args.clone()))
+                .await
+                .expect("echo");
+            block.push(began.elapsed());
+            debug_assert_eq!(v, args[0]);
+        }
+        if keep {
+            ours.push(block);
+        }
+    }
+    drop(order);
+    bare_thread.join().expect("bare client thread");
+    pool.close().await;
+    (block_stats(&ours), block_stats(&base))
+}
+
+async fn cenote_throughput() -> f64 {
+    let pool: Pool<PythonFactory> = Pool::builder(PythonFactory::new(config()))
+        .name("bench-tp")
+        .size(2)
+        .build()
+        .await
+        .expect("pool");
+    let args = json!([small_dict()]);
+    let run = |calls: usize| {
+        let per = calls / CALLERS;
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let pool = pool.clone();
+                let args = args.clone();
+                tokio::spawn(async move {
+                    for _ in 0..per {
+                        pool.call(PyCall::new("echo", args.clone()))
+                            .await
+                            .expect("echo");
+                    }
+                })
+            })
+            .collect();
+        async move {
+            for t in tasks {
+                t.await.expect("caller");
+            }
+            per * CALLERS
+        }
+    };
+    run(CALLERS * 20).await;
+    let began = Instant::now();
+    let done = run(THROUGHPUT_CALLS).await;
+    let rate = done as f64 / began.elapsed().as_secs_f64();
+    pool.close().await;
+    rate
+}
+
+const PY_BENCH: &str = r#"
+import concurrent.futures, json, multiprocessing, sys, time
+
+def echo(value):
+    return value
+
+def main():
+    n = int(sys.argv[1])
+    payload = {"id": 42, "name": "cenote", "tags": ["a", "b"], "score": 0.5}
+    out = {}
+    with concurrent.futures.ProcessPoolExecutor(2) as ex:
+        [f.result() for f in [ex.submit(echo, payload) for _ in range(200)]]
+        t = time.perf_counter()
+        futs = [ex.submit(echo, payload) for _ in range(n)]
+        for f in futs:
+            f.result()
+        out["ppe"] = n / (time.perf_counter() - t)
+    with multiprocessing.Pool(2) as pool:
+        [r.get() for r in [pool.apply_async(echo, (payload,)) for _ in range(200)]]
+        t = time.perf_counter()
+        res = [pool.apply_async(echo, (payload,)) for _ in range(n)]
+        for r in res:
+            r.get()
+        out["mp_pool"] = n / (time.perf_counter() - t)
+    print(json.dumps(out))
+
+if __name__ == "__main__":
+    main()
+"#;
+
+fn python_throughput(interpreter: &Path) -> (f64, f64) {
+    let script = std::env::temp_dir().join(format!("cenote_py_bench_{}.py", std::process::id()));
+    std::fs::write(&script, PY_BENCH).expect("write script");
+    let out = Command::new(interpreter)
+        .arg(&script)
+        .arg(PY_CALLS.to_string())
+        .env("OMP_NUM_THREADS", "1")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run python bench");
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.trim()).expect("python bench output");
+    (
+        v["ppe"].as_f64().unwrap_or(0.0),
+        v["mp_pool"].as_f64().unwrap_or(0.0),
+    )
+}
+
+async fn startup_concurrent(n: usize, factory: PythonFactory) -> Duration {
+    let began = Instant::now();
+    let pool: Pool<PythonFactory> = Pool::builder(factory)
+        .name("bench-start")
+        .size(n)
+        .build()
+        .await
+        .expect("pool");
+    let took = began.elapsed();
+    assert_eq!(pool.status().idle, n, "all workers ready");
+    pool.close().await;
+    took
+}
+
+async fn startup_sequential(n: usize, factory: &PythonFactory) -> Duration {
+    let began = Instant::now();
+    let mut workers = Vec::with_capacity(n);
+    for i in 0..n {
+        workers.push(factory.spawn(&format!("seq/{i}")).await.expect("spawn"));
+    }
+    let took = began.elapsed();
+    for w in workers {
+        cenote::Worker::shutdown(w, Duration::from_secs(1)).await;
+    }
+    took
+}
+
+/// A factory whose interpreter is already resolved, so startup numbers
+/// measure starts, not the one-time resolution.
+async fn warm_factory() -> PythonFactory {
+    let f = PythonFactory::new(config());
+    f.interpreter().await.expect("python3");
+    f
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let json_out = std::env::args().any(|a| a == "--json");
+    let interpreter = Arc::new(
+        PythonFactory::new(config())
+            .interpreter()
+            .await
+            .expect("python3 on PATH")
+            .to_path_buf(),
+    );
+    println!("python: {}", interpreter.display());
+
+    // Run in a spawned task, as calls in a service do: a future driven by
+    // `block_on` on the main thread pays an extra thread wake-up per await.
+    let interp = Arc::clone(&interpreter);
+    let (ours, base) = tokio::spawn(async move { roundtrips(&interp).await })
+        .await
+        .expect("round trips");
+    println!("\nround trip, 1 worker, sequential echo of a small dict ({ROUNDTRIPS} calls each, interleaved)");
+    println!(
+        "{:<24} {:>14} {:>9} {:>8} {:>8}",
+        "", "block med µs", "mean µs", "p50 µs", "p99 µs"
+    );
+    for (name, s) in [("cenote pool.call", &ours), ("bare bridge client", &base)] {
+        println!(
+            "{name:<24} {:>14.1} {:>9.1} {:>8} {:>8}",
+            s.block_us, s.mean_us, s.p50_us, s.p99_us
+        );
+    }
+    println!(
+        "ratio cenote / bare: {:.2} (block medians), {:.2} (means)",
+        ours.block_us / base.block_us,
+        ours.mean_us / base.mean_us
+    );
+
+    let tp = cenote_throughput().await;
+    let interp = Arc::clone(&interpreter);
+    let (ppe, mp) = tokio::task::spawn_blocking(move || python_throughput(&interp))
+        .await
+        .expect("python bench");
+    println!("\nthroughput, 2 workers, {CALLERS} concurrent callers, echo");
+    println!("{:<36} {:>12}", "", "calls/s");
+    println!("{:<36} {:>12.0}", "cenote", tp);
+    println!("{:<36} {:>12.0}", "ProcessPoolExecutor(2), submit", ppe);
+    println!(
+        "{:<36} {:>12.0}",
+        "multiprocessing.Pool(2), apply_async", mp
+    );
+    println!(
+        "cenote / PPE: {:.1}x   cenote / mp.Pool: {:.1}x",
+        tp / ppe,
+        tp / mp
+    );
+
+    let mut one = Vec::new();
+    let mut conc = Vec::new();
+    let mut seq = Vec::new();
+    for _ in 0..STARTUP_RUNS {
+        one.push(startup_concurrent(1, warm_factory().await).await);
+        conc.push(startup_concurrent(8, warm_factory().await).await);
+        seq.push(startup_sequential(8, &warm_factory().await).await);
+    }
+    let (one, conc, seq) = (median(one), median(conc), median(seq));
+    println!(
+        "\nstartup, until ready (median of {STARTUP_RUNS}; {} cores)",
+        num_cpus()
+    );
+    println!("{:<28} {:>10}", "", "ms");
+    println!("{:<28} {:>10.1}", "1 worker", ms(one));
+    println!("{:<28} {:>10.1}", "8 workers, concurrent", ms(conc));
+    println!("{:<28} {:>10.1}", "8 workers, sequential", ms(seq));
+
+    if json_out {
+        let out = json!({
+            "roundtrip_us": {"cenote": round1(ours.block_us), "baseline": round1(base.block_us)},
+            "calls_per_sec": {"cenote": tp.round(), "ppe": ppe.round(), "mp_pool": mp.round()},
+            "startup_ms": {"one": round1(ms(one)), "concurrent8": round1(ms(conc)), "sequential8": round1(ms(seq))},
+        });
+        println!("{out}");
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
