@@ -45,6 +45,10 @@ _dumps = json.JSONEncoder(
 _loads = json.loads
 
 
+# Results of these types need no awaiting, collecting or streaming checks.
+_PLAIN = frozenset((dict, list, str, int, float, bool, type(None), tuple))
+
+
 class _TooLarge(Exception):
     pass
 
@@ -72,6 +76,7 @@ class Bridge:
         self.max_frame = max_frame
         self.reader = os.fdopen(_cenote_frames_in, "rb", buffering=1 << 16)
         self.loop = None
+        self.found = {}
 
     # ---- wire -------------------------------------------------------------
     def write(self, data):
@@ -151,11 +156,17 @@ class Bridge:
         )
 
     def lookup(self, name):
+        # Fast path: a name looked up before whose module attribute is still
+        # the same object (modules may rebind their functions).
+        fn = self.found.get(name)
+        if fn is not None and self.module.__dict__.get(name) is fn:
+            return fn
         if not isinstance(name, str) or name.startswith("_"):
             return None
         fn = getattr(self.module, name, None)
         if fn is None or not callable(fn) or inspect.ismodule(fn):
             return None
+        self.found[name] = fn
         return fn
 
     def run(self, awaitable):
@@ -213,6 +224,9 @@ class Bridge:
             return
         except Exception as e:
             self.raised(rid, name, e)
+            return
+        if not stream and type(result) in _PLAIN:
+            self.send_value(rid, "result", "value", result, name)
             return
         try:
             if inspect.isawaitable(result):

@@ -473,7 +473,7 @@ impl PythonWorker {
                 return Err(self.crash().await);
             }
         };
-        match serde_json::from_slice::<Incoming>(&bytes) {
+        match Incoming::parse(&bytes) {
             Ok(msg) => Ok(msg),
             Err(e) => {
                 let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,22 +14,27 @@ use common::*;
 use serde_json::json;
 
 /// Watch the pool while `work` runs: the lowest count of workers able to
-/// serve (idle + busy, not starting) seen.
-async fn min_capacity_during<F: std::future::Future<Output = ()>>(pool: &PyPool, work: F) -> usize {
+/// serve (idle + busy, not starting) seen, and the status at that moment.
+async fn min_capacity_during<F: std::future::Future<Output = ()>>(
+    pool: &PyPool,
+    work: F,
+) -> (usize, Option<cenote_core::Status>) {
     let stop = Arc::new(AtomicBool::new(false));
-    let low = Arc::new(AtomicUsize::new(usize::MAX));
-    let (p, s, l) = (pool.clone(), Arc::clone(&stop), Arc::clone(&low));
+    let (p, s) = (pool.clone(), Arc::clone(&stop));
     let watcher = tokio::spawn(async move {
+        let mut low = (usize::MAX, None);
         while !s.load(Ordering::Relaxed) {
             let st = p.status();
-            l.fetch_min(st.idle + st.busy, Ordering::Relaxed);
+            if st.idle + st.busy < low.0 {
+                low = (st.idle + st.busy, Some(st));
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        low
     });
     work.await;
     stop.store(true, Ordering::Relaxed);
-    watcher.await.unwrap();
-    low.load(Ordering::Relaxed)
+    watcher.await.unwrap()
 }
 
 async fn pids_seen(pool: &PyPool, calls: usize) -> HashSet<u64> {
@@ -89,7 +94,7 @@ async fn pool_recycles_after_n_tasks_without_losing_capacity() {
     let tag = new_tag("precycle");
     let pool = chaos_pool(chaos(&tag).recycle_after_tasks(5).recycle_jitter(0.5), 2).await;
     let mut seen = HashSet::new();
-    let low = min_capacity_during(&pool, async {
+    let (low, at) = min_capacity_during(&pool, async {
         // Spread over time, so replacements come up while calls go on.
         for _ in 0..30 {
             let (a, b) = tokio::join!(pids_seen(&pool, 2), pids_seen(&pool, 2));
@@ -99,7 +104,7 @@ async fn pool_recycles_after_n_tasks_without_losing_capacity() {
         }
     })
     .await;
-    assert!(low >= 2, "capacity dropped to {low}");
+    assert!(low >= 2, "capacity dropped to {low}: {at:?}");
     assert!(seen.len() >= 4, "workers were replaced: {seen:?}");
     let st = pool.status();
     assert!(st.totals.retired >= 2, "{st:?}");
@@ -126,7 +131,7 @@ async fn pool_recycles_a_worker_whose_memory_grew() {
     )
     .await;
     let before: HashSet<u32> = tagged(&tag).into_iter().collect();
-    let low = min_capacity_during(&pool, async {
+    let (low, at) = min_capacity_during(&pool, async {
         // 64 MiB touched in one worker: over the 40 MiB allowance.
         let n = pool.call(PyCall::new("grow", json!([64]))).await.unwrap();
         assert_eq!(n, json!(1));
@@ -141,7 +146,7 @@ async fn pool_recycles_a_worker_whose_memory_grew() {
         assert!(replaced, "{:?} vs {:?}", tagged(&tag), before);
     })
     .await;
-    assert!(low >= 2, "capacity dropped to {low}");
+    assert!(low >= 2, "capacity dropped to {low}: {at:?}");
     let st = pool.status();
     assert_eq!(st.totals.retired, 1, "{st:?}");
     pool.close().await;
@@ -155,14 +160,14 @@ async fn pool_recycles_at_max_lifetime() {
     let pool = chaos_pool(chaos(&tag).max_lifetime(Duration::from_millis(300)), 2).await;
     let first = pids_seen(&pool, 4).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let low = min_capacity_during(&pool, async {
+    let (low, at) = min_capacity_during(&pool, async {
         for _ in 0..10 {
             pool.call(PyCall::new("add", json!([1, 1]))).await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
-    assert!(low >= 2, "capacity dropped to {low}");
+    assert!(low >= 2, "capacity dropped to {low}: {at:?}");
     assert!(pool.status().totals.retired >= 1, "{:?}", pool.status());
     let later = pids_seen(&pool, 4).await;
     assert!(
