@@ -181,6 +181,17 @@ async fn storm_of_faults_loses_nothing() {
     );
     pool.check_invariants().unwrap();
     let t = pool.status().totals;
+    eprintln!(
+        "in-process storm: {issued} calls: ok {} failed {} crashed {} call_timeouts {} \
+         checkout_timeouts {} panicked {} cancelled {}; slowest {slowest:?}; totals {t:?}",
+        tally.ok.load(Ordering::SeqCst),
+        tally.failed.load(Ordering::SeqCst),
+        tally.crashed.load(Ordering::SeqCst),
+        tally.call_timeouts.load(Ordering::SeqCst),
+        tally.checkout_timeouts.load(Ordering::SeqCst),
+        tally.panicked.load(Ordering::SeqCst),
+        tally.cancelled.load(Ordering::SeqCst),
+    );
     // The pool's totals agree with what the callers saw.
     assert_eq!(
         t.crashes,
@@ -259,6 +270,7 @@ async fn with_retries_the_same_storm_ends_all_ok() {
     }
     assert_eq!(ok, CALLERS * (PER_CALLER / 4));
     let t = pool.status().totals;
+    eprintln!("in-process retry storm: {ok} calls all ok; totals {t:?}");
     assert!(
         t.crashes > 0 && t.call_timeouts > 0,
         "the storm did not strike: {t:?}"
