@@ -44,6 +44,8 @@
 //! misses a heartbeat is killed by process group and replaced by the pool.
 //! The bridge also exits by itself when the host process goes away.
 
+#![warn(missing_docs)]
+
 mod bridge;
 mod config;
 mod error;
