@@ -1,0 +1,59 @@
+//! Command-line flags, with defaults that finish in well under a minute on
+//! two cores.
+
+use std::time::Duration;
+
+use super::workload::Mix;
+
+pub struct Args {
+    pub size: usize,
+    pub length: Duration,
+    pub refresh: Duration,
+    pub seed: u64,
+    pub mix: Mix,
+    pub etcd: Option<String>,
+}
+
+const USAGE: &str = "usage: side_by_side [--size N] [--secs S] [--load F] [--burst-load F] \
+[--long-share F] [--short-ms N] [--long-ms N] [--seed N] [--refresh-ms N] [--etcd URL]";
+
+impl Args {
+    pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+        let mut a = Args {
+            size: 4,
+            length: Duration::from_secs(20),
+            refresh: Duration::from_millis(250),
+            seed: 7,
+            mix: Mix::default(),
+            etcd: None,
+        };
+        while let Some(flag) = it.next() {
+            if flag == "--help" || flag == "-h" {
+                return Err(USAGE.into());
+            }
+            let value = it
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+            let num = |v: &str| {
+                v.parse::<f64>()
+                    .map_err(|_| format!("{flag}: {v:?} is not a number\n{USAGE}"))
+            };
+            match flag.as_str() {
+                "--size" => a.size = num(&value)?.max(1.0) as usize,
+                "--secs" => a.length = Duration::from_secs_f64(num(&value)?.clamp(1.0, 3600.0)),
+                "--load" => a.mix.load = num(&value)?.max(0.01),
+                "--burst-load" => a.mix.burst_load = num(&value)?.max(0.01),
+                "--long-share" => a.mix.long_share = num(&value)?.clamp(0.0, 1.0),
+                "--short-ms" => {
+                    a.mix.short = Duration::from_secs_f64(num(&value)?.max(0.0) / 1000.0)
+                }
+                "--long-ms" => a.mix.long = Duration::from_secs_f64(num(&value)?.max(0.0) / 1000.0),
+                "--seed" => a.seed = num(&value)? as u64,
+                "--refresh-ms" => a.refresh = Duration::from_millis(num(&value)?.max(50.0) as u64),
+                "--etcd" => a.etcd = Some(value),
+                _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
+            }
+        }
+        Ok(a)
+    }
+}

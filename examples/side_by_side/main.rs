@@ -1,0 +1,112 @@
+//! The main job: three pools of Python workers side by side in one registry,
+//! the same workload through each, and a table showing how their waiter
+//! strategies differ.
+//!
+//! ```sh
+//! cargo run --release --example side_by_side
+//! cargo run --release --example side_by_side -- --size 4 --secs 20 --long-share 0.2 --etcd http://127.0.0.1:2379
+//! ```
+
+mod args;
+mod lane;
+mod report;
+mod workload;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cenote::registry::LocalRegistry;
+use cenote::{Fifo, Lifo, Priority, Registry};
+
+use lane::Lane;
+use report::Tally;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("side_by_side: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = args::Args::parse(std::env::args().skip(1))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let registry: Arc<dyn Registry> = match &args.etcd {
+        Some(url) => lane::etcd_registry(url).await?,
+        None => Arc::new(LocalRegistry::new("side_by_side")),
+    };
+    println!(
+        "starting 3 pools x {} Python workers (registry: {}) ...",
+        args.size,
+        if args.etcd.is_some() { "etcd" } else { "local" }
+    );
+    let started = Instant::now();
+    let lanes: Vec<Arc<dyn Lane>> = vec![
+        lane::start::<Lifo, Fifo>("fifo", &args, &registry).await?,
+        lane::start::<Lifo, Lifo>("lifo", &args, &registry).await?,
+        lane::start::<Lifo, Priority>("priority", &args, &registry).await?,
+    ];
+    println!(
+        "ready in {:.2}s; registry lists: {:?}",
+        started.elapsed().as_secs_f64(),
+        pool_names(&registry).await
+    );
+
+    let overhead = lane::calibrate(&lanes[0], args.mix.short).await;
+    let jobs = workload::schedule(&args.mix, args.size, overhead, args.length, args.seed);
+    println!(
+        "workload: {} calls over {:?}; {:.0}% of capacity, bursts to {:.0}% (measured per-call cost {:.2} ms)\n",
+        jobs.len(),
+        args.length,
+        args.mix.load * 100.0,
+        args.mix.burst_load * 100.0,
+        overhead.as_secs_f64() * 1000.0
+    );
+    let (tallies, elapsed) = lane::drive(&lanes, &jobs, args.refresh).await;
+    println!("{}", report::final_table(&tallies, elapsed, args.size));
+
+    for lane in &lanes {
+        lane.close().await;
+    }
+    registry_cleanup(&registry).await;
+    let left = lane::python_children();
+    println!("python processes left: {left}");
+    if left > 0 {
+        return Err(format!("{left} Python processes outlived their pools").into());
+    }
+    let errors: u64 = tallies.iter().map(|t: &Tally| t.errors).sum();
+    if errors > 0 {
+        println!("({errors} calls failed; see the table)");
+    }
+    Ok(())
+}
+
+async fn pool_names(registry: &Arc<dyn Registry>) -> Vec<String> {
+    let mut names: Vec<_> = registry
+        .pools()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// After close, each pool must have taken itself out of the registry.
+async fn registry_cleanup(registry: &Arc<dyn Registry>) {
+    let left = pool_names(registry).await;
+    if !left.is_empty() {
+        eprintln!("registry still lists {left:?} after close");
+    }
+}
