@@ -106,6 +106,10 @@ impl Decoder {
         if self.start >= self.end {
             self.start = 0;
             self.end = 0;
+            // Do not keep a once-needed large buffer for the worker's life.
+            if self.buf.len() > 4 * CHUNK {
+                self.buf = Vec::new();
+            }
         }
         Ok(Some(payload))
     }

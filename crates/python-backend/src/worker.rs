@@ -451,6 +451,11 @@ impl PythonWorker {
                 Ok(n) => self.written += n,
             }
         }
+        if self.outbox.capacity() > 1 << 20 {
+            // Sent: do not keep a large request's buffer for the worker's life.
+            self.outbox = Vec::new();
+            self.written = 0;
+        }
         Ok(())
     }
 

@@ -217,3 +217,31 @@ async fn interpreter_is_resolved_once_to_the_real_executable() {
     let again = factory.interpreter().await.unwrap();
     assert_eq!(first, again);
 }
+
+#[tokio::test]
+async fn large_frames_round_trip_in_both_directions() {
+    init_tracing();
+    let tag = new_tag("large");
+    let mut w = PythonFactory::new(chaos(&tag))
+        .spawn("t/large")
+        .await
+        .unwrap();
+    let big = "é".repeat(3_000_000);
+    let v = w
+        .call_json(PyCall::new("echo", json!([big.clone()])))
+        .await
+        .unwrap();
+    assert_eq!(v.as_str(), Some(big.as_str()));
+    let v = w
+        .call_json(PyCall::new("big", json!([8_000_000])))
+        .await
+        .unwrap();
+    assert_eq!(v.as_str().map(str::len), Some(8_000_000));
+    assert_eq!(
+        w.call_json(PyCall::new("add", json!([1, 2])))
+            .await
+            .unwrap(),
+        json!(3)
+    );
+    w.shutdown(Duration::from_secs(1)).await;
+}
