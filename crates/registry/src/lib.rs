@@ -30,6 +30,35 @@
 //! # }
 //! ```
 
+#[cfg(feature = "etcd")]
+mod etcd;
 mod local;
 
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdRegistry, EtcdRegistryBuilder};
 pub use local::LocalRegistry;
+
+use cenote_core::RegistryEvent;
+use tokio::sync::broadcast;
+
+/// A watcher's view of a broadcast channel: a writer never waits for a slow
+/// watcher; a watcher more than the channel's capacity behind skips the
+/// oldest events (and can re-read `pools()` to catch up).
+fn broadcast_stream(
+    rx: broadcast::Receiver<RegistryEvent>,
+) -> impl futures::Stream<Item = RegistryEvent> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(event) => return Some((event, rx)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "registry watcher fell behind; oldest events skipped"
+                    );
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}

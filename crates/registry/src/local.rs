@@ -170,21 +170,6 @@ impl Registry for LocalRegistry {
     }
 
     fn watch(&self) -> BoxStream<'static, RegistryEvent> {
-        let rx = self.inner.events.subscribe();
-        futures::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(event) => return Some((event, rx)),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(
-                            missed,
-                            "registry watcher fell behind; oldest events skipped"
-                        );
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        })
-        .boxed()
+        crate::broadcast_stream(self.inner.events.subscribe()).boxed()
     }
 }
