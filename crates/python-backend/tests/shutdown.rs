@@ -95,11 +95,9 @@ async fn close_past_the_grace_kills_running_calls() {
     for c in calls {
         assert!(matches!(c.await.unwrap(), Err(Error::Closed)));
     }
-    // The cut-off calls' workers are killed as their callers' futures drop
-    // their checkouts, which happens once those tasks run again; pool-core's
-    // close does not yet wait for that after the grace (reported), so allow
-    // a moment rather than requiring it before `close` returns.
-    let left = wait_gone(&tag, Duration::from_secs(1)).await;
+    // `close` waits for the cut-off calls' workers to come back and be
+    // killed: nothing of the pool is left when it returns.
+    let left = wait_gone(&tag, Duration::ZERO).await;
     assert!(left.is_empty(), "{left:?}");
 }
 

@@ -3,9 +3,12 @@
 //! 1. stop taking work — new callers and every waiter get `Closed`;
 //! 2. shut down the idle workers, and cancel starts and recycles;
 //! 3. let in-flight work finish, up to `shutdown_grace`;
-//! 4. when the grace runs out, cut off calls still running (their workers
-//!    are killed as their guards drop);
+//! 4. when the grace runs out, cut off calls still running, and wait for
+//!    their workers to come back to be killed;
 //! 5. wait for every worker's shutdown, then leave the registry.
+//!
+//! A worker held through `get()` by code that never lets go cannot be taken
+//! back; `close` warns and the worker is killed when its guard drops.
 //!
 //! Closing twice is harmless: the second call waits like the first.
 
@@ -34,13 +37,16 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
 
         self.drain_until(deadline).await;
         self.kill.cancel();
+        // Calls cut off by `kill` return their workers (to be killed) only
+        // when their callers' tasks next run: wait for those returns too, so
+        // that the shutdowns they start are among the tasks waited on below.
+        self.drain_until(tokio::time::Instant::now() + SHUTDOWN_SLACK)
+            .await;
 
         self.tasks.close();
-        if tokio::time::timeout(grace + SHUTDOWN_SLACK, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            let busy = self.lock().busy;
+        let stopped = tokio::time::timeout(grace + SHUTDOWN_SLACK, self.tasks.wait()).await;
+        let busy = self.lock().busy;
+        if stopped.is_err() || busy > 0 {
             tracing::warn!(pool = %self.name, busy,
                 "close: workers still checked out past the grace; they are killed when returned");
         }
