@@ -52,9 +52,6 @@ const SHORT_DEADLINE: Duration = Duration::from_millis(50);
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(3);
 const GRACE: Duration = Duration::from_secs(1);
 const TAG_VAR: &str = "CENOTE_SOAK_TAG";
-/// Workers younger than this are (usually) still starting; the chaos task
-/// aims at serving workers.
-const MIN_AGE: Duration = Duration::from_millis(300);
 
 struct Args {
     run_for: Duration,
@@ -106,7 +103,6 @@ struct Proc {
     ppid: u32,
     comm: String,
     state: char,
-    age: Duration,
 }
 
 fn read_proc(pid: u32) -> Option<Proc> {
@@ -117,21 +113,11 @@ fn read_proc(pid: u32) -> Option<Proc> {
     let mut rest = stat.get(close + 1..)?.split_whitespace();
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
-    let started: f64 = rest.nth(17)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
     Some(Proc {
         pid,
         ppid,
         comm,
         state,
-        age: Duration::from_secs_f64((uptime - started / ticks).max(0.0)),
     })
 }
 
@@ -169,6 +155,20 @@ fn tagged_anywhere(tag: &str) -> Vec<u32> {
         .into_iter()
         .filter(|&pid| has_tag(pid, tag) && read_proc(pid).is_some_and(|p| p.state != 'Z'))
         .collect()
+}
+
+/// Has the process written anything? A bridge writes nothing until its
+/// ready frame, so this tells a serving worker from one still starting: the
+/// chaos task aims at workers, not at starts.
+fn has_spoken(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .is_some_and(|n| n > 0)
 }
 
 fn rss_mb() -> f64 {
@@ -210,7 +210,7 @@ async fn chaos_monkey(
         }
         let running: Vec<u32> = workers(&tag)
             .into_iter()
-            .filter(|p| p.state != 'T' && p.age >= MIN_AGE)
+            .filter(|p| p.state != 'T' && has_spoken(p.pid))
             .map(|p| p.pid)
             .collect();
         if running.is_empty() {
@@ -334,6 +334,11 @@ async fn caller(pool: Pool<PythonFactory>, seed: u64, tally: Arc<Tally>, stop: C
         };
         counter.fetch_add(1, Ordering::SeqCst);
         let took = began.elapsed();
+        if std::ptr::eq(counter, &tally.start_errors) {
+            // While every slot is restarting after a failed start the pool
+            // fails callers at once; back off as a client should.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if took > CHECKOUT_TIMEOUT + deadline + GRACE {
             eprintln!("soak: a call took {took:?}");
             tally.late.fetch_add(1, Ordering::SeqCst);
