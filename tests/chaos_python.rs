@@ -685,3 +685,50 @@ async fn garbage_frames_get_the_worker_replaced() {
         "python processes left after close"
     );
 }
+
+/// When the runtime stalls past both the pool's deadline and the worker's
+/// own (later) one, the caller must still see the pool's `CallTimeout` (the
+/// worker's deadline is only a backstop), and the pool must count it as a
+/// call timeout, not a crash.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stalled_runtime_still_reports_the_pools_call_timeout() {
+    let _serial = SERIAL.lock().await;
+    let tag = new_tag("stall");
+    let limit = Duration::from_millis(200);
+    let config = PythonConfig::new(handlers())
+        .env(TAG_VAR, &tag)
+        .call_timeout(limit);
+    let pool: PyPool = Pool::builder(PythonFactory::new(config))
+        .name("stall")
+        .size(1)
+        .call_timeout(limit)
+        .build()
+        .await
+        .unwrap();
+    let call = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            pool.call(PyCall::new("sleep", json!({ "seconds": 2 })))
+                .await
+        })
+    };
+    // Let the call start, then block the only runtime thread past both
+    // deadlines, as a busy host can.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    std::thread::sleep(limit * 3);
+    let r = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the call resolves")
+        .unwrap();
+    assert!(
+        matches!(r, Err(Error::CallTimeout(l)) if l == limit),
+        "expected CallTimeout({limit:?}), got {r:?}"
+    );
+    let t = pool.status().totals;
+    assert_eq!((t.call_timeouts, t.crashes), (1, 0), "{t:?}");
+    pool.close().await;
+    assert!(
+        eventually(Duration::from_secs(5), || python_children(&tag).is_empty()).await,
+        "python processes left after close"
+    );
+}

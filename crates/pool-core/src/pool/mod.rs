@@ -258,18 +258,23 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         let shared = self.shared();
         let limit = opts.timeout.unwrap_or(shared.config.call_timeout);
         let mut guard = self.get_with_priority(opts.priority).await?;
+        let deadline = tokio::time::Instant::now() + limit;
         let outcome = tokio::select! {
             biased;
-            r = tokio::time::timeout(limit, guard.call(req)) => r,
+            r = tokio::time::timeout_at(deadline, guard.call(req)) => r,
             // The close grace ran out: cut the call off; the guard's drop
             // (in flight, pool closed) kills the worker.
             () = shared.kill.cancelled() => return Err(Error::Closed),
         };
+        let broken = matches!(outcome, Ok(Err(_))) && guard.is_broken();
         match outcome {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if guard.is_broken() => Err(Error::Crashed(e)),
-            Ok(Err(e)) => Err(Error::Worker(e)),
-            Err(_) => {
+            Ok(Err(e)) if !broken => Err(Error::Worker(e)),
+            // A worker that broke only once the deadline had passed ran into
+            // it: a stalled runtime can find a worker's own backstop deadline
+            // (set later than this one) expired before this one is polled.
+            Ok(Err(e)) if tokio::time::Instant::now() < deadline => Err(Error::Crashed(e)),
+            Ok(Err(_)) | Err(_) => {
                 tracing::warn!(pool = %shared.name, worker = %guard.id(), ?limit, "call timed out; killing its worker");
                 guard.kill_on_return();
                 Err(Error::CallTimeout(limit))
