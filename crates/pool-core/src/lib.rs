@@ -39,7 +39,7 @@
 //!     fn push(&mut self, item: T, priority: i32) -> QueueKey {
 //!         self.1 += 1;
 //!         self.0.push((self.1, item));
-//!         QueueKey { seq: self.1, priority }
+//!         QueueKey { seq: self.1, priority, slot: 0 }
 //!     }
 //!     fn pop(&mut self) -> Option<T> { self.0.pop().map(|(_, t)| t) }
 //!     fn remove(&mut self, key: QueueKey) -> Option<T> {

@@ -11,14 +11,18 @@ pub type Priority = i32;
 
 /// The handle of one entry in a [`Queue`], valid until that entry leaves.
 ///
-/// It carries the entry's sequence number (unique for the queue's life) and
-/// its priority, so implementations can find the entry without a side table.
+/// It carries the entry's sequence number (unique for the queue's life), its
+/// priority and its slot, so implementations can find the entry without a
+/// side table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct QueueKey {
     /// Unique, increasing per queue: the arrival order.
     pub seq: u64,
     /// The priority the entry was pushed with.
     pub priority: Priority,
+    /// Where the queue keeps the entry; meaningful only to the queue that
+    /// made the key (e.g. a slab index), 0 where unused.
+    pub slot: usize,
 }
 
 /// An ordering of entries: which comes out first is the strategy.

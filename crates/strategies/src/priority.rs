@@ -38,7 +38,11 @@ impl<T: Send + 'static> Queue<T> for PriorityQueue<T> {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.entries.insert((Reverse(priority), seq), item);
-        QueueKey { seq, priority }
+        QueueKey {
+            seq,
+            priority,
+            slot: 0,
+        }
     }
 
     fn pop(&mut self) -> Option<T> {

@@ -18,21 +18,30 @@ use crate::worker::{Call, Worker, WorkerId};
 ///   anyone else gets it;
 /// * its call passed the pool's deadline: it is killed and replaced.
 pub struct Checkout<W: Worker> {
-    live: Option<Live<W>>,
-    home: Arc<dyn Home<W>>,
+    /// Taken by Drop; `Some` until then.
+    loan: Option<Loan<W>>,
     waited: Duration,
     taken: Instant,
     in_flight: bool,
     kill: bool,
 }
 
+/// The worker and where it goes back to, moved out together on drop.
+struct Loan<W: Worker> {
+    live: Live<W>,
+    home: Arc<dyn Home<W>>,
+}
+
 impl<W: Worker> Checkout<W> {
-    pub(crate) fn new(live: Live<W>, home: Arc<dyn Home<W>>, asked: Instant) -> Self {
-        let taken = Instant::now();
+    pub(crate) fn new(
+        live: Live<W>,
+        home: Arc<dyn Home<W>>,
+        waited: Duration,
+        taken: Instant,
+    ) -> Self {
         Checkout {
-            live: Some(live),
-            home,
-            waited: taken.duration_since(asked),
+            loan: Some(Loan { live, home }),
+            waited,
             taken,
             in_flight: false,
             kill: false,
@@ -84,16 +93,16 @@ impl<W: Worker> Checkout<W> {
     }
 
     fn live(&self) -> &Live<W> {
-        // `live` is Some from construction until Drop takes it.
-        match &self.live {
-            Some(live) => live,
+        // `loan` is Some from construction until Drop takes it.
+        match &self.loan {
+            Some(loan) => &loan.live,
             None => unreachable!("Checkout used after drop"),
         }
     }
 
     fn live_mut(&mut self) -> &mut Live<W> {
-        match &mut self.live {
-            Some(live) => live,
+        match &mut self.loan {
+            Some(loan) => &mut loan.live,
             None => unreachable!("Checkout used after drop"),
         }
     }
@@ -115,7 +124,7 @@ impl<W: Worker> DerefMut for Checkout<W> {
 
 impl<W: Worker> Drop for Checkout<W> {
     fn drop(&mut self) {
-        if let Some(live) = self.live.take() {
+        if let Some(Loan { live, home }) = self.loan.take() {
             let how = if self.kill {
                 Return::Kill
             } else if self.in_flight {
@@ -129,7 +138,7 @@ impl<W: Worker> Drop for Checkout<W> {
                 ran: returned.duration_since(self.taken),
                 returned,
             };
-            Arc::clone(&self.home).put_back(live, how, served);
+            home.put_back(live, how, served);
         }
     }
 }
@@ -137,7 +146,7 @@ impl<W: Worker> Drop for Checkout<W> {
 impl<W: Worker + std::fmt::Debug> std::fmt::Debug for Checkout<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkout")
-            .field("worker", &self.live.as_ref().map(|l| &l.worker))
+            .field("worker", &self.loan.as_ref().map(|l| &l.live.worker))
             .field("waited", &self.waited)
             .finish()
     }

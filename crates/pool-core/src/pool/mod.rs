@@ -21,8 +21,8 @@ mod waiter;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::time::Instant;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 pub use builder::PoolBuilder;
 pub use checkout::Checkout;
@@ -147,16 +147,12 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         priority: Priority,
     ) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
         let shared = self.shared();
-        let began = Instant::now();
-        let deadline = began + shared.config.checkout_timeout;
+        let asked = Instant::now();
         loop {
-            let mut live = match self.take_or_queue(priority)? {
-                Next::Take(live) => live,
-                Next::Wait(waiting) => match waiting.until(deadline).await {
-                    Some(Ok(live)) => live,
-                    Some(Err(e)) => return Err(e),
-                    None => return Err(self.timed_out(began)),
-                },
+            // An idle worker is taken without a second look at the clock.
+            let (mut live, taken) = match self.take_or_queue(priority, asked)? {
+                Next::Take(live) => (live, asked),
+                Next::Wait(waiting) => waiting.grant().await?,
             };
             if live.worker.is_broken() {
                 shared.discard(live, shared::Discard::Broken);
@@ -164,11 +160,20 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
             }
             tracing::trace!(pool = %shared.name, worker = %live.meta.id, "worker checked out");
             let home: Arc<dyn Home<Wk<F>>> = Arc::clone(shared) as _;
-            return Ok(Checkout::new(live, home, began.into_std()));
+            return Ok(Checkout::new(
+                live,
+                home,
+                taken.duration_since(asked),
+                taken,
+            ));
         }
     }
 
-    fn take_or_queue(&self, priority: Priority) -> Result<Next<F, I, W>, Error<WkError<F>>> {
+    fn take_or_queue(
+        &self,
+        priority: Priority,
+        asked: Instant,
+    ) -> Result<Next<F, I, W>, Error<WkError<F>>> {
         let shared = self.shared();
         let mut st = shared.lock();
         if st.closed {
@@ -203,18 +208,9 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
             }
         }
         let (tx, rx) = oneshot::channel();
-        let key = st.push_waiter(tx, priority);
+        let deadline = asked + shared.config.checkout_timeout;
+        let key = st.push_waiter(tx, asked, deadline, priority);
         Ok(Next::Wait(Waiting::new(Arc::clone(shared), key, rx)))
-    }
-
-    fn timed_out(&self, began: Instant) -> Error<WkError<F>> {
-        let mut st = self.shared().lock();
-        st.totals.checkout_timeouts += 1;
-        st.totals.timeouts += 1;
-        Error::Timeout {
-            waited: began.elapsed(),
-            last_start_error: st.last_start_error.clone(),
-        }
     }
 
     /// Check out a worker, serve `req`, give the worker back, under the

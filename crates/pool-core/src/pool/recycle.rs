@@ -45,8 +45,9 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
         }
     }
 
-    /// One maintenance pass over the idle queue: replace broken workers,
-    /// retire overflow workers idle too long, health-check the rest when due.
+    /// One maintenance pass: turn away waiters past their deadline, replace
+    /// broken idle workers, retire overflow workers idle too long, and
+    /// health-check the rest when due.
     pub fn maintain(self: &Arc<Self>) {
         let now = Instant::now();
         let overflow_idle = self.config.overflow_idle;
@@ -56,6 +57,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             if st.closed {
                 return;
             }
+            st.expire_waiters(now);
             let broken = st
                 .idle
                 .extract(&mut |l: &mut Live<Wk<F>>| l.worker.is_broken());
@@ -96,11 +98,14 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
     /// Run [`maintain`](Self::maintain) on a timer until the pool closes. The
     /// task holds the pool weakly, so a forgotten pool is not kept alive by it.
     pub fn spawn_maintenance(self: &Arc<Self>) {
-        let mut tick = Duration::from_secs(1).min(self.config.overflow_idle / 2);
+        // Waiters are turned away at most 1/16 of `checkout_timeout` late.
+        let mut tick = Duration::from_secs(1)
+            .min(self.config.overflow_idle / 2)
+            .min(self.config.checkout_timeout / 16);
         if let Some(h) = self.config.health_interval {
             tick = tick.min(h / 2);
         }
-        let tick = tick.max(Duration::from_millis(5));
+        let tick = tick.max(Duration::from_millis(1));
         let weak = Arc::downgrade(self);
         let closing = self.closing.clone();
         self.spawn(async move {

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::registry_writer::RegistryWriter;
-use super::state::{Leaving, Live, State};
+use super::state::{Delivery, Leaving, Live, State};
 use crate::config::PoolConfig;
 use crate::queue::{Queue, Strategy};
 use crate::registry::WorkerState;
@@ -86,7 +86,8 @@ pub(crate) struct Shared<F: Factory, I: Strategy, W: Strategy> {
     pub closing: CancellationToken,
     /// Cancelled when the close grace runs out: in-flight calls are cut off.
     pub kill: CancellationToken,
-    /// Woken whenever a worker leaves `busy` after close has begun.
+    /// Woken whenever a worker leaves `busy`, `starting` or `stopping`, for
+    /// `close` to see the pool empty out.
     pub drained: Notify,
     pub registry: Option<RegistryWriter>,
     next_id: AtomicU64,
@@ -150,6 +151,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             return self.discard(live, Discard::Broken);
         }
         let wants_out = live.worker.retire_reason();
+        let free_since = served.map_or_else(std::time::Instant::now, |s| s.returned);
         let mut st = self.lock();
         if let Some(s) = served {
             st.record(s);
@@ -165,7 +167,9 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
                 drop(st);
                 return self.stop_busy(live, self.config.shutdown_grace);
             }
-            return st.hand_off(live);
+            let next = st.hand_off(live, free_since);
+            drop(st);
+            return self.deliver(next);
         }
         if st.live() > st.capacity() {
             // The pool was shrunk while this worker was out.
@@ -191,7 +195,19 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             self.start(slot, false);
             st = self.lock();
         }
-        st.hand_off(live);
+        let next = st.hand_off(live, free_since);
+        drop(st);
+        self.deliver(next);
+    }
+
+    /// Send a worker promised to a waiter, outside the lock. If that waiter
+    /// gave up meanwhile, the worker goes to the next one or to the idle queue.
+    pub fn deliver(&self, mut next: Option<Delivery<Wk<F>>>) {
+        while let Some(delivery) = next.take() {
+            if let Err((back, at)) = delivery.send() {
+                next = self.lock().hand_off(back, at);
+            }
+        }
     }
 
     /// A busy worker is beyond use: shut it down and, unless the pool is
@@ -266,8 +282,9 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
                 None => st.retire_debt += 1,
             }
         }
-        st.hand_off(live);
+        let next = st.hand_off(live, std::time::Instant::now());
         drop(st);
+        self.deliver(next);
         if let Some(old) = retired {
             let _ = self.stop_idle(old);
         }
@@ -304,6 +321,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
         self.spawn(async move {
             worker.shutdown(grace).await;
             me.lock().stopping -= 1;
+            me.drained.notify_waiters();
             if let Some(reg) = &me.registry {
                 reg.remove_worker(meta.id);
             }

@@ -27,7 +27,7 @@ const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
 impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
     pub async fn close(self: &Arc<Self>) {
         let grace = self.config.shutdown_grace;
-        let deadline = tokio::time::Instant::now() + grace;
+        let now = tokio::time::Instant::now();
 
         let idle = self.stop_taking_work();
         self.closing.cancel();
@@ -35,18 +35,22 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             let _ = self.stop_idle(out);
         }
 
-        self.drain_until(deadline).await;
+        self.wait_until(now + grace, |st| st.busy == 0).await;
         self.kill.cancel();
         // Calls cut off by `kill` return their workers (to be killed) only
-        // when their callers' tasks next run: wait for those returns too, so
-        // that the shutdowns they start are among the tasks waited on below.
-        self.drain_until(tokio::time::Instant::now() + SHUTDOWN_SLACK)
+        // when their callers' tasks next run. Every worker leaving `busy` or
+        // `starting` is counted `stopping` under the same lock, until its
+        // shutdown has returned: so when all three are zero, no worker of
+        // this pool is left anywhere.
+        let settled = self
+            .wait_until(tokio::time::Instant::now() + grace + SHUTDOWN_SLACK, |st| {
+                st.busy == 0 && st.starting == 0 && st.stopping == 0
+            })
             .await;
-
         self.tasks.close();
-        let stopped = tokio::time::timeout(grace + SHUTDOWN_SLACK, self.tasks.wait()).await;
-        let busy = self.lock().busy;
-        if stopped.is_err() || busy > 0 {
+        let _ = tokio::time::timeout(SHUTDOWN_SLACK, self.tasks.wait()).await;
+        if !settled {
+            let busy = self.lock().busy;
             tracing::warn!(pool = %self.name, busy,
                 "close: workers still checked out past the grace; they are killed when returned");
         }
@@ -68,17 +72,21 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
         st.release_all(idle)
     }
 
-    /// Wait until no worker is busy (in-flight work done) or `deadline`.
-    async fn drain_until(&self, deadline: tokio::time::Instant) {
+    /// Wait until `done` holds for the state, or `deadline`; whether it held.
+    async fn wait_until(
+        &self,
+        deadline: tokio::time::Instant,
+        done: impl Fn(&super::state::State<Wk<F>, I, W>) -> bool,
+    ) -> bool {
         loop {
-            let drained = self.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            if self.lock().busy == 0 {
-                return;
+            let changed = self.drained.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(&self.lock()) {
+                return true;
             }
-            if tokio::time::timeout_at(deadline, drained).await.is_err() {
-                return;
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return done(&self.lock());
             }
         }
     }

@@ -103,6 +103,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             }
             st.free_slot(slot);
         }
+        self.drained.notify_waiters();
         if let Some(reg) = &self.registry {
             reg.remove_worker(id);
         }

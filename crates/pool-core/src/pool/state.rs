@@ -30,12 +30,39 @@ use crate::worker::{Worker, WorkerId};
 #[derive(Debug)]
 pub(crate) struct Slot(());
 
-/// What a waiter is sent: a worker (already counted busy), or the reason it
-/// will never get one.
-pub(crate) type Grant<Wk> = Result<Live<Wk>, Error<<Wk as Worker>::Error>>;
+/// What a waiter is sent: a worker (already counted busy) with the instant
+/// it was handed over — the end of the caller's wait, stamped by the giver so
+/// the waiter need not read the clock — or the reason it will never get one.
+pub(crate) type Grant<Wk> = Result<(Live<Wk>, Instant), Error<<Wk as Worker>::Error>>;
 
 /// A waiting caller, as the waiter queue holds it.
-pub(crate) type WaiterTx<Wk> = oneshot::Sender<Grant<Wk>>;
+pub(crate) struct Waiter<Wk: Worker> {
+    tx: oneshot::Sender<Grant<Wk>>,
+    /// When it called `get`.
+    asked: Instant,
+    /// When it gives up: the maintenance tick turns it away with `Timeout`.
+    deadline: Instant,
+}
+
+/// A worker promised to a waiter under the lock, to be sent after the lock
+/// is released: sending wakes the waiter's task, and doing that under the
+/// lock would make every other caller wait for the wake-up.
+#[must_use = "a waiter popped from the queue must be sent its worker"]
+pub(crate) struct Delivery<Wk: Worker> {
+    tx: oneshot::Sender<Grant<Wk>>,
+    live: Live<Wk>,
+    at: Instant,
+}
+
+impl<Wk: Worker> Delivery<Wk> {
+    /// Send the worker; if the waiter gave up meanwhile, get it back.
+    pub fn send(self) -> Result<(), (Live<Wk>, Instant)> {
+        match self.tx.send(Ok((self.live, self.at))) {
+            Err(Ok(back)) => Err(back),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// What the pool remembers about a worker besides the worker itself.
 #[derive(Debug, Clone)]
@@ -90,7 +117,7 @@ pub(crate) struct Leaving<Wk> {
 /// Everything the pool's mutex guards.
 pub(crate) struct State<Wk: Worker, I: Strategy, W: Strategy> {
     pub idle: I::Queue<Live<Wk>>,
-    pub waiters: W::Queue<WaiterTx<Wk>>,
+    pub waiters: W::Queue<Waiter<Wk>>,
     /// Warm size (changed by `resize`).
     pub size: usize,
     pub max_overflow: usize,
@@ -206,18 +233,36 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         !self.closed && self.live() < self.capacity() && self.starting <= self.waiters.len()
     }
 
-    /// Give a busy worker to the first waiter, or make it idle.
-    pub fn hand_off(&mut self, mut live: Live<Wk>) {
-        while let Some(tx) = self.waiters.pop() {
-            // A send fails only if the waiter's future leaked without running
-            // its Drop; then take the worker back and try the next waiter.
-            match tx.send(Ok(live)) {
-                Err(Ok(back)) => live = back,
-                _ => return,
-            }
+    /// Give a busy worker, free since `at`, to the first waiter (the
+    /// returned delivery, sent once the lock is released), or make it idle.
+    pub fn hand_off(&mut self, live: Live<Wk>, at: Instant) -> Option<Delivery<Wk>> {
+        if let Some(waiter) = self.waiters.pop() {
+            return Some(Delivery {
+                tx: waiter.tx,
+                live,
+                at,
+            });
         }
         self.busy -= 1;
         self.idle.push(live, 0);
+        None
+    }
+
+    /// Turn away every waiter whose deadline has passed; returns how many.
+    pub fn expire_waiters(&mut self, now: Instant) -> usize {
+        let expired = self
+            .waiters
+            .extract(&mut |w: &mut Waiter<Wk>| w.deadline <= now);
+        let n = expired.len();
+        for waiter in expired {
+            let _ = waiter.tx.send(Err(Error::Timeout {
+                waited: now.duration_since(waiter.asked),
+                last_start_error: self.last_start_error.clone(),
+            }));
+        }
+        self.totals.checkout_timeouts += n as u64;
+        self.totals.timeouts += n as u64;
+        n
     }
 
     /// Count one ended checkout.
@@ -229,8 +274,8 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
     /// Tell every waiter it will not be served.
     pub fn fail_waiters(&mut self, err: impl Fn() -> Error<Wk::Error>) -> usize {
         let mut n = 0;
-        while let Some(tx) = self.waiters.pop() {
-            let _ = tx.send(Err(err()));
+        while let Some(waiter) = self.waiters.pop() {
+            let _ = waiter.tx.send(Err(err()));
             n += 1;
         }
         n
@@ -306,7 +351,21 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         Ok(())
     }
 
-    pub fn push_waiter(&mut self, tx: WaiterTx<Wk>, priority: Priority) -> crate::QueueKey {
-        self.waiters.push(tx, priority)
+    /// Queue a caller that asked at `asked` and waits until `deadline`.
+    pub fn push_waiter(
+        &mut self,
+        tx: oneshot::Sender<Grant<Wk>>,
+        asked: Instant,
+        deadline: Instant,
+        priority: Priority,
+    ) -> crate::QueueKey {
+        self.waiters.push(
+            Waiter {
+                tx,
+                asked,
+                deadline,
+            },
+            priority,
+        )
     }
 }

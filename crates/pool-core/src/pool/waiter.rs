@@ -2,24 +2,28 @@
 //! safe at any moment.
 //!
 //! The queue holds the sending half of a oneshot; the caller holds
-//! [`Waiting`]. A worker is only ever sent to a waiter under the pool lock, at
-//! the moment it is popped from the queue. So when a `Waiting` is dropped
-//! unfinished, it takes the lock and finds exactly one of two things:
+//! [`Waiting`]. A waiter is popped under the pool lock and sent its worker
+//! just after the lock is released (see `Delivery`). So when a `Waiting` is
+//! dropped unfinished, it takes the lock and finds one of two things:
 //!
 //! * its entry is still queued: it removes it (by key, O(log n)) and nothing
 //!   of it remains;
-//! * its entry was popped: then the grant already sits in its receiver, and
-//!   Drop passes that worker on to the next waiter or the idle queue.
+//! * its entry was popped: a worker is on its way. It closes its receiver,
+//!   which makes a send that has not happened yet fail (the sender then
+//!   gives the worker to someone else), and takes a worker that was already
+//!   sent and passes it on itself.
 //!
 //! Either way no worker is lost and no entry lingers until a later pop.
+//! There is no timer per waiter: each waiter carries its deadline, and the
+//! pool's maintenance tick turns away those past it.
 
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::shared::{Shared, Wk};
 use super::state::Grant;
+use crate::error::Error;
 use crate::queue::{Queue, QueueKey, Strategy};
 use crate::worker::Factory;
 
@@ -44,18 +48,14 @@ impl<F: Factory, I: Strategy, W: Strategy> Waiting<F, I, W> {
         }
     }
 
-    /// Wait for a grant until `deadline`; `None` if the deadline passed.
-    pub async fn until(mut self, deadline: Instant) -> Option<Grant<Wk<F>>> {
-        let got = tokio::time::timeout_at(deadline, &mut self.rx).await;
-        match got {
-            Ok(Ok(grant)) => {
-                self.done = true;
-                Some(grant)
-            }
-            // The sender is only dropped by `fail_waiters` after sending, or
-            // never; treat a vanished sender like a timeout rather than hang.
-            Ok(Err(_)) | Err(_) => None,
-        }
+    /// Wait for a worker, or for the reason there will be none (including
+    /// the deadline passing).
+    pub async fn grant(mut self) -> Grant<Wk<F>> {
+        let got = (&mut self.rx).await;
+        self.done = true;
+        // Every queued sender is sent to before it is dropped; a vanished
+        // sender can only mean the pool itself is gone.
+        got.unwrap_or(Err(Error::Closed))
     }
 }
 
@@ -64,12 +64,13 @@ impl<F: Factory, I: Strategy, W: Strategy> Drop for Waiting<F, I, W> {
         if self.done {
             return;
         }
-        let mut st = self.shared.lock();
-        if st.waiters.remove(self.key).is_some() {
+        if self.shared.lock().waiters.remove(self.key).is_some() {
             return;
         }
-        if let Ok(Ok(live)) = self.rx.try_recv() {
-            st.hand_off(live);
+        self.rx.close();
+        if let Ok(Ok((live, at))) = self.rx.try_recv() {
+            let next = self.shared.lock().hand_off(live, at);
+            self.shared.deliver(next);
         }
     }
 }
