@@ -163,7 +163,7 @@ impl<T: Send + 'static, const FROM_BACK: bool> Queue<T> for OrderedQueue<T, FROM
         let order: Vec<usize> = self.serving_order().collect();
         let mut out = Vec::new();
         for at in order {
-            let chosen = self.nodes[at].item.as_mut().is_some_and(|item| pred(item));
+            let chosen = self.nodes[at].item.as_mut().is_some_and(&mut *pred);
             if chosen {
                 out.extend(self.unlink(at));
             }
