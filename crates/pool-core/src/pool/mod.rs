@@ -109,9 +109,9 @@ impl<F: Factory, I: Strategy, W: Strategy> Drop for Owner<F, I, W> {
 }
 
 /// What a caller does next after looking at the pool under its lock.
-enum Next<F: Factory, I: Strategy, W: Strategy> {
+enum Next<'a, F: Factory, I: Strategy, W: Strategy> {
     Take(state::Live<Wk<F>>),
-    Wait(Waiting<F, I, W>),
+    Wait(Waiting<'a, F, I, W>),
 }
 
 impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
@@ -173,7 +173,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         &self,
         priority: Priority,
         asked: Instant,
-    ) -> Result<Next<F, I, W>, Error<WkError<F>>> {
+    ) -> Result<Next<'_, F, I, W>, Error<WkError<F>>> {
         let shared = self.shared();
         let mut st = shared.lock();
         if st.closed {
@@ -210,7 +210,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         let (tx, rx) = oneshot::channel();
         let deadline = asked + shared.config.checkout_timeout;
         let key = st.push_waiter(tx, asked, deadline, priority);
-        Ok(Next::Wait(Waiting::new(Arc::clone(shared), key, rx)))
+        Ok(Next::Wait(Waiting::new(shared, key, rx)))
     }
 
     /// Check out a worker, serve `req`, give the worker back, under the

@@ -17,8 +17,6 @@
 //! There is no timer per waiter: each waiter carries its deadline, and the
 //! pool's maintenance tick turns away those past it.
 
-use std::sync::Arc;
-
 use tokio::sync::oneshot;
 
 use super::shared::{Shared, Wk};
@@ -27,16 +25,18 @@ use crate::error::Error;
 use crate::queue::{Queue, QueueKey, Strategy};
 use crate::worker::Factory;
 
-pub(crate) struct Waiting<F: Factory, I: Strategy, W: Strategy> {
-    shared: Arc<Shared<F, I, W>>,
+/// Borrows the pool rather than holding an `Arc`: every wait would
+/// otherwise bump a reference count that all callers contend on.
+pub(crate) struct Waiting<'a, F: Factory, I: Strategy, W: Strategy> {
+    shared: &'a Shared<F, I, W>,
     key: QueueKey,
     rx: oneshot::Receiver<Grant<Wk<F>>>,
     done: bool,
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> Waiting<F, I, W> {
+impl<'a, F: Factory, I: Strategy, W: Strategy> Waiting<'a, F, I, W> {
     pub fn new(
-        shared: Arc<Shared<F, I, W>>,
+        shared: &'a Shared<F, I, W>,
         key: QueueKey,
         rx: oneshot::Receiver<Grant<Wk<F>>>,
     ) -> Self {
@@ -59,7 +59,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Waiting<F, I, W> {
     }
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> Drop for Waiting<F, I, W> {
+impl<F: Factory, I: Strategy, W: Strategy> Drop for Waiting<'_, F, I, W> {
     fn drop(&mut self) {
         if self.done {
             return;
