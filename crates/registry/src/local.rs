@@ -1,7 +1,7 @@
 //! `LocalRegistry`: pools and workers of this process, in DashMaps.
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use cenote_core::{PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerId};
 use dashmap::mapref::entry::Entry;
@@ -11,17 +11,45 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 
 /// How many unread events a watcher may fall behind before it misses some.
-const WATCH_BUFFER: usize = 4096;
+pub const WATCH_BUFFER: usize = 4096;
+
+/// Why a typed handle could not be attached or found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// Nothing is attached under the name.
+    #[error("no handle is attached under {0:?}; attach one with LocalRegistry::attach first")]
+    NotFound(String),
+    /// Something is attached under the name, but not of the type asked for.
+    #[error("the handle attached under {name:?} is a `{found}`, not the `{wanted}` asked for")]
+    WrongType {
+        /// The name looked up.
+        name: String,
+        /// The type asked for.
+        wanted: &'static str,
+        /// The type attached.
+        found: &'static str,
+    },
+    /// A handle is already attached under the name.
+    #[error("a handle is already attached under {0:?}; detach it first or pick another name")]
+    Duplicate(String),
+}
 
 /// A registry in this process's memory: the default, with no server.
 ///
-/// Besides the [`Registry`] entries it can hold a typed handle per pool name
-/// ([`attach`](Self::attach), [`pool`](Self::pool)), so an application that
-/// runs several pools side by side finds them by name.
+/// Cloning is cheap and every clone sees the same entries.
 ///
-/// Watchers are fed through a broadcast channel: a writer never waits for a
-/// slow watcher. A watcher that falls more than 4096 events behind skips the
-/// oldest ones (it can re-read [`pools`](Registry::pools) to catch up).
+/// Besides the [`Registry`] entries it can hold a typed handle per name
+/// ([`attach`](Self::attach), [`pool`](Self::pool), [`handle`](Self::handle)),
+/// so an application that runs several pools side by side finds them by
+/// name. Handles and entries are separate: the pool writes its entries
+/// itself, the application attaches the handle it wants to find later.
+///
+/// Watchers are fed through a broadcast channel, so a writer never waits
+/// for a slow watcher. A watcher that falls more than [`WATCH_BUFFER`]
+/// events behind skips the oldest ones: its stream goes on with the
+/// oldest events still buffered, and a warning says how many were missed.
+/// Such a watcher can re-read [`pools`](Registry::pools) and
+/// [`workers`](Registry::workers) to catch up.
 #[derive(Clone)]
 pub struct LocalRegistry {
     inner: Arc<Inner>,
@@ -31,8 +59,17 @@ struct Inner {
     node: String,
     pools: DashMap<String, PoolEntry>,
     workers: DashMap<String, DashMap<WorkerId, WorkerEntry>>,
-    handles: DashMap<String, Arc<dyn Any + Send + Sync>>,
+    handles: DashMap<String, Handle>,
     events: broadcast::Sender<RegistryEvent>,
+    /// Held by every write across its change and its event, so watchers see
+    /// events in the order the changes were made. Reads do not take it.
+    writes: Mutex<()>,
+}
+
+/// A handle, with the name of its type for error messages.
+struct Handle {
+    value: Arc<dyn Any + Send + Sync>,
+    type_name: &'static str,
 }
 
 impl LocalRegistry {
@@ -46,35 +83,77 @@ impl LocalRegistry {
                 workers: DashMap::new(),
                 handles: DashMap::new(),
                 events,
+                writes: Mutex::new(()),
             }),
         }
     }
 
-    /// Keep `handle` (e.g. a `Pool`) under `name`. A name holds one handle;
-    /// a second attach is [`RegistryError::Duplicate`].
+    /// Keep `handle` (e.g. a `Pool` or an `Arc` of one) under `name`, to be
+    /// found again with [`pool`](Self::pool). A name holds one handle: a
+    /// second attach is [`HandleError::Duplicate`], never a silent swap.
     pub fn attach<T: Clone + Send + Sync + 'static>(
         &self,
         name: &str,
         handle: T,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(), HandleError> {
         match self.inner.handles.entry(name.to_string()) {
-            Entry::Occupied(_) => Err(RegistryError::Duplicate(name.to_string())),
+            Entry::Occupied(_) => Err(HandleError::Duplicate(name.to_string())),
             Entry::Vacant(v) => {
-                v.insert(Arc::new(handle));
+                v.insert(Handle {
+                    value: Arc::new(handle),
+                    type_name: std::any::type_name::<T>(),
+                });
                 Ok(())
             }
         }
     }
 
-    /// The handle attached under `name`, if there is one of type `T`.
+    /// A clone of the handle attached under `name`, if there is one of type
+    /// `T` (`None` for a missing name or another type; use
+    /// [`handle`](Self::handle) to learn which).
     pub fn pool<T: Clone + Send + Sync + 'static>(&self, name: &str) -> Option<T> {
-        let handle = self.inner.handles.get(name)?;
-        handle.value().downcast_ref::<T>().cloned()
+        self.handle(name).ok()
     }
 
-    /// Drop the handle attached under `name`; true if there was one.
+    /// A clone of the handle attached under `name`, or why there is none:
+    /// [`HandleError::NotFound`] or [`HandleError::WrongType`] (naming both
+    /// types).
+    pub fn handle<T: Clone + Send + Sync + 'static>(&self, name: &str) -> Result<T, HandleError> {
+        let handle = self
+            .inner
+            .handles
+            .get(name)
+            .ok_or_else(|| HandleError::NotFound(name.to_string()))?;
+        handle
+            .value
+            .downcast_ref::<T>()
+            .cloned()
+            .ok_or_else(|| HandleError::WrongType {
+                name: name.to_string(),
+                wanted: std::any::type_name::<T>(),
+                found: handle.type_name,
+            })
+    }
+
+    /// Drop the handle attached under `name` (the pool itself lives on
+    /// while other clones of it do); true if there was one.
     pub fn detach(&self, name: &str) -> bool {
         self.inner.handles.remove(name).is_some()
+    }
+
+    /// The names that have a handle attached, sorted.
+    pub fn handles(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.inner.handles.iter().map(|h| h.key().clone()).collect();
+        names.sort();
+        names
+    }
+
+    fn write_lock(&self) -> MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere cannot leave it broken.
+        self.inner
+            .writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn emit(&self, event: RegistryEvent) {
@@ -88,6 +167,7 @@ impl std::fmt::Debug for LocalRegistry {
         f.debug_struct("LocalRegistry")
             .field("node", &self.inner.node)
             .field("pools", &self.inner.pools.len())
+            .field("handles", &self.inner.handles.len())
             .finish()
     }
 }
@@ -99,6 +179,7 @@ impl Registry for LocalRegistry {
     }
 
     async fn register_pool(&self, entry: PoolEntry) -> Result<(), RegistryError> {
+        let _writes = self.write_lock();
         match self.inner.pools.entry(entry.name.clone()) {
             Entry::Occupied(_) => return Err(RegistryError::Duplicate(entry.name)),
             Entry::Vacant(v) => {
@@ -110,6 +191,7 @@ impl Registry for LocalRegistry {
     }
 
     async fn unregister_pool(&self, name: &str) -> Result<(), RegistryError> {
+        let _writes = self.write_lock();
         if let Some((_, workers)) = self.inner.workers.remove(name) {
             let mut ids: Vec<_> = workers.iter().map(|w| *w.key()).collect();
             ids.sort();
@@ -129,6 +211,7 @@ impl Registry for LocalRegistry {
     }
 
     async fn put_worker(&self, entry: WorkerEntry) -> Result<(), RegistryError> {
+        let _writes = self.write_lock();
         self.inner
             .workers
             .entry(entry.pool.clone())
@@ -139,12 +222,15 @@ impl Registry for LocalRegistry {
     }
 
     async fn remove_worker(&self, pool: &str, id: WorkerId) -> Result<(), RegistryError> {
-        let removed = self
-            .inner
+        let _writes = self.write_lock();
+        let removed = match self.inner.workers.get(pool) {
+            Some(workers) => workers.remove(&id).is_some(),
+            None => false,
+        };
+        // A pool whose last worker went leaves no empty map behind.
+        self.inner
             .workers
-            .get(pool)
-            .and_then(|ws| ws.remove(&id))
-            .is_some();
+            .remove_if(pool, |_, workers| workers.is_empty());
         if removed {
             self.emit(RegistryEvent::WorkerDown {
                 pool: pool.to_string(),
@@ -169,7 +255,59 @@ impl Registry for LocalRegistry {
         Ok(workers)
     }
 
+    /// Changes from now on, in the order they were made. A watcher more
+    /// than [`WATCH_BUFFER`] events behind skips the oldest ones (see the
+    /// type's docs).
     fn watch(&self) -> BoxStream<'static, RegistryEvent> {
         crate::broadcast_stream(self.inner.events.subscribe()).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct FakePool(&'static str);
+
+    #[test]
+    fn handles_are_found_by_name_and_type() {
+        let reg = LocalRegistry::new("n");
+        reg.attach("fifo", FakePool("a")).unwrap();
+        reg.attach("lifo", Arc::new(7_u64)).unwrap();
+        assert_eq!(reg.pool::<FakePool>("fifo"), Some(FakePool("a")));
+        assert_eq!(reg.pool::<Arc<u64>>("lifo").as_deref(), Some(&7));
+        assert_eq!(reg.handles(), ["fifo", "lifo"]);
+
+        // A wrong type or name is an answer, never a panic.
+        assert_eq!(reg.pool::<u64>("fifo"), None);
+        assert_eq!(reg.pool::<FakePool>("nope"), None);
+        let err = reg.handle::<u64>("fifo").unwrap_err();
+        assert!(matches!(err, HandleError::WrongType { .. }));
+        let msg = err.to_string();
+        assert!(msg.contains("FakePool") && msg.contains("u64"), "{msg}");
+        assert_eq!(
+            reg.handle::<FakePool>("nope"),
+            Err(HandleError::NotFound("nope".into()))
+        );
+
+        // One handle per name, until detached.
+        assert_eq!(
+            reg.attach("fifo", FakePool("b")),
+            Err(HandleError::Duplicate("fifo".into()))
+        );
+        assert_eq!(reg.pool::<FakePool>("fifo"), Some(FakePool("a")));
+        assert!(reg.detach("fifo"));
+        assert!(!reg.detach("fifo"));
+        reg.attach("fifo", FakePool("b")).unwrap();
+        assert_eq!(reg.pool::<FakePool>("fifo"), Some(FakePool("b")));
+    }
+
+    #[test]
+    fn clones_share_everything() {
+        let reg = LocalRegistry::new("n");
+        let other = reg.clone();
+        reg.attach("x", 1_i32).unwrap();
+        assert_eq!(other.pool::<i32>("x"), Some(1));
     }
 }

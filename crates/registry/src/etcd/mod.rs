@@ -16,7 +16,7 @@ mod keys;
 mod upkeep;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,14 +26,33 @@ use etcd_client::{
 };
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Notify, RwLock};
 
 use keys::{decode, encode, Keys};
 
 /// How many unread events a watcher may fall behind before it misses some.
 const WATCH_BUFFER: usize = 4096;
 
+/// The shortest deadline an operation may be given: below it nothing could
+/// ever succeed.
+const MIN_OP_TIMEOUT: Duration = Duration::from_millis(10);
+
 /// Settings for [`EtcdRegistry`]; start with [`EtcdRegistry::builder`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cenote_core::RegistryError> {
+/// use std::time::Duration;
+/// use cenote_registry::EtcdRegistry;
+///
+/// let registry = EtcdRegistry::builder(["http://127.0.0.1:2379"])
+///     .prefix("/myapp/cenote")
+///     .node("host-a")
+///     .lease_ttl(Duration::from_secs(10))
+///     .op_timeout(Duration::from_secs(3))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct EtcdRegistryBuilder {
     endpoints: Vec<String>,
@@ -45,47 +64,70 @@ pub struct EtcdRegistryBuilder {
 
 impl EtcdRegistryBuilder {
     /// Key prefix for every entry (default `/cenote`): registries with
-    /// different prefixes do not see each other.
+    /// different prefixes do not see each other, so several applications
+    /// (or test runs) can share one etcd.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
 
-    /// The name written into entries' `node` field (default: the host name).
+    /// The name written into entries' `node` field and log lines (default:
+    /// `{hostname}-{pid}`), so an operator can tell whose entries they see.
     pub fn node(mut self, node: impl Into<String>) -> Self {
         self.node = node.into();
         self
     }
 
-    /// How long this node's entries outlive it (default 10 s; at least 1 s).
+    /// How long this node's entries outlive it if it dies (default 10 s;
+    /// whole seconds, rounded up, at least 1 s). Shorter means a dead node
+    /// vanishes sooner; longer tolerates longer stalls and outages.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.lease_ttl = ttl.max(Duration::from_secs(1));
+        self.lease_ttl = ttl;
         self
     }
 
-    /// Deadline for each etcd operation (default 3 s).
+    /// Deadline for each etcd operation (default 3 s; at least 10 ms): no
+    /// registry call waits longer than this for etcd.
     pub fn op_timeout(mut self, d: Duration) -> Self {
-        self.op_timeout = d;
+        self.op_timeout = d.max(MIN_OP_TIMEOUT);
         self
     }
 
-    /// Connect, take a lease, and start keeping it alive.
+    /// Connect, take a lease, start keeping it alive, and start following
+    /// changes under the prefix (so a [`watch`](Registry::watch) opened
+    /// after this returns sees every later change).
+    ///
+    /// Fails with [`RegistryError::Unavailable`] (naming the endpoints) if
+    /// etcd does not answer within the op timeout.
     pub async fn connect(self) -> Result<EtcdRegistry, RegistryError> {
+        if self.endpoints.is_empty() {
+            return Err(RegistryError::Unavailable(
+                "no etcd endpoints given; pass at least one URL such as http://127.0.0.1:2379"
+                    .into(),
+            ));
+        }
+        let endpoints = self.endpoints.clone();
         let unavailable =
-            |e: String| RegistryError::Unavailable(format!("etcd at {:?}: {e}", self.endpoints));
+            move |e: String| RegistryError::Unavailable(format!("etcd at {endpoints:?}: {e}"));
         let opts = ConnectOptions::new()
             .with_connect_timeout(self.op_timeout)
-            .with_timeout(self.op_timeout);
-        let client = within(
+            .with_timeout(self.op_timeout)
+            // HTTP/2 pings notice a connection that died silently, so a
+            // watch cannot hang on it forever.
+            .with_keep_alive(self.op_timeout.max(Duration::from_secs(1)), self.op_timeout)
+            .with_keep_alive_while_idle(true);
+        let client = upkeep::within(
             self.op_timeout,
             Client::connect(&self.endpoints, Some(opts)),
         )
         .await
-        .map_err(unavailable)?;
-        let ttl = self.lease_ttl.as_secs() as i64;
-        let lease = within(self.op_timeout, client.clone().lease_grant(ttl, None))
+        .map_err(&unavailable)?;
+        let ttl = i64::try_from(self.lease_ttl.as_millis().div_ceil(1000))
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let lease = upkeep::within(self.op_timeout, client.clone().lease_grant(ttl, None))
             .await
-            .map_err(unavailable)?
+            .map_err(&unavailable)?
             .id();
         let (events, _) = broadcast::channel(WATCH_BUFFER);
         let (stop, stopped) = watch::channel(false);
@@ -95,63 +137,118 @@ impl EtcdRegistryBuilder {
             ttl,
             op_timeout: self.op_timeout,
             client,
+            gate: RwLock::new(()),
             lease: AtomicI64::new(lease),
+            connected: AtomicBool::new(true),
             owned: Mutex::new(Owned::default()),
             events,
+            resync: Notify::new(),
         });
+        // Follow changes from the revision of a first full read, so nothing
+        // written after `connect` returns can be missed.
+        let follower = match upkeep::Follower::start(Arc::clone(&inner)).await {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = upkeep::within(inner.op_timeout, inner.client.clone().lease_revoke(lease))
+                    .await;
+                return Err(unavailable(e));
+            }
+        };
         tokio::spawn(upkeep::keep_lease(Arc::clone(&inner), stopped.clone()));
-        tokio::spawn(upkeep::forward_changes(Arc::clone(&inner), stopped));
-        tracing::info!(node = %inner.node, lease, "etcd registry connected");
-        Ok(EtcdRegistry { inner, stop })
+        tokio::spawn(follower.run(stopped));
+        tracing::info!(node = %inner.node, lease, prefix = %self.prefix, "etcd registry connected");
+        Ok(EtcdRegistry {
+            inner,
+            stop,
+            revoked: AtomicBool::new(false),
+        })
     }
 }
 
 /// A registry in etcd, shared by every node that uses the same prefix.
+///
+/// Pool names are global across those nodes: registration is one atomic etcd
+/// transaction, so of two nodes racing for a name exactly one wins.
+///
+/// Dropping it stops its background tasks and, if a tokio runtime is still
+/// running, revokes its lease so its entries vanish at once; if the process
+/// dies instead, they vanish when the lease runs out. [`shutdown`]
+/// (EtcdRegistry::shutdown) does the same and waits for the revocation.
 pub struct EtcdRegistry {
     inner: Arc<Inner>,
     stop: watch::Sender<bool>,
+    revoked: AtomicBool,
 }
 
+/// State shared with the background tasks.
 pub(crate) struct Inner {
     pub node: String,
     pub keys: Keys,
+    /// Lease TTL in seconds.
     pub ttl: i64,
     pub op_timeout: Duration,
     pub client: Client,
+    /// Writers hold it shared; re-establishing the lease holds it
+    /// exclusively, so no write can land on a lease being replaced (it
+    /// would be lost when the old lease is revoked).
+    pub gate: RwLock<()>,
+    /// The lease this node's entries hang on.
     pub lease: AtomicI64,
+    /// False from a lost keep-alive until the entries are written again.
+    pub connected: AtomicBool,
     pub owned: Mutex<Owned>,
     pub events: broadcast::Sender<RegistryEvent>,
+    /// Tells the change follower to re-read everything (after a reconnection).
+    pub resync: Notify,
 }
 
 /// What this node wrote, to write again after etcd comes back.
 #[derive(Default, Clone)]
 pub(crate) struct Owned {
     pub pools: BTreeMap<String, PoolEntry>,
-    pub workers: BTreeMap<String, WorkerEntry>,
+    pub workers: BTreeMap<(String, WorkerId), WorkerEntry>,
 }
 
 impl EtcdRegistry {
-    /// Settings for a registry on `endpoints` (e.g. `["http://127.0.0.1:2379"]`).
+    /// Settings for a registry on `endpoints` (e.g. `["http://127.0.0.1:2379"]`),
+    /// with defaults: prefix `/cenote`, node `{hostname}-{pid}`, lease TTL
+    /// 10 s, op timeout 3 s.
     pub fn builder<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> EtcdRegistryBuilder {
         EtcdRegistryBuilder {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             prefix: "/cenote".into(),
-            node: std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into()),
+            node: default_node(),
             lease_ttl: Duration::from_secs(10),
             op_timeout: Duration::from_secs(3),
         }
     }
 
-    /// The lease this node's entries hang on (changes after a reconnection).
+    /// The lease this node's entries hang on (it changes after a
+    /// reconnection); useful to inspect them with `etcdctl`.
     pub fn lease_id(&self) -> i64 {
         self.inner.lease.load(Ordering::SeqCst)
     }
 
-    /// Revoke the lease now: every entry of this node disappears at once,
-    /// rather than when the lease would have run out.
+    /// False while etcd is unreachable (between a `Disconnected` and the
+    /// next `Reconnected` event), so a caller can tell without watching.
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::SeqCst)
+    }
+
+    /// Stop the background tasks and revoke the lease now: every entry of
+    /// this node disappears at once, rather than when the lease would have
+    /// run out. Fails with `Unavailable` if etcd does not confirm in time
+    /// (the entries then go when the lease runs out).
     pub async fn shutdown(self) -> Result<(), RegistryError> {
         let _ = self.stop.send(true);
+        self.revoked.store(true, Ordering::SeqCst);
+        let _gate = self.inner.gate.write().await;
         let lease = self.lease_id();
+        {
+            let mut owned = lock(&self.inner.owned);
+            owned.pools.clear();
+            owned.workers.clear();
+        }
         self.inner
             .run(self.inner.client.clone().lease_revoke(lease))
             .await
@@ -160,10 +257,25 @@ impl EtcdRegistry {
 }
 
 impl Drop for EtcdRegistry {
-    /// Stops the background tasks; the entries stay until the lease runs out
-    /// (or use [`shutdown`](EtcdRegistry::shutdown) to remove them now).
+    /// Stops the background tasks and revokes the lease best-effort (only
+    /// if a tokio runtime is running here; otherwise the entries go when
+    /// the lease runs out).
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        if self.revoked.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut client = self.inner.client.clone();
+        let lease = self.lease_id();
+        let limit = self.inner.op_timeout;
+        runtime.spawn(async move {
+            if let Err(e) = upkeep::within(limit, client.lease_revoke(lease)).await {
+                tracing::debug!(lease, error = %e, "lease not revoked on drop; it will run out");
+            }
+        });
     }
 }
 
@@ -172,20 +284,20 @@ impl std::fmt::Debug for EtcdRegistry {
         f.debug_struct("EtcdRegistry")
             .field("node", &self.inner.node)
             .field("lease", &self.lease_id())
+            .field("connected", &self.is_connected())
             .finish()
     }
 }
 
-/// Run `fut` under `limit`, flattening both failures into a message.
-pub(crate) async fn within<T, E: std::fmt::Display>(
-    limit: Duration,
-    fut: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {limit:?}")),
-    }
+/// `{hostname}-{pid}`: unique per process on a host, readable in `etcdctl`.
+fn default_node() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{}", std::process::id())
 }
 
 impl Inner {
@@ -194,15 +306,18 @@ impl Inner {
         &self,
         fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, RegistryError> {
-        within(self.op_timeout, fut)
+        upkeep::within(self.op_timeout, fut)
             .await
-            .map_err(RegistryError::Unavailable)
+            .map_err(|e| RegistryError::Unavailable(format!("etcd: {e}")))
     }
 
+    /// Put options attaching a key to the current lease. Call with the gate
+    /// held.
     fn with_lease(&self) -> PutOptions {
         PutOptions::new().with_lease(self.lease.load(Ordering::SeqCst))
     }
 
+    /// Write `entry` at `key` on the current lease. Call with the gate held.
     pub async fn put<T: serde::Serialize>(
         &self,
         key: String,
@@ -214,6 +329,8 @@ impl Inner {
             .map(|_| ())
     }
 
+    /// Every entry under `prefix` that decodes (bad ones are logged and
+    /// skipped, so one corrupt key cannot hide all the others).
     async fn list<T: serde::de::DeserializeOwned>(
         &self,
         prefix: String,
@@ -228,7 +345,7 @@ impl Inner {
         Ok(resp
             .kvs()
             .iter()
-            .filter_map(|kv| decode(kv.key_str().unwrap_or_default(), kv.value()).ok())
+            .filter_map(|kv| decode(&String::from_utf8_lossy(kv.key()), kv.value()).ok())
             .collect())
     }
 }
@@ -241,15 +358,13 @@ impl Registry for EtcdRegistry {
 
     async fn register_pool(&self, entry: PoolEntry) -> Result<(), RegistryError> {
         let key = self.inner.keys.pool(&entry.name);
-        // Atomic: the put happens only if the key has never been created
-        // (or was deleted) — no check-then-act race between nodes.
+        let value = encode(&entry)?;
+        let _gate = self.inner.gate.read().await;
+        // Atomic: the put happens only if the key does not exist (never
+        // created, or deleted) — no check-then-act race between nodes.
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key,
-                encode(&entry)?,
-                Some(self.inner.with_lease()),
-            )]);
+            .and_then([TxnOp::put(key, value, Some(self.inner.with_lease()))]);
         let resp = self.inner.run(self.inner.client.clone().txn(txn)).await?;
         if !resp.succeeded() {
             return Err(RegistryError::Duplicate(entry.name));
@@ -261,34 +376,41 @@ impl Registry for EtcdRegistry {
     }
 
     async fn unregister_pool(&self, name: &str) -> Result<(), RegistryError> {
+        let _gate = self.inner.gate.read().await;
         {
             let mut owned = lock(&self.inner.owned);
             owned.pools.remove(name);
-            owned.workers.retain(|_, w| w.pool != name);
+            owned.workers.retain(|(pool, _), _| pool != name);
         }
         let keys = &self.inner.keys;
-        let mut client = self.inner.client.clone();
+        // One transaction: the workers and the pool go together (watchers
+        // see the workers' deletions first, then the pool's).
+        let txn = Txn::new().and_then([
+            TxnOp::delete(keys.workers(name), Some(DeleteOptions::new().with_prefix())),
+            TxnOp::delete(keys.pool(name), None),
+        ]);
         self.inner
-            .run(client.delete(keys.workers(name), Some(DeleteOptions::new().with_prefix())))
-            .await?;
-        self.inner
-            .run(client.delete(keys.pool(name), None))
+            .run(self.inner.client.clone().txn(txn))
             .await
             .map(|_| ())
     }
 
     async fn put_worker(&self, entry: WorkerEntry) -> Result<(), RegistryError> {
         let key = self.inner.keys.worker(&entry.pool, entry.id);
+        let _gate = self.inner.gate.read().await;
         // Kept even if the write fails: it is written again on reconnection.
         lock(&self.inner.owned)
             .workers
-            .insert(key.clone(), entry.clone());
+            .insert((entry.pool.clone(), entry.id), entry.clone());
         self.inner.put(key, &entry).await
     }
 
     async fn remove_worker(&self, pool: &str, id: WorkerId) -> Result<(), RegistryError> {
         let key = self.inner.keys.worker(pool, id);
-        lock(&self.inner.owned).workers.remove(&key);
+        let _gate = self.inner.gate.read().await;
+        lock(&self.inner.owned)
+            .workers
+            .remove(&(pool.to_string(), id));
         self.inner
             .run(self.inner.client.clone().delete(key, None))
             .await
@@ -307,6 +429,11 @@ impl Registry for EtcdRegistry {
         Ok(workers)
     }
 
+    /// Changes under the prefix from every node, decoded (undecodable
+    /// values are logged and skipped), plus this registry's own
+    /// `Disconnected`/`Reconnected`. After an outage the registry re-reads
+    /// everything and reports what changed meanwhile as Up/Down events. A
+    /// watcher more than 4096 events behind skips the oldest ones.
     fn watch(&self) -> BoxStream<'static, RegistryEvent> {
         crate::broadcast_stream(self.inner.events.subscribe()).boxed()
     }
