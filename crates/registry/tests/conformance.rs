@@ -172,7 +172,11 @@ async fn unregistering_a_pool_removes_its_workers(reg: Arc<dyn Registry>) {
         reg.workers("p").await.unwrap().is_empty(),
         "workers outlived their pool"
     );
-    assert_eq!(reg.workers("q").await.unwrap().len(), 3, "another pool's workers went too");
+    assert_eq!(
+        reg.workers("q").await.unwrap().len(),
+        3,
+        "another pool's workers went too"
+    );
     // A new pool of the same name starts with no workers.
     reg.register_pool(pool("p")).await.unwrap();
     assert!(reg.workers("p").await.unwrap().is_empty());
@@ -196,7 +200,10 @@ async fn names_that_look_like_paths_stay_apart(reg: Arc<dyn Registry>) {
     }
     reg.unregister_pool("team").await.unwrap();
     assert_eq!(reg.workers("team/a").await.unwrap().len(), 1);
-    assert_eq!(names(&reg).await, ["100%", "team%2Fa", "team/a", "team/a/b"]);
+    assert_eq!(
+        names(&reg).await,
+        ["100%", "team%2Fa", "team/a", "team/a/b"]
+    );
 }
 
 async fn watch_sees_every_kind_of_change(reg: Arc<dyn Registry>) {
@@ -341,7 +348,11 @@ async fn a_lagging_local_watcher_skips_oldest_events_without_blocking_writers() 
     let first = next_events(&mut idle_watcher, 1).await;
     assert_eq!(
         first,
-        [RegistryEvent::WorkerUp(worker("busy", 100, WorkerState::Ready))],
+        [RegistryEvent::WorkerUp(worker(
+            "busy",
+            100,
+            WorkerState::Ready
+        ))],
         "a lagged watcher goes on with the oldest event still buffered"
     );
     let rest = next_events(&mut idle_watcher, cenote_registry::WATCH_BUFFER - 1).await;

@@ -172,8 +172,9 @@ impl EtcdRegistryBuilder {
 ///
 /// Dropping it stops its background tasks and, if a tokio runtime is still
 /// running, revokes its lease so its entries vanish at once; if the process
-/// dies instead, they vanish when the lease runs out. [`shutdown`]
-/// (EtcdRegistry::shutdown) does the same and waits for the revocation.
+/// dies instead, they vanish when the lease runs out.
+/// [`shutdown`](EtcdRegistry::shutdown) does the same and waits for the
+/// revocation.
 pub struct EtcdRegistry {
     inner: Arc<Inner>,
     stop: watch::Sender<bool>,

@@ -4,6 +4,7 @@
 
 mod etcd;
 
+#[allow(unused_imports)]
 pub use etcd::{alive, EtcdServer};
 
 use std::time::Duration;
