@@ -590,3 +590,69 @@ async fn an_unreachable_etcd_is_a_clear_error_not_a_hang() {
     let err = EtcdRegistry::builder(none).connect().await.unwrap_err();
     assert!(err.to_string().contains("no etcd endpoints"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_cut_off_midway_still_leave_etcd_matching_the_node() {
+    let server = EtcdServer::start();
+    let reg = node(&server.url, "n", Duration::from_secs(10)).await;
+    reg.register_pool(pool("p", "n")).await.unwrap();
+    // What the node has been told, in order; etcd must end up the same even
+    // though many of the writes are cut off at their first await (their
+    // request may or may not have reached etcd).
+    let mut model = std::collections::BTreeMap::new();
+    let mut seed: u64 = 0x5eed;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        seed >> 33
+    };
+    for round in 0..300_u64 {
+        let id = next() % 8;
+        let cut_off_after = Duration::from_micros(next() % 3000);
+        if next() % 3 == 0 {
+            model.remove(&id);
+            let _ = tokio::time::timeout(cut_off_after, reg.remove_worker("p", WorkerId(id))).await;
+        } else {
+            let mut w = worker("p", id, "n");
+            w.tasks_served = round;
+            model.insert(id, w.clone());
+            let _ = tokio::time::timeout(cut_off_after, reg.put_worker(w)).await;
+        }
+    }
+    let want: Vec<WorkerEntry> = model.into_values().collect();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            reg.workers("p").await.ok().as_ref() == Some(&want)
+        })
+        .await,
+        "etcd holds {:?}, the node was told {:?}",
+        reg.workers("p").await,
+        want
+    );
+    assert_eq!(pool_names(&reg).await, ["p"]);
+    assert!(reg.is_connected());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_too_large_for_etcd_is_refused_up_front() {
+    let server = EtcdServer::start();
+    let reg = node(&server.url, "n", Duration::from_secs(10)).await;
+    let huge = "x".repeat(600 * 1024);
+    let err = reg.put_worker(worker(&huge, 1, "n")).await.unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::Unavailable(m) if m.contains("bytes")),
+        "{err}"
+    );
+    let err = reg.register_pool(pool(&huge, "n")).await.unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::Unavailable(m) if m.contains("bytes")),
+        "{err}"
+    );
+    // It did not count as this node's: the registry stays healthy.
+    reg.register_pool(pool("fine", "n")).await.unwrap();
+    reg.put_worker(worker("fine", 1, "n")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(reg.is_connected());
+    assert_eq!(pool_names(&reg).await, ["fine"]);
+}

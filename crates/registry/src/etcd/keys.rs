@@ -114,10 +114,23 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The largest entry written. etcd refuses requests over 1.5 MiB by
+/// default; an entry it would refuse must be refused here, before this
+/// node counts it as its own (or every reconnection would fail on it).
+pub(crate) const MAX_ENTRY_BYTES: usize = 512 * 1024;
+
 /// Encode an entry as the JSON stored in etcd.
 pub(crate) fn encode<T: serde::Serialize>(entry: &T) -> Result<Vec<u8>, RegistryError> {
-    serde_json::to_vec(entry)
-        .map_err(|e| RegistryError::Unavailable(format!("entry does not encode: {e}")))
+    let value = serde_json::to_vec(entry)
+        .map_err(|e| RegistryError::Unavailable(format!("entry does not encode: {e}")))?;
+    if value.len() > MAX_ENTRY_BYTES {
+        return Err(RegistryError::Unavailable(format!(
+            "entry is {} bytes, more than the {MAX_ENTRY_BYTES} an etcd registry stores; \
+             use shorter names",
+            value.len()
+        )));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

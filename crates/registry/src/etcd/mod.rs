@@ -143,6 +143,7 @@ impl EtcdRegistryBuilder {
             owned: Mutex::new(Owned::default()),
             events,
             resync: Notify::new(),
+            repair: Notify::new(),
         });
         // Follow changes from the revision of a first full read, so nothing
         // written after `connect` returns can be missed.
@@ -201,6 +202,10 @@ pub(crate) struct Inner {
     pub events: broadcast::Sender<RegistryEvent>,
     /// Tells the change follower to re-read everything (after a reconnection).
     pub resync: Notify,
+    /// Tells the lease task a write failed or was cut off, so etcd may no
+    /// longer match what this node owns: it moves everything to a new lease
+    /// (dropping whatever the failed write left on the old one).
+    pub repair: Notify,
 }
 
 /// What this node wrote, to write again after etcd comes back.
@@ -301,7 +306,50 @@ fn default_node() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Armed around a write: if the write fails or its future is dropped
+/// midway, etcd may hold something this node no longer owns (or miss
+/// something it does), so the lease task is asked to repair.
+struct Pending<'a> {
+    inner: &'a Inner,
+    settled: bool,
+}
+
+impl<'a> Pending<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        Pending {
+            inner,
+            settled: false,
+        }
+    }
+
+    /// The write has a definite outcome; nothing to repair.
+    fn settled(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.inner.repair.notify_one();
+        }
+    }
+}
+
 impl Inner {
+    /// Wait (at most the op timeout) until no lease change is under way,
+    /// and keep it from starting until the guard drops.
+    async fn shared_gate(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>, RegistryError> {
+        tokio::time::timeout(self.op_timeout, self.gate.read())
+            .await
+            .map_err(|_| {
+                RegistryError::Unavailable(format!(
+                    "etcd registry is re-establishing its lease; no write possible within {:?}",
+                    self.op_timeout
+                ))
+            })
+    }
+
     /// One etcd operation under the op deadline.
     pub async fn run<T>(
         &self,
@@ -360,13 +408,17 @@ impl Registry for EtcdRegistry {
     async fn register_pool(&self, entry: PoolEntry) -> Result<(), RegistryError> {
         let key = self.inner.keys.pool(&entry.name);
         let value = encode(&entry)?;
-        let _gate = self.inner.gate.read().await;
+        let _gate = self.inner.shared_gate().await?;
+        // Should the answer be lost, the put may still have happened: the
+        // repair then takes the key away again, as the error says.
+        let pending = Pending::new(&self.inner);
         // Atomic: the put happens only if the key does not exist (never
         // created, or deleted) — no check-then-act race between nodes.
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, Some(self.inner.with_lease()))]);
         let resp = self.inner.run(self.inner.client.clone().txn(txn)).await?;
+        pending.settled();
         if !resp.succeeded() {
             return Err(RegistryError::Duplicate(entry.name));
         }
@@ -377,12 +429,15 @@ impl Registry for EtcdRegistry {
     }
 
     async fn unregister_pool(&self, name: &str) -> Result<(), RegistryError> {
-        let _gate = self.inner.gate.read().await;
+        // Forgotten at once: should the delete fail, the repair (or the
+        // lease running out) takes the keys away.
         {
             let mut owned = lock(&self.inner.owned);
             owned.pools.remove(name);
             owned.workers.retain(|(pool, _), _| pool != name);
         }
+        let pending = Pending::new(&self.inner);
+        let _gate = self.inner.shared_gate().await?;
         let keys = &self.inner.keys;
         // One transaction: the workers and the pool go together (watchers
         // see the workers' deletions first, then the pool's).
@@ -390,32 +445,46 @@ impl Registry for EtcdRegistry {
             TxnOp::delete(keys.workers(name), Some(DeleteOptions::new().with_prefix())),
             TxnOp::delete(keys.pool(name), None),
         ]);
-        self.inner
-            .run(self.inner.client.clone().txn(txn))
-            .await
-            .map(|_| ())
+        self.inner.run(self.inner.client.clone().txn(txn)).await?;
+        pending.settled();
+        Ok(())
     }
 
     async fn put_worker(&self, entry: WorkerEntry) -> Result<(), RegistryError> {
         let key = self.inner.keys.worker(&entry.pool, entry.id);
-        let _gate = self.inner.gate.read().await;
-        // Kept even if the write fails: it is written again on reconnection.
+        // An entry etcd would refuse is refused before it counts as owned.
+        let value = encode(&entry)?;
+        // Kept even if the write fails: the repair (or the reconnection)
+        // writes it.
         lock(&self.inner.owned)
             .workers
             .insert((entry.pool.clone(), entry.id), entry.clone());
-        self.inner.put(key, &entry).await
+        let pending = Pending::new(&self.inner);
+        let _gate = self.inner.shared_gate().await?;
+        self.inner
+            .run(
+                self.inner
+                    .client
+                    .clone()
+                    .put(key, value, Some(self.inner.with_lease())),
+            )
+            .await?;
+        pending.settled();
+        Ok(())
     }
 
     async fn remove_worker(&self, pool: &str, id: WorkerId) -> Result<(), RegistryError> {
         let key = self.inner.keys.worker(pool, id);
-        let _gate = self.inner.gate.read().await;
         lock(&self.inner.owned)
             .workers
             .remove(&(pool.to_string(), id));
+        let pending = Pending::new(&self.inner);
+        let _gate = self.inner.shared_gate().await?;
         self.inner
             .run(self.inner.client.clone().delete(key, None))
-            .await
-            .map(|_| ())
+            .await?;
+        pending.settled();
+        Ok(())
     }
 
     async fn pools(&self) -> Result<Vec<PoolEntry>, RegistryError> {

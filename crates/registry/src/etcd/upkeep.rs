@@ -35,9 +35,29 @@ pub(crate) async fn within<T, E: std::fmt::Display>(
 /// backoff until a new lease holds everything this node owns again.
 pub(crate) async fn keep_lease(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     loop {
-        let reason = tokio::select! {
-            reason = refresh_until_failure(&inner) => reason,
+        let failure = tokio::select! {
+            reason = refresh_until_failure(&inner) => Some(reason),
+            () = inner.repair.notified() => None,
             _ = stop.changed() => return,
+        };
+        let reason = match failure {
+            Some(reason) => reason,
+            // A write failed or was cut off while the lease was fine: move
+            // everything to a new lease, quietly if etcd answers.
+            None => {
+                let attempt = tokio::select! {
+                    r = reestablish(&inner) => r,
+                    _ = stop.changed() => return,
+                };
+                match attempt {
+                    Ok(()) => {
+                        tracing::debug!(node = %inner.node,
+                            "a registry write failed; this node's entries were written again on a new lease");
+                        continue;
+                    }
+                    Err(reason) => reason,
+                }
+            }
         };
         inner.connected.store(false, Ordering::SeqCst);
         tracing::warn!(node = %inner.node, %reason, "etcd registry disconnected; retrying in the background");
