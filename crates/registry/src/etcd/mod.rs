@@ -248,7 +248,8 @@ impl EtcdRegistry {
     pub async fn shutdown(self) -> Result<(), RegistryError> {
         let _ = self.stop.send(true);
         self.revoked.store(true, Ordering::SeqCst);
-        let _gate = self.inner.gate.write().await;
+        // Let writes under way finish (bounded: each has the op timeout).
+        let _gate = tokio::time::timeout(self.inner.op_timeout, self.inner.gate.write()).await;
         let lease = self.lease_id();
         {
             let mut owned = lock(&self.inner.owned);
@@ -502,7 +503,9 @@ impl Registry for EtcdRegistry {
     /// Changes under the prefix from every node, decoded (undecodable
     /// values are logged and skipped), plus this registry's own
     /// `Disconnected`/`Reconnected`. After an outage the registry re-reads
-    /// everything and reports what changed meanwhile as Up/Down events. A
+    /// everything and reports what changed meanwhile as Up/Down events; a
+    /// node that writes its entries again (after an outage, or to repair a
+    /// failed write) shows them as Up events even if they did not change. A
     /// watcher more than 4096 events behind skips the oldest ones.
     fn watch(&self) -> BoxStream<'static, RegistryEvent> {
         crate::broadcast_stream(self.inner.events.subscribe()).boxed()
