@@ -47,11 +47,14 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+#[path = "../tests/support/procs.rs"]
+mod procs;
+use procs::*;
+
 const CALL_TIMEOUT: Duration = Duration::from_millis(400);
 const SHORT_DEADLINE: Duration = Duration::from_millis(50);
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(3);
 const GRACE: Duration = Duration::from_secs(1);
-const TAG_VAR: &str = "CENOTE_SOAK_TAG";
 
 struct Args {
     run_for: Duration,
@@ -98,79 +101,6 @@ fn parse_args() -> Result<Args, String> {
 
 // ---------------------------------------------------------------- /proc
 
-struct Proc {
-    pid: u32,
-    ppid: u32,
-    comm: String,
-    state: char,
-}
-
-fn read_proc(pid: u32) -> Option<Proc> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_string();
-    let mut rest = stat.get(close + 1..)?.split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some(Proc {
-        pid,
-        ppid,
-        comm,
-        state,
-    })
-}
-
-fn has_tag(pid: u32, tag: &str) -> bool {
-    let needle = format!("{TAG_VAR}={tag}");
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-        .unwrap_or(false)
-}
-
-fn all_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Live Python children of this process that carry `tag`: the workers.
-fn workers(tag: &str) -> Vec<Proc> {
-    let me = std::process::id();
-    all_pids()
-        .into_iter()
-        .filter_map(read_proc)
-        .filter(|p| p.ppid == me && p.comm.starts_with("python") && p.state != 'Z')
-        .filter(|p| has_tag(p.pid, tag))
-        .collect()
-}
-
-/// Any live process carrying `tag`, wherever it was reparented: orphans.
-fn tagged_anywhere(tag: &str) -> Vec<u32> {
-    all_pids()
-        .into_iter()
-        .filter(|&pid| has_tag(pid, tag) && read_proc(pid).is_some_and(|p| p.state != 'Z'))
-        .collect()
-}
-
-/// Has the process written anything? A bridge writes nothing until its
-/// ready frame, so this tells a serving worker from one still starting: the
-/// chaos task aims at workers, not at starts.
-fn has_spoken(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .ok()
-        .and_then(|io| {
-            io.lines()
-                .find_map(|l| l.strip_prefix("wchar:"))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-        })
-        .is_some_and(|n| n > 0)
-}
-
 fn rss_mb() -> f64 {
     let pages: f64 = std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -179,65 +109,6 @@ fn rss_mb() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
     pages * page / (1024.0 * 1024.0)
-}
-
-// ---------------------------------------------------------------- chaos
-
-#[derive(Default)]
-struct ChaosLog {
-    kills: AtomicU64,
-    stops: AtomicU64,
-}
-
-async fn chaos_monkey(
-    tag: String,
-    every: Duration,
-    seed: u64,
-    log: Arc<ChaosLog>,
-    stop: CancellationToken,
-) {
-    if every.is_zero() {
-        return;
-    }
-    let mut rng = StdRng::seed_from_u64(seed ^ 0xC4A0_5EED);
-    let mut strikes = 0u64;
-    let me = std::process::id();
-    loop {
-        let pause = every.mul_f64(rng.gen_range(0.6..1.4));
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = stop.cancelled() => return,
-        }
-        let running: Vec<u32> = workers(&tag)
-            .into_iter()
-            .filter(|p| p.state != 'T' && has_spoken(p.pid))
-            .map(|p| p.pid)
-            .collect();
-        if running.is_empty() {
-            continue;
-        }
-        let victim = running[rng.gen_range(0..running.len())];
-        // Re-check right before signalling: still our live Python child.
-        let ours = read_proc(victim)
-            .is_some_and(|p| p.ppid == me && p.state != 'Z' && p.comm.starts_with("python"))
-            && has_tag(victim, &tag);
-        let Ok(pid) = libc::pid_t::try_from(victim) else {
-            continue;
-        };
-        if !ours {
-            continue;
-        }
-        strikes += 1;
-        let (sig, counter) = if strikes % 5 == 0 {
-            (libc::SIGSTOP, &log.stops)
-        } else {
-            (libc::SIGKILL, &log.kills)
-        };
-        // SAFETY: kill(2) on a pid just checked to be our own live child.
-        if unsafe { libc::kill(pid, sig) } == 0 {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 // ---------------------------------------------------------------- storm
@@ -434,7 +305,7 @@ async fn run(args: Args) -> bool {
     let mut next_report = began + Duration::from_secs(10);
     while began.elapsed() < args.run_for {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        seen_pids.extend(workers(&tag).iter().map(|p| p.pid));
+        seen_pids.extend(python_children(&tag).iter().map(|p| p.pid));
         if rss_start.is_none() && began.elapsed() >= warm_up {
             rss_start = Some(rss_mb());
         }
@@ -475,7 +346,7 @@ async fn run(args: Args) -> bool {
     let size = args.workers;
     let recovered = wait_until(Duration::from_secs(20), || {
         let s = pool.status();
-        let procs = workers(&tag);
+        let procs = python_children(&tag);
         s.idle == size
             && s.live == size
             && s.busy == 0

@@ -16,13 +16,18 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cenote::python::{PyCall, PythonConfig, PythonError, PythonFactory};
 use cenote::{Backoff, CallOptions, Error, Pool, RetryPolicy};
 use rand::{rngs::StdRng, Rng, SeedableRng};
+
+mod support {
+    pub mod procs;
+}
 use serde_json::{json, Value};
+use support::procs::*;
 
 const SIZE: usize = 4;
 const CALLERS: u64 = 64;
@@ -41,7 +46,6 @@ const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(3);
 /// a crashed call collects the dead process's status and stderr tail.
 const GRACE: Duration = Duration::from_secs(1);
 /// The env variable that marks this storm's processes.
-const TAG_VAR: &str = "CENOTE_CHAOS_TAG";
 
 /// The storms share two cores; run them one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -61,72 +65,6 @@ fn handlers() -> &'static str {
     concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/handlers.py")
 }
 
-fn new_tag(name: &str) -> String {
-    format!("{name}-{}-{}", std::process::id(), rand::random::<u32>())
-}
-
-// ---------------------------------------------------------------- /proc
-
-/// One process as /proc shows it.
-struct Proc {
-    pid: u32,
-    ppid: u32,
-    comm: String,
-    state: char,
-}
-
-fn read_proc(pid: u32) -> Option<Proc> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_string();
-    let mut rest = stat.get(close + 1..)?.split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some(Proc {
-        pid,
-        ppid,
-        comm,
-        state,
-    })
-}
-
-fn has_tag(pid: u32, tag: &str) -> bool {
-    let needle = format!("{TAG_VAR}={tag}");
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-        .unwrap_or(false)
-}
-
-/// Live (non-zombie) Python children of this process carrying `tag`.
-fn python_children(tag: &str) -> Vec<Proc> {
-    let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(read_proc)
-        .filter(|p| p.ppid == me && p.comm.starts_with("python") && p.state != 'Z')
-        .filter(|p| has_tag(p.pid, tag))
-        .collect()
-}
-
-/// Is `pid` still one of this storm's live processes?
-fn still_ours(pid: u32, tag: &str) -> bool {
-    read_proc(pid).is_some_and(|p| {
-        p.ppid == std::process::id() && p.state != 'Z' && p.comm.starts_with("python")
-    }) && has_tag(pid, tag)
-}
-
-fn signal(pid: u32, sig: i32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill(2) on a pid just found to be our own live child.
-    unsafe { libc::kill(pid, sig) == 0 }
-}
-
 async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
@@ -137,73 +75,6 @@ async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-// ---------------------------------------------------------------- chaos
-
-#[derive(Default)]
-struct ChaosLog {
-    kills: AtomicU64,
-    stops: AtomicU64,
-    stopped: Mutex<HashSet<u32>>,
-    seen: Mutex<HashSet<u32>>,
-}
-
-/// Has the process written anything? A bridge writes nothing until its
-/// ready frame, so this tells a serving worker from one still starting: the
-/// chaos task aims at workers, not at starts (killing slow starts over and
-/// over only measures how fast the machine imports Python).
-fn has_spoken(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .ok()
-        .and_then(|io| {
-            io.lines()
-                .find_map(|l| l.strip_prefix("wchar:"))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-        })
-        .is_some_and(|n| n > 0)
-}
-
-/// SIGKILL a random worker every ~50 ms; every fifth strike is a SIGSTOP of
-/// another one instead. Runs until `stop` is cancelled.
-async fn chaos_monkey(
-    tag: String,
-    seed: u64,
-    log: Arc<ChaosLog>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0xC4A0_5EED);
-    let mut strikes = 0u64;
-    loop {
-        let pause = Duration::from_millis(rng.gen_range(30..70));
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = stop.cancelled() => return,
-        }
-        let procs = python_children(&tag);
-        log.seen.lock().unwrap().extend(procs.iter().map(|p| p.pid));
-        // Leave stopped ones for the pool to find.
-        let running: Vec<&Proc> = procs
-            .iter()
-            .filter(|p| p.state != 'T' && has_spoken(p.pid))
-            .collect();
-        if running.is_empty() {
-            continue;
-        }
-        let victim = running[rng.gen_range(0..running.len())].pid;
-        if !still_ours(victim, &tag) {
-            continue;
-        }
-        strikes += 1;
-        if strikes % 5 == 0 {
-            if signal(victim, libc::SIGSTOP) {
-                log.stops.fetch_add(1, Ordering::SeqCst);
-                log.stopped.lock().unwrap().insert(victim);
-            }
-        } else if signal(victim, libc::SIGKILL) {
-            log.kills.fetch_add(1, Ordering::SeqCst);
-        }
     }
 }
 
@@ -405,6 +276,7 @@ async fn python_storm_of_faults_loses_nothing() {
     let stop = tokio_util::sync::CancellationToken::new();
     let monkey = tokio::spawn(chaos_monkey(
         tag.clone(),
+        Duration::from_millis(50),
         base,
         Arc::clone(&log),
         stop.clone(),
@@ -556,6 +428,7 @@ async fn python_storm_with_retries_ends_all_ok() {
     let stop = tokio_util::sync::CancellationToken::new();
     let monkey = tokio::spawn(chaos_monkey(
         tag.clone(),
+        Duration::from_millis(50),
         base,
         Arc::clone(&log),
         stop.clone(),

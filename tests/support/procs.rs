@@ -1,0 +1,180 @@
+//! A storm's view of its Python workers through /proc, and the chaos task
+//! that strikes them. Shared by `tests/chaos_python.rs` and
+//! `examples/soak.rs` (the example includes this file by path).
+//!
+//! Workers are recognised as direct children of this process whose comm
+//! starts with "python" and whose environment carries the storm's tag
+//! ([`TAG_VAR`]). Only pids found that way, and checked again just before
+//! the signal, are ever signalled — never anything by name.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use tokio_util::sync::CancellationToken;
+
+/// The environment variable that tags a storm's worker processes.
+pub const TAG_VAR: &str = "CENOTE_STORM_TAG";
+
+/// A tag unique to this process and run.
+pub fn new_tag(name: &str) -> String {
+    format!("{name}-{}-{}", std::process::id(), rand::random::<u32>())
+}
+
+/// One process as /proc shows it.
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    /// `R`, `S`, `T` (stopped), `Z` (zombie), ...
+    pub state: char,
+}
+
+pub fn read_proc(pid: u32) -> Option<Proc> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some(Proc {
+        pid,
+        ppid,
+        comm,
+        state,
+    })
+}
+
+pub fn has_tag(pid: u32, tag: &str) -> bool {
+    let needle = format!("{TAG_VAR}={tag}");
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        .unwrap_or(false)
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_our_python(p: &Proc) -> bool {
+    p.ppid == std::process::id() && p.comm.starts_with("python") && p.state != 'Z'
+}
+
+/// Live (non-zombie) Python children of this process carrying `tag`.
+pub fn python_children(tag: &str) -> Vec<Proc> {
+    all_pids()
+        .into_iter()
+        .filter_map(read_proc)
+        .filter(|p| is_our_python(p) && has_tag(p.pid, tag))
+        .collect()
+}
+
+/// Any live process carrying `tag`, wherever it was reparented: orphans.
+pub fn tagged_anywhere(tag: &str) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| has_tag(pid, tag) && read_proc(pid).is_some_and(|p| p.state != 'Z'))
+        .collect()
+}
+
+/// Is `pid` still one of this storm's live Python children?
+pub fn still_ours(pid: u32, tag: &str) -> bool {
+    read_proc(pid).is_some_and(|p| is_our_python(&p)) && has_tag(pid, tag)
+}
+
+/// Signal `pid`; true if the signal was delivered.
+pub fn signal(pid: u32, sig: i32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) on a pid the caller just found to be its own live child.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+/// Has the process written anything? A bridge writes nothing until its
+/// ready frame, so this tells a serving worker from one still starting: the
+/// chaos task aims at workers, not at starts (killing slow starts over and
+/// over only measures how fast the machine imports Python).
+pub fn has_spoken(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .is_some_and(|n| n > 0)
+}
+
+/// What the chaos task did.
+#[derive(Default)]
+pub struct ChaosLog {
+    pub kills: AtomicU64,
+    pub stops: AtomicU64,
+    /// Pids it stopped: each must be gone after close.
+    pub stopped: Mutex<HashSet<u32>>,
+    /// Every worker pid it saw.
+    pub seen: Mutex<HashSet<u32>>,
+}
+
+/// Every `every` (±40%), SIGKILL a random serving worker; every fifth strike
+/// is a SIGSTOP instead. Runs until `stop` is cancelled; a zero `every`
+/// strikes nothing.
+pub async fn chaos_monkey(
+    tag: String,
+    every: Duration,
+    seed: u64,
+    log: Arc<ChaosLog>,
+    stop: CancellationToken,
+) {
+    if every.is_zero() {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xC4A0_5EED);
+    let mut strikes = 0u64;
+    loop {
+        let pause = every.mul_f64(rng.gen_range(0.6..1.4));
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stop.cancelled() => return,
+        }
+        let procs = python_children(&tag);
+        lock(&log.seen).extend(procs.iter().map(|p| p.pid));
+        // Leave stopped ones for the pool to find.
+        let running: Vec<u32> = procs
+            .iter()
+            .filter(|p| p.state != 'T' && has_spoken(p.pid))
+            .map(|p| p.pid)
+            .collect();
+        if running.is_empty() {
+            continue;
+        }
+        let victim = running[rng.gen_range(0..running.len())];
+        if !still_ours(victim, &tag) {
+            continue;
+        }
+        strikes += 1;
+        if strikes.is_multiple_of(5) {
+            if signal(victim, libc::SIGSTOP) {
+                log.stops.fetch_add(1, Ordering::SeqCst);
+                lock(&log.stopped).insert(victim);
+            }
+        } else if signal(victim, libc::SIGKILL) {
+            log.kills.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
