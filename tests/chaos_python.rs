@@ -45,8 +45,6 @@ const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(3);
 /// What a call may take beyond its two deadlines before it counts as hung:
 /// a crashed call collects the dead process's status and stderr tail.
 const GRACE: Duration = Duration::from_secs(1);
-/// The env variable that marks this storm's processes.
-
 /// The storms share two cores; run them one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
