@@ -1,9 +1,12 @@
 //! A real `etcd` server for tests: free loopback ports, a temporary data
 //! directory, a log file, stopped (by its own pid) and cleaned up on drop.
 //!
-//! The binary is `etcd` on `PATH` (Debian: `apt-get install etcd-server`),
-//! or `$CENOTE_ETCD_BIN`. If it cannot be started the test fails with
-//! instructions: these tests never pass silently without a server.
+//! The binary is `$CENOTE_ETCD_BIN`, or `etcd` on `PATH`. When neither is
+//! there, the harness runs the workspace's `scripts/install-deps etcd` once
+//! (it installs Debian's `etcd-server` as root, and otherwise says what to
+//! install), so the README's test command works on a fresh machine. If etcd
+//! still cannot be started the test fails with instructions: these tests
+//! never pass silently without a server.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -29,6 +32,26 @@ pub struct EtcdServer {
     name: String,
     /// Every pid this server has had, so tests can check none outlives it.
     pids: Vec<u32>,
+}
+
+/// `$CENOTE_ETCD_BIN`, else `etcd`, installed first if it is not on `PATH`.
+fn etcd_binary() -> String {
+    if let Ok(bin) = std::env::var("CENOTE_ETCD_BIN") {
+        return bin;
+    }
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|dir| dir.join("scripts/install-deps"))
+            .find(|script| script.exists());
+        if let Some(script) = script {
+            // Its own message says what is missing; a failure shows up as
+            // the spawn error below.
+            let _ = Command::new("bash").arg(script).arg("etcd").status();
+        }
+    });
+    "etcd".into()
 }
 
 /// Two distinct free loopback ports: both are bound at once (so they differ)
@@ -72,7 +95,7 @@ impl EtcdServer {
     }
 
     fn spawn(&mut self) {
-        let bin = std::env::var("CENOTE_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+        let bin = etcd_binary();
         let log = OpenOptions::new()
             .create(true)
             .append(true)
