@@ -267,7 +267,9 @@ async fn contenders() -> Vec<Contender> {
             let pool = cenote_priority.clone();
             let priority = PRIORITIES[(r % PRIORITIES.len() as u64) as usize];
             async move {
-                let guard = pool.get_with_priority(priority).await;
+                let guard = pool
+                    .get_with(cenote::CheckoutOptions::default().priority(priority))
+                    .await;
                 guard.expect("cenote get")
             }
         }),

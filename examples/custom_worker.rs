@@ -4,7 +4,7 @@
 //! Run: cargo run --release --example custom_worker
 use std::time::Duration;
 
-use cenote::{Call, Factory, Lifo, Pool, Priority, Worker, WorkerCtx};
+use cenote::{Call, CallCtx, CallOptions, Factory, Lifo, Pool, Priority, Worker, WorkerCtx};
 
 /// Whatever the worker owns: a socket, a model, a process handle...
 struct Session {
@@ -29,7 +29,7 @@ impl Worker for Session {
 
 impl Call<String> for Session {
     type Response = String;
-    async fn call(&mut self, text: String) -> Result<String, Refused> {
+    async fn call(&mut self, text: String, _ctx: CallCtx) -> Result<String, Refused> {
         self.calls += 1;
         tokio::time::sleep(Duration::from_millis(2)).await; // the real work
         Ok(format!("session {} says {}", self.id, text.to_uppercase()))
@@ -50,7 +50,8 @@ impl Factory for Sessions {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool: Pool<Sessions, Lifo, Priority> = Pool::builder(Sessions).size(4).build().await?;
-    let calls = (0..200).map(|i| pool.call_with_priority(format!("hello {i}"), i % 3));
+    let calls = (0..200)
+        .map(|i| pool.call_with(format!("hello {i}"), CallOptions::default().priority(i % 3)));
     let answers = futures::future::try_join_all(calls).await?;
     println!("{}", answers[0]);
     println!("{}", serde_json::to_string_pretty(&pool.status())?);

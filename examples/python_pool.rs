@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cenote::python::{PyCall, PythonConfig, PythonError, PythonFactory, PythonPool};
-use cenote::{Error, Pool};
+use cenote::{CallOptions, Error, Pool};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -24,14 +24,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let handlers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/python/handlers.py");
     let config = PythonConfig::new(handlers)
-        .call_timeout(Duration::from_secs(10))
         .recycle_after_tasks(5_000)
         .max_rss_growth(256 << 20);
     let began = Instant::now();
     let pool: Pool<PythonFactory> = Pool::builder(PythonFactory::new(config))
         .name("py")
         .size(4)
-        .call_timeout(Duration::from_secs(10))
+        .call_timeout(Duration::from_secs(10)) // each call's deadline, unless it gives its own
         .build()
         .await?;
     println!("4 workers ready in {:?}", began.elapsed());
@@ -46,7 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("echo      -> {echoed}");
 
     // Typed: positional arguments, the result decoded into an i64.
-    let sum: i64 = pool.py_as(PyCall::new("add", json!([40, 2]))).await?;
+    let sum: i64 = pool
+        .call(PyCall::new("add", json!([40, 2])).returning::<i64>())
+        .await?;
     println!("add       -> {sum}");
 
     // CPU work on all four processes at once.
@@ -58,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("primes x8 -> {} each, in {:?}", counts[0], began.elapsed());
 
     let vector: Vec<f64> = pool
-        .py_as(PyCall::new("embed", json!({"text": "hello", "dims": 4})))
+        .call(PyCall::new("embed", json!({"text": "hello", "dims": 4})).returning::<Vec<f64>>())
         .await?;
     println!("embed     -> {vector:?}");
 
@@ -96,9 +97,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => println!("fail      -> unexpected {other:?}"),
     }
 
-    // A call past its deadline: its worker is killed and replaced.
+    // A call past its own deadline: its worker is killed and replaced.
     let late = pool
-        .py(PyCall::new("sleep", json!([5])).timeout(Duration::from_millis(200)))
+        .call_with(
+            PyCall::new("sleep", json!([5])),
+            CallOptions::default().timeout(Duration::from_millis(200)),
+        )
         .await;
     println!(
         "sleep     -> {}",

@@ -196,7 +196,7 @@ async fn caller(pool: Pool<PythonFactory>, seed: u64, tally: Arc<Tally>, stop: C
             }
             Some(Err(Error::Crashed(PythonError::Crashed { .. }))) => &tally.crashed,
             Some(Err(Error::CallTimeout(_))) => &tally.call_timeouts,
-            Some(Err(Error::Timeout { .. })) => &tally.checkout_timeouts,
+            Some(Err(Error::CheckoutTimeout { .. })) => &tally.checkout_timeouts,
             Some(Err(Error::Start(_))) => &tally.start_errors,
             Some(Err(e)) => {
                 eprintln!("soak: unexpected error: {e:?}");
@@ -226,7 +226,6 @@ fn build_pool(
         "/examples/python/handlers.py"
     ))
     .env(TAG_VAR, tag)
-    .call_timeout(CALL_TIMEOUT)
     .heartbeat_timeout(Duration::from_millis(500))
     .startup_timeout(Duration::from_secs(3));
     Pool::builder(PythonFactory::new(config))

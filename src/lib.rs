@@ -8,7 +8,7 @@
 //! ```
 //! use std::convert::Infallible;
 //! use std::time::Duration;
-//! use cenote::{Call, Factory, Pool, Worker, WorkerCtx};
+//! use cenote::{Call, CallCtx, Factory, Pool, Worker, WorkerCtx};
 //!
 //! struct Upper;
 //! impl Worker for Upper {
@@ -17,7 +17,7 @@
 //! }
 //! impl Call<String> for Upper {
 //!     type Response = String;
-//!     async fn call(&mut self, s: String) -> Result<String, Infallible> {
+//!     async fn call(&mut self, s: String, _ctx: CallCtx) -> Result<String, Infallible> {
 //!         Ok(s.to_uppercase())
 //!     }
 //! }
@@ -37,14 +37,12 @@
 //! ```
 
 pub use cenote_core::{
-    Backoff, BuildError, Call, CallOptions, Checkout, ConfigError, CrashBudget, Error, Factory,
-    Percentiles, PoolBuilder, PoolConfig, PoolEntry, Queue, QueueKey, Registry, RegistryError,
-    RegistryEvent, Retire, RetryIf, RetryPolicy, StartError, Status, Strategy, Totals, Worker,
-    WorkerCtx, WorkerEntry, WorkerId, WorkerInfo, WorkerState,
+    Backoff, BuildError, Call, CallCtx, CallOptions, Checkout, CheckoutOptions, ConfigError,
+    CrashBudget, Error, Factory, Percentiles, PoolBuilder, PoolConfig, PoolEntry, PriorityLevel,
+    Queue, QueueKey, Registry, RegistryError, RegistryEvent, Retire, RetryIf, RetryPolicy,
+    StartError, Status, Strategy, Totals, Worker, WorkerCtx, WorkerEntry, WorkerId, WorkerInfo,
+    WorkerState,
 };
-
-/// The waiter priority type: higher is served first.
-pub type PriorityLevel = cenote_core::Priority;
 
 #[cfg(feature = "fifo")]
 pub use cenote_strategies::Fifo;

@@ -129,7 +129,7 @@ async fn storm_of_faults_loses_nothing() {
                     Some(Ok(Err(Error::Worker(TestError::Failed)))) => &tally.failed,
                     Some(Ok(Err(Error::Crashed(_)))) => &tally.crashed,
                     Some(Ok(Err(Error::CallTimeout(_)))) => &tally.call_timeouts,
-                    Some(Ok(Err(Error::Timeout { .. }))) => &tally.checkout_timeouts,
+                    Some(Ok(Err(Error::CheckoutTimeout { .. }))) => &tally.checkout_timeouts,
                     Some(Ok(Err(e))) => {
                         eprintln!("unexpected error: {e}");
                         &tally.other
@@ -287,12 +287,12 @@ struct Replayed(Op, Arc<std::sync::atomic::AtomicBool>);
 impl cenote::Call<Replayed> for TestWorker {
     type Response = u64;
 
-    async fn call(&mut self, req: Replayed) -> Result<u64, TestError> {
+    async fn call(&mut self, req: Replayed, ctx: cenote::CallCtx) -> Result<u64, TestError> {
         let op = if req.1.swap(false, Ordering::SeqCst) {
             req.0
         } else {
             Op::Ok
         };
-        cenote::Call::<Op>::call(self, op).await
+        cenote::Call::<Op>::call(self, op, ctx).await
     }
 }

@@ -84,7 +84,6 @@ fn storm_pool(
 ) -> cenote::PoolBuilder<PythonFactory, cenote::Lifo, cenote::Fifo> {
     let config = PythonConfig::new(handlers())
         .env(TAG_VAR, tag)
-        .call_timeout(CALL_TIMEOUT)
         .heartbeat_timeout(Duration::from_millis(500))
         .startup_timeout(Duration::from_secs(3));
     Pool::builder(PythonFactory::new(config))
@@ -316,7 +315,7 @@ async fn python_storm_of_faults_loses_nothing() {
                         assert_eq!(limit, kind.deadline());
                         &tally.call_timeouts
                     }
-                    Some(Err(Error::Timeout { .. })) => &tally.checkout_timeouts,
+                    Some(Err(Error::CheckoutTimeout { .. })) => &tally.checkout_timeouts,
                     Some(Err(Error::Start(_))) => &tally.start_errors,
                     Some(Err(e)) => {
                         eprintln!("unexpected error: {e:?}");
@@ -496,9 +495,7 @@ async fn garbage_frames_get_the_worker_replaced() {
         env!("CARGO_MANIFEST_DIR"),
         "/crates/python-backend/tests/py/chaos.py"
     );
-    let config = PythonConfig::new(chaos_py)
-        .env(TAG_VAR, &tag)
-        .call_timeout(Duration::from_secs(10));
+    let config = PythonConfig::new(chaos_py).env(TAG_VAR, &tag);
     let pool: PyPool = Pool::builder(PythonFactory::new(config))
         .name("garbage")
         .size(2)
@@ -566,9 +563,7 @@ async fn a_stalled_runtime_still_reports_the_pools_call_timeout() {
     let _serial = SERIAL.lock().await;
     let tag = new_tag("stall");
     let limit = Duration::from_millis(200);
-    let config = PythonConfig::new(handlers())
-        .env(TAG_VAR, &tag)
-        .call_timeout(limit);
+    let config = PythonConfig::new(handlers()).env(TAG_VAR, &tag);
     let pool: PyPool = Pool::builder(PythonFactory::new(config))
         .name("stall")
         .size(1)

@@ -148,7 +148,7 @@ async fn saturated_and_timed_out_callers_are_told_at_once() {
     assert!(began.elapsed() < Duration::from_millis(50));
     for w in [w1, w2] {
         match w.await.unwrap() {
-            Err(Error::Timeout {
+            Err(Error::CheckoutTimeout {
                 waited,
                 last_start_error: None,
             }) => assert!(waited >= Duration::from_millis(100)),

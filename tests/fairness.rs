@@ -30,7 +30,10 @@ where
         let p = pool.clone();
         let order = Arc::clone(&order);
         waiters.push(tokio::spawn(async move {
-            let co = p.get_with_priority(prio).await.unwrap();
+            let co = p
+                .get_with(cenote::CheckoutOptions::default().priority(prio))
+                .await
+                .unwrap();
             // Only one worker exists: whoever holds it is the one served now.
             order.lock().unwrap().push(i);
             tokio::task::yield_now().await;
@@ -91,7 +94,7 @@ async fn priority_waiters_are_served_highest_first_ties_in_arrival_order() {
     let served: Vec<PriorityLevel> = order.iter().map(|&i| prios[i]).collect();
     assert!(served.windows(2).all(|w| w[0] >= w[1]), "{served:?}");
 
-    // `call_with_priority` queues through the same strategy: every call is
+    // `call_with` with a priority queues through the same strategy: every call is
     // served by the one worker once it is released.
     let held = pool.get().await.unwrap();
     let held_id = held.id().0;
@@ -99,7 +102,9 @@ async fn priority_waiters_are_served_highest_first_ties_in_arrival_order() {
     for (i, prio) in [1, 2, 2, 1, 3].into_iter().enumerate() {
         let p = pool.clone();
         calls.push(tokio::spawn(async move {
-            p.call_with_priority(Op::Ok, prio).await.unwrap()
+            p.call_with(Op::Ok, cenote::CallOptions::default().priority(prio))
+                .await
+                .unwrap()
         }));
         assert!(eventually(SETTLE, || pool.status().waiting == i + 1).await);
     }

@@ -119,30 +119,40 @@ async fn overflow_workers_come_on_demand_and_retire_when_idle() {
     pool.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_at_its_quota_is_replaced_warm() {
-    let f = TestFactory::default();
-    f.book.quota.store(3, Ordering::SeqCst);
-    let pool = builder(f.clone(), 2).build().await.unwrap();
+/// Samples the pool while 30 calls run through workers that retire every
+/// 3 tasks; returns the fewest ready (idle + busy) and the most live workers
+/// seen.
+async fn retire_under_calls(pool: &cenote::Pool<TestFactory>) -> (usize, usize) {
     let p = pool.clone();
     let watcher = tokio::spawn(async move {
-        // Capacity never drops below size while workers retire.
-        let mut min_ready = usize::MAX;
+        let (mut min_ready, mut max_live) = (usize::MAX, 0);
         for _ in 0..400 {
             let s = p.status();
             min_ready = min_ready.min(s.idle + s.busy);
+            max_live = max_live.max(s.live);
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
-        min_ready
+        (min_ready, max_live)
     });
     for _ in 0..30 {
         pool.call(Op::Slow(Duration::from_millis(2))).await.unwrap();
     }
-    let min_ready = watcher.await.unwrap();
+    watcher.await.unwrap()
+}
+
+/// With room under the cap (`max_overflow`), a retiring worker serves on
+/// until its replacement is up: ready workers never drop below `size`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_at_its_quota_is_replaced_warm() {
+    let f = TestFactory::default();
+    f.book.quota.store(3, Ordering::SeqCst);
+    let pool = builder(f.clone(), 2).max_overflow(1).build().await.unwrap();
+    let (min_ready, max_live) = retire_under_calls(&pool).await;
     assert!(
         min_ready >= 2,
         "ready workers dropped to {min_ready} below size 2"
     );
+    assert!(max_live <= 3, "live {max_live} over the cap of 3");
     let t = pool.status().totals;
     assert!(
         t.retired >= 5,
@@ -158,6 +168,31 @@ async fn a_worker_at_its_quota_is_replaced_warm() {
         "{:?}",
         pool.status()
     );
+    pool.close().await;
+    assert_eq!(f.book.alive(), 0);
+}
+
+/// At the cap (no `max_overflow`), retiring never takes the pool over it:
+/// the worker stops first and its replacement starts in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_at_its_quota_retires_within_the_cap() {
+    let f = TestFactory::default();
+    f.book.quota.store(3, Ordering::SeqCst);
+    let pool = builder(f.clone(), 2).build().await.unwrap();
+    let (_, max_live) = retire_under_calls(&pool).await;
+    assert!(max_live <= 2, "live {max_live} over the cap of 2");
+    let t = pool.status().totals;
+    assert!(
+        t.retired >= 5,
+        "workers did not retire at their quota: {t:?}"
+    );
+    assert_eq!(t.crashes, 0);
+    assert!(
+        eventually(SETTLE, || pool.status().live == 2).await,
+        "{:?}",
+        pool.status()
+    );
+    pool.check_invariants().unwrap();
     pool.close().await;
     assert_eq!(f.book.alive(), 0);
 }

@@ -263,7 +263,7 @@ fn judge(w: &World, op: Op, limit: Duration, r: Result<u64, Error<TestError>>) {
             t.call_timeout.fetch_add(1, Ordering::SeqCst);
             *d == limit
         }
-        (Err(Error::Timeout { .. }), _) => {
+        (Err(Error::CheckoutTimeout { .. }), _) => {
             t.checkout_timeout.fetch_add(1, Ordering::SeqCst);
             true
         }
@@ -333,7 +333,7 @@ async fn one_step(w: &World, rng: &mut StdRng) {
                 tokio::time::sleep(Duration::from_micros(rng.gen_range(0..3000))).await;
                 w.release(co);
             }
-            Err(Error::Timeout { .. }) => {
+            Err(Error::CheckoutTimeout { .. }) => {
                 w.tally.checkout_timeout.fetch_add(1, Ordering::SeqCst);
             }
             Err(Error::Start(_)) => {
@@ -349,7 +349,7 @@ async fn one_step(w: &World, rng: &mut StdRng) {
                     w.hold(&co);
                     w.release(co);
                 }
-                Ok(Err(Error::Timeout { .. })) | Err(_) => {
+                Ok(Err(Error::CheckoutTimeout { .. })) | Err(_) => {
                     w.tally.cancelled.fetch_add(1, Ordering::SeqCst);
                 }
                 Ok(Err(Error::Start(_))) => {
@@ -697,7 +697,9 @@ async fn shrinking_never_shows_a_slot_held_by_no_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retiring_worker_removed_while_idle_leaves_no_phantom() {
     let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    // Room under the cap, so the retiring worker serves on while its
+    // replacement starts.
+    let pool = builder(f.clone(), 1).max_overflow(1).build().await.unwrap();
     f.book.quota.store(1, Ordering::SeqCst);
     f.book.start_ms.store(100, Ordering::SeqCst);
     pool.call(Op::Ok).await.unwrap();

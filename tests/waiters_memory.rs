@@ -92,7 +92,7 @@ async fn batch(pool: &TestPool) -> usize {
         // Either aborted while waiting, or it had already timed out.
         match t.await {
             Err(e) => assert!(e.is_cancelled()),
-            Ok(Err(Error::Timeout { .. })) => timed_out += 1,
+            Ok(Err(Error::CheckoutTimeout { .. })) => timed_out += 1,
             Ok(r) => panic!("an aborted waiter got {r:?}"),
         }
     }
@@ -106,7 +106,7 @@ async fn batch(pool: &TestPool) -> usize {
         .expect("a waiter outlived its checkout timeout");
     for r in joined {
         match r.unwrap() {
-            Err(Error::Timeout { .. }) => timed_out += 1,
+            Err(Error::CheckoutTimeout { .. }) => timed_out += 1,
             other => panic!("a waiter got {other:?} while the only worker was held"),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cenote::python::{PyCall, PythonConfig, PythonFactory};
-use cenote::{Pool, Registry, Status, Strategy};
+use cenote::{CheckoutOptions, Pool, Registry, Status, Strategy};
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
@@ -58,7 +58,10 @@ impl<I: Strategy, W: Strategy> Lane for PoolLane<I, W> {
         Box::pin(async move {
             let asked = Instant::now();
             let priority = CLASSES[job.class].1;
-            let mut worker = match pool.get_with_priority(priority).await {
+            let mut worker = match pool
+                .get_with(CheckoutOptions::default().priority(priority))
+                .await
+            {
                 Ok(w) => w,
                 Err(_) => return (asked.elapsed(), Duration::ZERO, false),
             };

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cenote::{Call, Factory, Worker, WorkerCtx};
+use cenote::{Call, CallCtx, Factory, Worker, WorkerCtx};
 
 /// What one call does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +164,7 @@ impl Drop for InCall<'_> {
 impl Call<Op> for TestWorker {
     type Response = u64;
 
-    async fn call(&mut self, op: Op) -> Result<u64, TestError> {
+    async fn call(&mut self, op: Op, _ctx: CallCtx) -> Result<u64, TestError> {
         if self.dirty {
             // Handed out before its abandoned call was cleaned up.
             self.book.double_use.store(true, Ordering::SeqCst);

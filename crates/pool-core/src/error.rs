@@ -9,9 +9,10 @@ use std::time::Duration;
 /// `E` is the worker's own error type ([`Worker::Error`](crate::Worker::Error)).
 #[derive(Debug, thiserror::Error)]
 pub enum Error<E: std::error::Error + 'static> {
-    /// No worker became free within `checkout_timeout`.
+    /// No worker became free within the checkout timeout (the pool's
+    /// `checkout_timeout`, or the one given for this checkout).
     #[error("no worker became free within {waited:?}{}", start_note(.last_start_error))]
-    Timeout {
+    CheckoutTimeout {
         /// How long the caller waited.
         waited: Duration,
         /// The latest start failure, if workers are failing to start: the
@@ -31,7 +32,8 @@ pub enum Error<E: std::error::Error + 'static> {
     /// pool keeps retrying with backoff.
     #[error("no worker could be started: {0}")]
     Start(Arc<StartError<E>>),
-    /// The call ran past its deadline; its worker was killed and is replaced.
+    /// The call ran past its deadline (the pool's `call_timeout`, or the
+    /// one given for this call); its worker was killed and is replaced.
     #[error("call did not finish within {0:?}; its worker was killed and is being replaced")]
     CallTimeout(Duration),
     /// The worker answered with an error and stays in service.

@@ -82,8 +82,10 @@ mod worker;
 
 pub use config::{Backoff, CrashBudget, PoolConfig};
 pub use error::{BuildError, ConfigError, Error, StartError};
-pub use pool::{CallOptions, Checkout, Pool, PoolBuilder, RetryIf, RetryPolicy, WorkerInfo};
-pub use queue::{Priority, Queue, QueueKey, Strategy};
+pub use pool::{
+    CallOptions, Checkout, CheckoutOptions, Pool, PoolBuilder, RetryIf, RetryPolicy, WorkerInfo,
+};
+pub use queue::{PriorityLevel, Queue, QueueKey, Strategy};
 pub use registry::{PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerState};
 pub use status::{Percentiles, Status, Totals};
-pub use worker::{Call, Factory, Retire, Worker, WorkerCtx, WorkerId};
+pub use worker::{Call, CallCtx, Factory, Retire, Worker, WorkerCtx, WorkerId};

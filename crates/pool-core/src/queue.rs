@@ -6,8 +6,9 @@
 //! up (dropped future, timeout) leave at once: no tombstone stays behind until a
 //! later pop, so 100,000 cancelled waiters cost nothing afterwards.
 
-/// A per-request priority. Higher is served first; the default is 0.
-pub type Priority = i32;
+/// A per-request priority level. Higher is served first; the default is 0.
+/// (The strategy that orders by it is `cenote_strategies::Priority`.)
+pub type PriorityLevel = i32;
 
 /// The handle of one entry in a [`Queue`], valid until that entry leaves.
 ///
@@ -19,7 +20,7 @@ pub struct QueueKey {
     /// Unique, increasing per queue: the arrival order.
     pub seq: u64,
     /// The priority the entry was pushed with.
-    pub priority: Priority,
+    pub priority: PriorityLevel,
     /// Where the queue keeps the entry; meaningful only to the queue that
     /// made the key (e.g. a slab index), 0 where unused.
     pub slot: usize,
@@ -31,7 +32,7 @@ pub struct QueueKey {
 /// users may write their own.
 pub trait Queue<T>: Default + Send + 'static {
     /// Add an entry. `priority` is ignored by strategies that do not use it.
-    fn push(&mut self, item: T, priority: Priority) -> QueueKey;
+    fn push(&mut self, item: T, priority: PriorityLevel) -> QueueKey;
 
     /// Take the entry the strategy serves next.
     fn pop(&mut self) -> Option<T>;

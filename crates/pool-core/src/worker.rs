@@ -114,17 +114,55 @@ pub trait Factory: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Worker, <Self::Worker as Worker>::Error>> + Send;
 }
 
+/// What a worker is told about the call it serves: its deadline.
+///
+/// A call has exactly one deadline, the pool's (`call_timeout`, or the one
+/// given in [`CallOptions`](crate::CallOptions)). The pool enforces it: past
+/// it the call's future is dropped, the caller gets
+/// [`Error::CallTimeout`](crate::Error::CallTimeout), and the worker is
+/// killed and replaced. A worker reads it to bound work it hands elsewhere
+/// (a child process, a remote service), never to set a deadline of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallCtx {
+    deadline: tokio::time::Instant,
+}
+
+impl CallCtx {
+    /// A call that must finish by `deadline`.
+    pub fn new(deadline: tokio::time::Instant) -> Self {
+        CallCtx { deadline }
+    }
+
+    /// A call that must finish within `limit` from now.
+    pub fn within(limit: Duration) -> Self {
+        CallCtx::new(tokio::time::Instant::now() + limit)
+    }
+
+    /// When the pool cuts the call off.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
+    }
+
+    /// Time left until the deadline (zero once it has passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+}
+
 /// A worker that answers requests, which gives its pool
 /// [`Pool::call`](crate::Pool::call): checkout, call, return, under a deadline.
 pub trait Call<Req>: Worker {
     /// What a successful call returns.
     type Response: Send + 'static;
 
-    /// Serve one request. The future may be dropped at any await point (caller
-    /// cancelled, deadline passed); the pool then never hands the worker out
-    /// again before [`recycle`](Worker::recycle) succeeds, or kills it.
+    /// Serve one request, by `ctx`'s deadline. The future may be dropped at
+    /// any await point (caller cancelled, deadline passed); the pool then
+    /// never hands the worker out again before [`recycle`](Worker::recycle)
+    /// succeeds, or kills it.
     fn call(
         &mut self,
         req: Req,
+        ctx: CallCtx,
     ) -> impl Future<Output = Result<Self::Response, Self::Error>> + Send;
 }

@@ -85,11 +85,17 @@ pub const THREAD_ENV: [&str; 5] = [
 /// use std::time::Duration;
 /// use cenote_python::PythonConfig;
 /// let config = PythonConfig::new("examples/python/handlers.py")
-///     .call_timeout(Duration::from_secs(30))
+///     .startup_timeout(Duration::from_secs(60))
 ///     .recycle_after_tasks(10_000)
 ///     .max_rss_growth(512 << 20)
 ///     .env("MODEL", "small");
-/// assert_eq!(config.call_timeout, Duration::from_secs(30));
+/// assert_eq!(config.startup_timeout, Duration::from_secs(60));
+/// ```
+///
+/// A call's deadline is not set here: it is the pool's (`call_timeout`, or
+/// [`CallOptions::timeout`](cenote_core::CallOptions::timeout) per call),
+/// and the worker learns it with each call.
+/// ```
 /// ```
 #[derive(Debug, Clone)]
 pub struct PythonConfig {
@@ -105,10 +111,6 @@ pub struct PythonConfig {
     /// Variables set (`Some`) or removed (`None`) in the workers' env,
     /// applied after the thread limits, so they can override them.
     pub env: Vec<(OsString, Option<OsString>)>,
-    /// Default deadline of one call (a request may give its own). Past it,
-    /// the worker's process group is killed. Keep it equal to the pool's
-    /// `call_timeout` (it is also the deadline for draining an abandoned call).
-    pub call_timeout: Duration,
     /// How long a worker may take to import the handler and say ready.
     pub startup_timeout: Duration,
     /// How long an idle worker may take to answer a heartbeat ping.
@@ -142,7 +144,6 @@ impl PythonConfig {
             handler: handler.into(),
             working_dir: None,
             env: Vec::new(),
-            call_timeout: Duration::from_secs(60),
             startup_timeout: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(5),
             recycle_after_tasks: None,
@@ -184,12 +185,6 @@ impl PythonConfig {
     /// Remove an env variable from every worker's env.
     pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
         self.env.push((key.into(), None));
-        self
-    }
-
-    /// Default per-call deadline.
-    pub fn call_timeout(mut self, d: Duration) -> Self {
-        self.call_timeout = d;
         self
     }
 

@@ -4,26 +4,31 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use serde_json::json;
-//! use cenote_core::Pool;
+//! use cenote_core::{CallOptions, Pool};
 //! use cenote_strategies::{Fifo, Lifo};
 //! use cenote_python::{PyCall, PythonConfig, PythonFactory, PythonPool};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = PythonConfig::new("examples/python/handlers.py")
-//!     .call_timeout(Duration::from_secs(30))
 //!     .recycle_after_tasks(10_000);
 //! let pool: Pool<PythonFactory, Lifo, Fifo> = Pool::builder(PythonFactory::new(config))
 //!     .name("py")
 //!     .size(4)
-//!     .call_timeout(Duration::from_secs(30))
+//!     .call_timeout(Duration::from_secs(30)) // every call's deadline, unless it gives its own
 //!     .build()
 //!     .await?;
 //!
 //! // JSON in, JSON out; an object is passed as keyword arguments.
 //! let echoed = pool.call(PyCall::new("echo", json!({"value": [1, 2, 3]}))).await?;
-//! // Typed, with a per-call deadline that the pool enforces.
-//! let total: i64 = pool.py_as(PyCall::new("add", json!([2, 3])).timeout(Duration::from_secs(1))).await?;
+//! // Typed, with this call's own deadline (its only one: past it the
+//! // worker is killed and replaced, and the caller gets `CallTimeout`).
+//! let total: i64 = pool
+//!     .call_with(
+//!         PyCall::new("add", json!([2, 3])).returning::<i64>(),
+//!         CallOptions::default().timeout(Duration::from_secs(1)),
+//!     )
+//!     .await?;
 //! // A generator handler, streamed.
 //! use futures::StreamExt;
 //! let mut items = pool.stream(PyCall::new("count", json!({"n": 3}))).await?;

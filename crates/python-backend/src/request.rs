@@ -2,7 +2,6 @@
 //! [`TypedCall`] adds the Rust type the result is decoded into.
 
 use std::marker::PhantomData;
-use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -33,8 +32,6 @@ pub struct PyCall {
     pub args: Value,
     /// Extra keyword arguments, merged over an object `args`.
     pub kwargs: Option<Map<String, Value>>,
-    /// This call's deadline, instead of the config's `call_timeout`.
-    pub timeout: Option<Duration>,
 }
 
 impl PyCall {
@@ -44,7 +41,6 @@ impl PyCall {
             function: function.into(),
             args,
             kwargs: None,
-            timeout: None,
         }
     }
 
@@ -66,12 +62,6 @@ impl PyCall {
         self.kwargs
             .get_or_insert_with(Map::new)
             .insert(key.into(), value.into());
-        self
-    }
-
-    /// Give this call its own deadline.
-    pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = Some(d);
         self
     }
 

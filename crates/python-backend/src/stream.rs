@@ -8,7 +8,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use cenote_core::Checkout;
+use cenote_core::{CallCtx, Checkout};
 use futures::stream::{BoxStream, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -86,6 +86,7 @@ impl Lease for Checkout<PythonWorker> {
 struct State<L: Lease> {
     lease: L,
     call: Option<PyCall>,
+    ctx: CallCtx,
     started: bool,
     done: bool,
 }
@@ -104,11 +105,12 @@ impl<L: Lease> Drop for State<L> {
     }
 }
 
-fn make<'a, L: Lease + 'a>(lease: L, call: PyCall) -> PyStream<'a> {
+fn make<'a, L: Lease + 'a>(lease: L, call: PyCall, ctx: CallCtx) -> PyStream<'a> {
     let function = call.function.clone();
     let state = State {
         lease,
         call: Some(call),
+        ctx,
         started: false,
         done: false,
     };
@@ -118,7 +120,7 @@ fn make<'a, L: Lease + 'a>(lease: L, call: PyCall) -> PyStream<'a> {
         }
         if let Some(call) = st.call.take() {
             st.started = true;
-            if let Err(e) = st.lease.worker().begin_stream(&call).await {
+            if let Err(e) = st.lease.worker().begin_stream(&call, st.ctx).await {
                 st.done = true;
                 return Some((Err(e), st));
             }
@@ -142,12 +144,17 @@ fn make<'a, L: Lease + 'a>(lease: L, call: PyCall) -> PyStream<'a> {
 }
 
 /// A stream over a borrowed worker.
-pub(crate) fn over(worker: &mut PythonWorker, call: PyCall) -> PyStream<'_> {
-    make(worker, call)
+pub(crate) fn over(worker: &mut PythonWorker, call: PyCall, ctx: CallCtx) -> PyStream<'_> {
+    make(worker, call, ctx)
 }
 
 /// A stream that owns a pool checkout and gives it back when it ends or is
-/// dropped (marked for recycling if dropped early).
-pub fn stream_checkout(guard: Checkout<PythonWorker>, call: PyCall) -> PyStream<'static> {
-    make(guard, call)
+/// dropped (marked for recycling if dropped early). `ctx`'s deadline bounds
+/// the whole stream; [`Checkout::call_ctx`] gives the pool's.
+pub fn stream_checkout(
+    guard: Checkout<PythonWorker>,
+    call: PyCall,
+    ctx: CallCtx,
+) -> PyStream<'static> {
+    make(guard, call, ctx)
 }

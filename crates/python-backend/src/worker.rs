@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cenote_core::{Call, Retire, Worker};
+use cenote_core::{Call, CallCtx, Retire, Worker};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -26,9 +26,10 @@ use crate::protocol::{Incoming, Outgoing};
 use crate::request::{decode, PyCall, TypedCall};
 use crate::stream::PyStream;
 
-/// The worker enforces a call's deadline itself this long after the pool's
-/// own deadline, so that with a pool the pool's `CallTimeout` is what a caller
-/// sees, and without one the worker still never waits forever.
+/// The worker enforces a call's deadline (the pool's, from [`CallCtx`])
+/// itself this long after it passes: with a pool, the pool's `CallTimeout`
+/// is what a caller sees; used directly, the worker still never waits
+/// forever.
 const DEADLINE_SLACK: Duration = Duration::from_millis(25);
 
 /// How long to wait for a dying process to finish exiting before killing it
@@ -259,9 +260,10 @@ impl PythonWorker {
         self.proc.signal(sig);
     }
 
-    /// Call a handler function and return its JSON result.
-    pub async fn call_json(&mut self, call: PyCall) -> Result<Value, PythonError> {
-        let deadline = self.begin(&call, false).await?;
+    /// Call a handler function and return its JSON result, by `ctx`'s
+    /// deadline (past it the process group is killed).
+    pub async fn call_json(&mut self, call: PyCall, ctx: CallCtx) -> Result<Value, PythonError> {
+        let deadline = self.begin(&call, false, ctx).await?;
         match self.read_until(deadline, &call.function).await? {
             Incoming::Result { value, .. } => {
                 self.finished();
@@ -290,23 +292,31 @@ impl PythonWorker {
     }
 
     /// Call a handler function and decode its result into `R`.
-    pub async fn call_as<R: DeserializeOwned>(&mut self, call: PyCall) -> Result<R, PythonError> {
+    pub async fn call_as<R: DeserializeOwned>(
+        &mut self,
+        call: PyCall,
+        ctx: CallCtx,
+    ) -> Result<R, PythonError> {
         let function = call.function.clone();
-        let value = self.call_json(call).await?;
+        let value = self.call_json(call, ctx).await?;
         decode(&function, value)
     }
 
     /// Stream the items of a generator handler (a plain handler streams its
     /// one result). Dropping the stream early leaves the rest outstanding:
     /// the worker drains it (or kills the process at the deadline) before
-    /// its next call.
-    pub fn stream(&mut self, call: PyCall) -> PyStream<'_> {
-        crate::stream::over(self, call)
+    /// its next call. `ctx`'s deadline bounds the whole stream.
+    pub fn stream(&mut self, call: PyCall, ctx: CallCtx) -> PyStream<'_> {
+        crate::stream::over(self, call, ctx)
     }
 
     /// Start a streamed call; chunks follow through [`next_chunk`](Self::next_chunk).
-    pub(crate) async fn begin_stream(&mut self, call: &PyCall) -> Result<(), PythonError> {
-        self.begin(call, true).await.map(|_| ())
+    pub(crate) async fn begin_stream(
+        &mut self,
+        call: &PyCall,
+        ctx: CallCtx,
+    ) -> Result<(), PythonError> {
+        self.begin(call, true, ctx).await.map(|_| ())
     }
 
     /// The next item of the stream in flight; `None` once it ended.
@@ -349,7 +359,12 @@ impl PythonWorker {
 
     /// Settle anything outstanding, encode and send `call`; returns the
     /// call's deadline.
-    async fn begin(&mut self, call: &PyCall, stream: bool) -> Result<Instant, PythonError> {
+    async fn begin(
+        &mut self,
+        call: &PyCall,
+        stream: bool,
+        ctx: CallCtx,
+    ) -> Result<Instant, PythonError> {
         self.usable()?;
         self.settle().await?;
         let id = self.next_id;
@@ -382,8 +397,8 @@ impl PythonWorker {
             }
         };
         self.next_id += 1;
-        let limit = call.timeout.unwrap_or(self.config.call_timeout);
-        let deadline = Instant::now() + limit;
+        let deadline = ctx.deadline();
+        let limit = ctx.remaining();
         self.outbox = frame;
         self.written = 0;
         self.pending = Some(Pending {
@@ -732,8 +747,9 @@ impl Call<PyCall> for PythonWorker {
     fn call(
         &mut self,
         req: PyCall,
+        ctx: CallCtx,
     ) -> impl std::future::Future<Output = Result<Value, PythonError>> + Send {
-        self.call_json(req)
+        self.call_json(req, ctx)
     }
 }
 
@@ -743,8 +759,9 @@ impl<R: DeserializeOwned + Send + 'static> Call<TypedCall<R>> for PythonWorker {
     fn call(
         &mut self,
         req: TypedCall<R>,
+        ctx: CallCtx,
     ) -> impl std::future::Future<Output = Result<R, PythonError>> + Send {
-        self.call_as(req.call)
+        self.call_as(req.call, ctx)
     }
 }
 
@@ -754,7 +771,8 @@ impl<S: Into<String> + Send> Call<(S, Value)> for PythonWorker {
     fn call(
         &mut self,
         (function, args): (S, Value),
+        ctx: CallCtx,
     ) -> impl std::future::Future<Output = Result<Value, PythonError>> + Send {
-        self.call_json(PyCall::new(function, args))
+        self.call_json(PyCall::new(function, args), ctx)
     }
 }

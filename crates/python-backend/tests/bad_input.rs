@@ -14,7 +14,7 @@ use serde_json::json;
 async fn still_serves(w: &mut PythonWorker) {
     assert!(!w.is_broken());
     assert_eq!(
-        w.call_json(PyCall::new("add", json!([2, 2])))
+        w.call_json(PyCall::new("add", json!([2, 2])), ctx())
             .await
             .unwrap(),
         json!(4)
@@ -31,7 +31,7 @@ async fn raised_exception_has_type_message_traceback_and_worker_stays() {
         .unwrap();
     let pid = w.pid();
     let err = w
-        .call_json(PyCall::new("raise_value", json!(["nope"])))
+        .call_json(PyCall::new("raise_value", json!(["nope"])), ctx())
         .await
         .unwrap_err();
     match &err {
@@ -57,7 +57,7 @@ async fn raised_exception_has_type_message_traceback_and_worker_stays() {
     assert_eq!(err.python_type(), Some("ValueError"));
     // A TypeError raised inside the handler is the handler's, not bad args.
     let err = w
-        .call_json(PyCall::new("raise_inside_typeerror", json!(null)))
+        .call_json(PyCall::new("raise_inside_typeerror", json!(null)), ctx())
         .await
         .unwrap_err();
     assert!(
@@ -78,7 +78,7 @@ async fn unknown_function_and_wrong_arguments() {
         .await
         .unwrap();
     let err = w
-        .call_json(PyCall::new("no_such_thing", json!(null)))
+        .call_json(PyCall::new("no_such_thing", json!(null)), ctx())
         .await
         .unwrap_err();
     match &err {
@@ -91,7 +91,7 @@ async fn unknown_function_and_wrong_arguments() {
     // Private names and module attributes are not callable from outside.
     for name in ["_hoard", "os", "__import__"] {
         let err = w
-            .call_json(PyCall::new(name, json!(null)))
+            .call_json(PyCall::new(name, json!(null)), ctx())
             .await
             .unwrap_err();
         assert!(
@@ -101,7 +101,7 @@ async fn unknown_function_and_wrong_arguments() {
     }
     for args in [json!([1, 2, 3]), json!([1]), json!({"a": 1, "c": 2})] {
         let err = w
-            .call_json(PyCall::new("add", args.clone()))
+            .call_json(PyCall::new("add", args.clone()), ctx())
             .await
             .unwrap_err();
         match &err {
@@ -113,7 +113,7 @@ async fn unknown_function_and_wrong_arguments() {
         }
     }
     let err = w
-        .call_as::<String>(PyCall::new("add", json!([1, 2])))
+        .call_as::<String>(PyCall::new("add", json!([1, 2])), ctx())
         .await
         .unwrap_err();
     assert!(matches!(err, PythonError::Decode { .. }), "{err:?}");
@@ -130,7 +130,10 @@ async fn results_that_cannot_be_sent_back() {
         .await
         .unwrap();
     for f in ["unserializable", "not_a_number"] {
-        let err = w.call_json(PyCall::new(f, json!(null))).await.unwrap_err();
+        let err = w
+            .call_json(PyCall::new(f, json!(null)), ctx())
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, PythonError::Unserializable { function, .. } if function == f),
             "{f}: {err:?}"
@@ -138,14 +141,14 @@ async fn results_that_cannot_be_sent_back() {
         assert!(err.to_string().contains("cannot be sent back"));
     }
     let err = w
-        .call_json(PyCall::new("big", json!([100_000])))
+        .call_json(PyCall::new("big", json!([100_000])), ctx())
         .await
         .unwrap_err();
     assert!(matches!(err, PythonError::ResultTooLarge { .. }), "{err:?}");
     assert!(err.to_string().contains("65536"), "{err}");
     // Just under the limit is fine.
     let v = w
-        .call_json(PyCall::new("big", json!([60_000])))
+        .call_json(PyCall::new("big", json!([60_000])), ctx())
         .await
         .unwrap();
     assert_eq!(v.as_str().map(str::len), Some(60_000));
@@ -162,7 +165,7 @@ async fn oversized_request_is_refused_before_sending() {
         .await
         .unwrap();
     let err = w
-        .call_json(PyCall::new("echo", json!(["y".repeat(5000)])))
+        .call_json(PyCall::new("echo", json!(["y".repeat(5000)])), ctx())
         .await
         .unwrap_err();
     match &err {
@@ -188,7 +191,10 @@ async fn garbage_on_the_wire_kills_the_worker_with_a_protocol_error() {
             .spawn("t/garbage")
             .await
             .unwrap();
-        let err = w.call_json(PyCall::new(f, json!(null))).await.unwrap_err();
+        let err = w
+            .call_json(PyCall::new(f, json!(null)), ctx())
+            .await
+            .unwrap_err();
         match &err {
             PythonError::Protocol { message, .. } => {
                 assert!(message.contains(expect), "{f}: {message}")
@@ -199,7 +205,7 @@ async fn garbage_on_the_wire_kills_the_worker_with_a_protocol_error() {
         assert!(w.is_broken());
         // The next use reports the same fault instead of touching the pipe.
         let again = w
-            .call_json(PyCall::new("add", json!([1, 1])))
+            .call_json(PyCall::new("add", json!([1, 1])), ctx())
             .await
             .unwrap_err();
         assert!(matches!(again, PythonError::Protocol { .. }));

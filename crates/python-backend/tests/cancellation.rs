@@ -24,7 +24,7 @@ async fn worker_drains_an_abandoned_call_before_the_next() {
     let began = Instant::now();
     let cut = tokio::time::timeout(
         Duration::from_millis(100),
-        w.call_json(PyCall::new("sleep", json!([0.5]))),
+        w.call_json(PyCall::new("sleep", json!([0.5])), ctx()),
     )
     .await;
     assert!(cut.is_err());
@@ -43,12 +43,12 @@ async fn worker_drains_an_abandoned_call_before_the_next() {
     // settles the abandoned one first.
     let cut = tokio::time::timeout(
         Duration::from_millis(50),
-        w.call_json(PyCall::new("sleep", json!([0.3]))),
+        w.call_json(PyCall::new("sleep", json!([0.3])), ctx()),
     )
     .await;
     assert!(cut.is_err());
     let v = w
-        .call_json(PyCall::new("add", json!([1, 2])))
+        .call_json(PyCall::new("add", json!([1, 2])), ctx())
         .await
         .unwrap();
     assert_eq!(v, json!(3));
@@ -67,7 +67,10 @@ async fn worker_kills_when_the_abandoned_call_passes_its_deadline() {
     let began = Instant::now();
     let cut = tokio::time::timeout(
         Duration::from_millis(100),
-        w.call_json(PyCall::new("sleep", json!([30])).timeout(Duration::from_millis(500))),
+        w.call_json(
+            PyCall::new("sleep", json!([30])),
+            CallCtx::within(Duration::from_millis(500)),
+        ),
     )
     .await;
     assert!(cut.is_err());
@@ -95,7 +98,7 @@ async fn worker_drains_an_abandoned_stream() {
         .await
         .unwrap();
     {
-        let mut s = w.stream(PyCall::new("count", json!([50, 0.005])));
+        let mut s = w.stream(PyCall::new("count", json!([50, 0.005])), ctx());
         assert_eq!(s.next().await.unwrap().unwrap(), json!(0));
         assert_eq!(s.next().await.unwrap().unwrap(), json!(1));
     }
@@ -103,7 +106,7 @@ async fn worker_drains_an_abandoned_stream() {
     w.recycle().await.unwrap();
     assert!(!w.has_pending());
     assert_eq!(
-        w.call_json(PyCall::new("add", json!([1, 2])))
+        w.call_json(PyCall::new("add", json!([1, 2])), ctx())
             .await
             .unwrap(),
         json!(3)
@@ -141,7 +144,7 @@ async fn pool_holds_back_a_worker_until_its_abandoned_answer_arrives() {
 async fn pool_kills_a_worker_whose_abandoned_call_passes_its_deadline() {
     init_tracing();
     let tag = new_tag("pabandon");
-    let pool = chaos_pool(chaos(&tag).call_timeout(Duration::from_millis(700)), 1).await;
+    let pool = chaos_pool_with_deadline(chaos(&tag), 1, Duration::from_millis(700)).await;
     let first_pid = pool.call(PyCall::new("pid", json!(null))).await.unwrap();
     let p2 = pool.clone();
     let began = Instant::now();

@@ -50,7 +50,10 @@ async fn worker_reports_exit_code_signal_and_segfault() {
             .spawn("t/crash")
             .await
             .unwrap();
-        let err = w.call_json(PyCall::new(f, json!(null))).await.unwrap_err();
+        let err = w
+            .call_json(PyCall::new(f, json!(null)), ctx())
+            .await
+            .unwrap_err();
         expect_crash(&err, status, tail);
         assert!(err.is_fatal());
         assert!(w.is_broken());
@@ -72,7 +75,7 @@ async fn killed_from_outside_while_idle_is_seen_as_broken() {
     w.signal(libc::SIGKILL);
     assert!(eventually(Duration::from_secs(2), || w.is_broken()).await);
     let err = w
-        .call_json(PyCall::new("add", json!([1, 2])))
+        .call_json(PyCall::new("add", json!([1, 2])), ctx())
         .await
         .unwrap_err();
     expect_crash(&err, Exit::Signal(libc::SIGKILL), "");

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use cenote_core::Error;
-use cenote_python::{PyCall, PythonError, PythonPool};
+use cenote_python::{PyCall, PythonError};
 use common::*;
 use serde_json::json;
 
@@ -28,7 +28,11 @@ async fn request_forms_and_typed_results() {
         .unwrap();
     assert_eq!(n, 42);
     let v: Vec<i64> = pool
-        .py_as(PyCall::with_args("positional", &(1, 2)).unwrap())
+        .call(
+            PyCall::with_args("positional", &(1, 2))
+                .unwrap()
+                .returning::<Vec<i64>>(),
+        )
         .await
         .unwrap();
     assert_eq!(v, vec![1, 2, 3]);
@@ -38,7 +42,7 @@ async fn request_forms_and_typed_results() {
         b: i32,
     }
     let v = pool
-        .py(PyCall::with_args("add", &Args { a: 5, b: 6 }).unwrap())
+        .call(PyCall::with_args("add", &Args { a: 5, b: 6 }).unwrap())
         .await
         .unwrap();
     assert_eq!(v, json!(11));

@@ -56,7 +56,7 @@ async fn worker_asks_to_retire_after_its_task_quota() {
         .unwrap();
     for i in 0..3 {
         assert_eq!(w.retire_reason(), None, "after {i} tasks");
-        w.call_json(PyCall::new("add", json!([1, 1])))
+        w.call_json(PyCall::new("add", json!([1, 1])), ctx())
             .await
             .unwrap();
     }
@@ -74,7 +74,7 @@ async fn task_quota_jitter_spreads_workers() {
         let mut w = factory.spawn("t/jitter").await.unwrap();
         let mut n = 0;
         while w.retire_reason().is_none() {
-            w.call_json(PyCall::new("add", json!([1, 1])))
+            w.call_json(PyCall::new("add", json!([1, 1])), ctx())
                 .await
                 .unwrap();
             n += 1;

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cenote_core::{Error, Worker};
-use cenote_python::{PyCall, PythonError, PythonFactory, PythonPool};
+use cenote_python::{PyCall, PythonError, PythonFactory};
 use common::*;
 use serde_json::json;
 
@@ -20,7 +20,10 @@ async fn worker_kills_its_process_group_at_the_deadline() {
         .unwrap();
     let began = Instant::now();
     let err = w
-        .call_json(PyCall::new("spawn_and_hang", json!([30])).timeout(Duration::from_millis(400)))
+        .call_json(
+            PyCall::new("spawn_and_hang", json!([30])),
+            CallCtx::within(Duration::from_millis(400)),
+        )
         .await
         .unwrap_err();
     let took = began.elapsed();
@@ -52,7 +55,10 @@ async fn pool_call_timeout_kills_replaces_and_spares_other_calls() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let began = Instant::now();
     let err = pool
-        .py(PyCall::new("spawn_and_hang", json!([30])).timeout(Duration::from_millis(300)))
+        .call_with(
+            PyCall::new("spawn_and_hang", json!([30])),
+            cenote_core::CallOptions::default().timeout(Duration::from_millis(300)),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -76,10 +82,10 @@ async fn pool_call_timeout_kills_replaces_and_spares_other_calls() {
     );
     let st = pool.status();
     assert_eq!(st.totals.call_timeouts, 1, "{st:?}");
-    // The pool-wide call_timeout applies to plain calls too.
+    // Typed calls end the same way.
     let err = pool
         .call_with(
-            PyCall::new("sleep", json!([5])),
+            PyCall::new("sleep", json!([5])).returning::<f64>(),
             cenote_core::CallOptions::default().timeout(Duration::from_millis(200)),
         )
         .await
@@ -89,26 +95,35 @@ async fn pool_call_timeout_kills_replaces_and_spares_other_calls() {
     assert!(tagged(&tag).is_empty());
 }
 
+/// A call has one deadline, the pool's: whichever way it is made (plain,
+/// typed, per-call options, through a checkout), a late call is
+/// `CallTimeout`, never a crash, and its worker is replaced.
 #[tokio::test]
-async fn request_timeout_alone_still_kills_when_the_pool_deadline_is_longer() {
+async fn a_late_call_is_call_timeout_whichever_way_it_was_made() {
     init_tracing();
-    let tag = new_tag("reqdeadline");
-    let pool = chaos_pool(chaos(&tag), 1).await;
-    let err = pool
-        .call(PyCall::new("sleep", json!([30])).timeout(Duration::from_millis(300)))
-        .await
-        .unwrap_err();
-    // The worker enforced the request's own deadline and died doing so.
-    match &err {
-        Error::Crashed(PythonError::Timeout { after, .. }) => {
-            assert_eq!(*after, Duration::from_millis(300))
-        }
-        other => panic!("expected a worker timeout, got {other:?}"),
+    let tag = new_tag("onedeadline");
+    let limit = Duration::from_millis(300);
+    let pool = chaos_pool_with_deadline(chaos(&tag), 1, limit).await;
+    let late = || PyCall::new("sleep", json!([30]));
+    let plain = pool.call(late()).await.unwrap_err();
+    let typed = pool.call(late().returning::<f64>()).await.unwrap_err();
+    let tuple = pool.call(("sleep", json!([30]))).await.unwrap_err();
+    let mut guard = pool.get().await.unwrap();
+    let checkout = guard.call(late()).await.unwrap_err();
+    drop(guard);
+    for err in [plain, typed, tuple, checkout] {
+        assert!(
+            matches!(err, Error::CallTimeout(d) if d == limit),
+            "expected CallTimeout({limit:?}), got {err:?}"
+        );
     }
     assert_eq!(
         pool.call(PyCall::new("add", json!([1, 2]))).await.unwrap(),
         json!(3)
     );
+    let st = pool.status();
+    assert_eq!(st.totals.call_timeouts, 4, "{st:?}");
+    assert_eq!(st.totals.crashes, 0, "{st:?}");
     pool.close().await;
     assert!(tagged(&tag).is_empty());
 }

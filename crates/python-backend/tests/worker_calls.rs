@@ -35,54 +35,66 @@ async fn plain_async_and_generator_handlers() {
     let mut w = factory.spawn("t/kinds").await.unwrap();
 
     let v = w
-        .call_json(PyCall::new("echo", json!([{"a": [1, 2, "é"]}])))
+        .call_json(PyCall::new("echo", json!([{"a": [1, 2, "é"]}])), ctx())
         .await
         .unwrap();
     assert_eq!(v, json!({"a": [1, 2, "é"]}));
     let v = w
-        .call_json(PyCall::new("add", json!({"a": 2, "b": 3})))
+        .call_json(PyCall::new("add", json!({"a": 2, "b": 3})), ctx())
         .await
         .unwrap();
     assert_eq!(v, json!(5));
-    let v: i64 = w.call_as(PyCall::new("add", json!([40, 2]))).await.unwrap();
+    let v: i64 = w
+        .call_as(PyCall::new("add", json!([40, 2])), ctx())
+        .await
+        .unwrap();
     assert_eq!(v, 42);
     let v = w
-        .call_json(PyCall::new("positional", json!([1])).kwarg("b", 5))
+        .call_json(PyCall::new("positional", json!([1])).kwarg("b", 5), ctx())
         .await
         .unwrap();
     assert_eq!(v, json!([1, 5, 3]));
     let v = w
-        .call_json(PyCall::new("echo", json!("scalar")))
+        .call_json(PyCall::new("echo", json!("scalar")), ctx())
         .await
         .unwrap();
     assert_eq!(v, json!("scalar"));
-    let v = w.call_json(PyCall::new("echo", json!(null))).await.unwrap();
+    let v = w
+        .call_json(PyCall::new("echo", json!(null)), ctx())
+        .await
+        .unwrap();
     assert_eq!(v, json!(null));
     let v = w
-        .call_json(PyCall::new(
-            "async_add",
-            json!({"a": 1, "b": 2, "delay": 0.01}),
-        ))
+        .call_json(
+            PyCall::new("async_add", json!({"a": 1, "b": 2, "delay": 0.01})),
+            ctx(),
+        )
         .await
         .unwrap();
     assert_eq!(v, json!(3));
     // A generator called plainly is collected into a list.
-    let v = w.call_json(PyCall::new("count", json!([4]))).await.unwrap();
+    let v = w
+        .call_json(PyCall::new("count", json!([4])), ctx())
+        .await
+        .unwrap();
     assert_eq!(v, json!([0, 1, 2, 3]));
     let v = w
-        .call_json(PyCall::new("async_count", json!([3])))
+        .call_json(PyCall::new("async_count", json!([3])), ctx())
         .await
         .unwrap();
     assert_eq!(v, json!([0, 1, 2]));
 
-    let items: Vec<_> = w.stream(PyCall::new("count", json!([5]))).collect().await;
+    let items: Vec<_> = w
+        .stream(PyCall::new("count", json!([5])), ctx())
+        .collect()
+        .await;
     let items: Vec<i64> = items
         .into_iter()
         .map(|r| r.unwrap().as_i64().unwrap())
         .collect();
     assert_eq!(items, vec![0, 1, 2, 3, 4]);
     let items: Vec<_> = w
-        .stream(PyCall::new("async_count", json!([3])))
+        .stream(PyCall::new("async_count", json!([3])), ctx())
         .typed::<i64>()
         .collect()
         .await;
@@ -91,11 +103,14 @@ async fn plain_async_and_generator_handlers() {
         vec![0, 1, 2]
     );
     // A plain handler streams its one result.
-    let items: Vec<_> = w.stream(PyCall::new("add", json!([1, 1]))).collect().await;
+    let items: Vec<_> = w
+        .stream(PyCall::new("add", json!([1, 1])), ctx())
+        .collect()
+        .await;
     assert_eq!(items.len(), 1);
     // A generator that raises midway: items, then the error, then the end.
     let items: Vec<_> = w
-        .stream(PyCall::new("gen_fails", json!([2])))
+        .stream(PyCall::new("gen_fails", json!([2])), ctx())
         .collect()
         .await;
     assert_eq!(items.len(), 3);
@@ -110,7 +125,7 @@ async fn plain_async_and_generator_handlers() {
     }
     assert!(!w.is_broken());
     assert_eq!(
-        w.call_json(PyCall::new("add", json!([1, 2])))
+        w.call_json(PyCall::new("add", json!([1, 2])), ctx())
             .await
             .unwrap(),
         json!(3)
@@ -126,7 +141,10 @@ async fn handler_output_on_fd1_does_not_corrupt_frames_and_reaches_stderr_tail()
     let factory = PythonFactory::new(chaos(&tag));
     let mut w = factory.spawn("t/noise").await.unwrap();
     for i in 0..3 {
-        let v = w.call_json(PyCall::new("noise", json!([i]))).await.unwrap();
+        let v = w
+            .call_json(PyCall::new("noise", json!([i])), ctx())
+            .await
+            .unwrap();
         assert_eq!(v, json!(i));
     }
     let ok = eventually(Duration::from_secs(2), || {
@@ -147,7 +165,7 @@ async fn stderr_tail_keeps_the_last_lines() {
     let tag = new_tag("tail");
     let factory = PythonFactory::new(chaos(&tag).stderr_tail_lines(5));
     let mut w = factory.spawn("t/tail").await.unwrap();
-    w.call_json(PyCall::new("stderr_lines", json!([50])))
+    w.call_json(PyCall::new("stderr_lines", json!([50])), ctx())
         .await
         .unwrap();
     let ok = eventually(Duration::from_secs(2), || {
@@ -174,18 +192,23 @@ async fn thread_limits_default_to_one_and_can_be_overridden() {
     let mut w = factory.spawn("t/env").await.unwrap();
     let get = |k: &str| PyCall::new("get", json!([k]));
     assert_eq!(
-        w.call_json(get("OMP_NUM_THREADS")).await.unwrap(),
+        w.call_json(get("OMP_NUM_THREADS"), ctx()).await.unwrap(),
         json!("1")
     );
     assert_eq!(
-        w.call_json(get("OPENBLAS_NUM_THREADS")).await.unwrap(),
+        w.call_json(get("OPENBLAS_NUM_THREADS"), ctx())
+            .await
+            .unwrap(),
         json!("1")
     );
     assert_eq!(
-        w.call_json(get("MKL_NUM_THREADS")).await.unwrap(),
+        w.call_json(get("MKL_NUM_THREADS"), ctx()).await.unwrap(),
         json!("4")
     );
-    assert_eq!(w.call_json(get("CENOTE_X")).await.unwrap(), json!("y"));
+    assert_eq!(
+        w.call_json(get("CENOTE_X"), ctx()).await.unwrap(),
+        json!("y")
+    );
     w.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -200,7 +223,7 @@ async fn module_name_handlers_and_working_dir() {
     );
     let mut w = factory.spawn("t/modname").await.unwrap();
     assert_eq!(
-        w.call_json(PyCall::new("add", json!([1, 2])))
+        w.call_json(PyCall::new("add", json!([1, 2])), ctx())
             .await
             .unwrap(),
         json!(3)
@@ -228,17 +251,17 @@ async fn large_frames_round_trip_in_both_directions() {
         .unwrap();
     let big = "é".repeat(3_000_000);
     let v = w
-        .call_json(PyCall::new("echo", json!([big.clone()])))
+        .call_json(PyCall::new("echo", json!([big.clone()])), ctx())
         .await
         .unwrap();
     assert_eq!(v.as_str(), Some(big.as_str()));
     let v = w
-        .call_json(PyCall::new("big", json!([8_000_000])))
+        .call_json(PyCall::new("big", json!([8_000_000])), ctx())
         .await
         .unwrap();
     assert_eq!(v.as_str().map(str::len), Some(8_000_000));
     assert_eq!(
-        w.call_json(PyCall::new("add", json!([1, 2])))
+        w.call_json(PyCall::new("add", json!([1, 2])), ctx())
             .await
             .unwrap(),
         json!(3)

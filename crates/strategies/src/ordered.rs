@@ -5,7 +5,7 @@
 //! reused. A key names its node by slot and proves it by sequence number,
 //! so a stale key (its entry already gone, the node reused) removes nothing.
 
-use cenote_core::{Priority as Prio, Queue, QueueKey, Strategy};
+use cenote_core::{PriorityLevel as Prio, Queue, QueueKey, Strategy};
 
 const NIL: usize = usize::MAX;
 

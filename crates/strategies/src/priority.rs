@@ -3,7 +3,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
-use cenote_core::{Priority as Prio, Queue, QueueKey, Strategy};
+use cenote_core::{PriorityLevel as Prio, Queue, QueueKey, Strategy};
 
 /// Serves the highest priority first; entries of equal priority in arrival
 /// order (FIFO). Priorities come per request (`call_with_priority`,

@@ -137,12 +137,9 @@ impl<F: Factory, I: Strategy, W: Strategy> PoolBuilder<F, I, W> {
         let wait = self.config.wait_for_warm;
         let create_timeout = self.config.create_timeout;
         let shared = Arc::new(Shared::new(self.config, self.factory, rt, registry));
-        let slots: Vec<_> = {
-            let mut st = shared.lock();
-            (0..st.size).map(|_| st.take_slot()).collect()
-        };
-        for slot in slots {
-            shared.start(slot, false);
+        let warm = shared.lock().start_warm(&shared.closing);
+        for ticket in warm {
+            shared.start(ticket);
         }
         shared.spawn_maintenance();
         let pool = Pool::from_shared(Arc::clone(&shared));
@@ -160,11 +157,8 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
     async fn wait_warm(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit + Duration::from_millis(100);
         while tokio::time::Instant::now() < deadline {
-            {
-                let st = self.lock();
-                if st.starting == st.failing {
-                    return;
-                }
+            if self.lock().warm_settled() {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

@@ -4,9 +4,10 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::shared::{Home, Return, Served};
-use super::state::Live;
-use crate::worker::{Call, Worker, WorkerId};
+use super::live::{Live, Served};
+use super::shared::{Home, Return};
+use crate::error::Error;
+use crate::worker::{Call, CallCtx, Worker, WorkerId};
 
 /// A worker checked out of a pool. Derefs to the worker; dropping it gives
 /// the worker back.
@@ -16,7 +17,7 @@ use crate::worker::{Call, Worker, WorkerId};
 /// * dropped while [`call`](Checkout::call) was running (the caller was
 ///   cancelled), or after [`taint`](Checkout::taint): it is recycled before
 ///   anyone else gets it;
-/// * its call passed the pool's deadline: it is killed and replaced.
+/// * its call passed its deadline: it is killed and replaced.
 pub struct Checkout<W: Worker> {
     /// Taken by Drop; `Some` until then.
     loan: Option<Loan<W>>,
@@ -68,17 +69,70 @@ impl<W: Worker> Checkout<W> {
         self.live().meta.tasks
     }
 
-    /// Serve one request. If this future is dropped before it finishes, the
-    /// worker is recycled (its abandoned work finished or killed) before it
-    /// serves anyone else.
-    pub async fn call<Req>(&mut self, req: Req) -> Result<W::Response, W::Error>
+    /// Serve one request under the pool's `call_timeout`, exactly as
+    /// [`Pool::call`](crate::Pool::call) does once it holds a worker.
+    pub async fn call<Req>(&mut self, req: Req) -> Result<W::Response, Error<W::Error>>
     where
         W: Call<Req>,
     {
+        let limit = self.home().call_timeout();
+        self.call_within(req, limit).await
+    }
+
+    /// Serve one request, which must finish within `limit`.
+    ///
+    /// * Past the deadline the call is cut off and
+    ///   [`Error::CallTimeout`] returned; the worker is killed and replaced
+    ///   when this guard drops.
+    /// * A worker that answers with an error stays: [`Error::Worker`]; one
+    ///   that died during the call is replaced: [`Error::Crashed`].
+    /// * If this future is dropped before it finishes, the worker is
+    ///   recycled (its abandoned work finished or killed) before it serves
+    ///   anyone else.
+    /// * When the pool's close grace runs out, the call is cut off with
+    ///   [`Error::Closed`].
+    pub async fn call_within<Req>(
+        &mut self,
+        req: Req,
+        limit: Duration,
+    ) -> Result<W::Response, Error<W::Error>>
+    where
+        W: Call<Req>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        let Some(Loan { live, home }) = self.loan.as_mut() else {
+            unreachable!("Checkout used after drop")
+        };
         self.in_flight = true;
-        let out = self.live_mut().worker.call(req).await;
+        let outcome = tokio::select! {
+            biased;
+            r = tokio::time::timeout_at(deadline, live.worker.call(req, CallCtx::new(deadline))) => r,
+            // The close grace ran out: cut the call off; the guard's drop
+            // (in flight, pool closed) ends the worker.
+            () = home.kill_signal().cancelled() => return Err(Error::Closed),
+        };
         self.in_flight = false;
-        out
+        let broken = matches!(outcome, Ok(Err(_))) && live.worker.is_broken();
+        match outcome {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if !broken => Err(Error::Worker(e)),
+            // A worker that broke only once the deadline had passed ran into
+            // it: a stalled runtime can find a worker's own backstop
+            // (derived from the same deadline) expired before this timer.
+            Ok(Err(e)) if tokio::time::Instant::now() < deadline => Err(Error::Crashed(e)),
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!(pool = %home.name(), worker = %live.meta.id, ?limit, "call timed out; killing its worker");
+                self.kill = true;
+                Err(Error::CallTimeout(limit))
+            }
+        }
+    }
+
+    /// The context a call made now through `DerefMut` would get: the pool's
+    /// `call_timeout` from now. For worker methods outside [`Call`] (e.g.
+    /// streams) that should honour the same deadline.
+    pub fn call_ctx(&self) -> CallCtx {
+        CallCtx::within(self.home().call_timeout())
     }
 
     /// Mark the worker as left mid-operation by code that used it directly
@@ -87,9 +141,18 @@ impl<W: Worker> Checkout<W> {
         self.in_flight = true;
     }
 
-    /// Mark the worker to be killed and replaced when this guard drops.
-    pub(crate) fn kill_on_return(&mut self) {
+    /// Mark the worker to be killed and replaced when this guard drops:
+    /// for code that used it through `DerefMut` and ran past a deadline of
+    /// its own. It counts as a call timeout.
+    pub fn kill_on_return(&mut self) {
         self.kill = true;
+    }
+
+    fn home(&self) -> &Arc<dyn Home<W>> {
+        match &self.loan {
+            Some(loan) => &loan.home,
+            None => unreachable!("Checkout used after drop"),
+        }
     }
 
     fn live(&self) -> &Live<W> {

@@ -9,6 +9,9 @@
 
 mod builder;
 mod checkout;
+mod handoff;
+mod live;
+mod options;
 mod recycle;
 mod registry_writer;
 mod retry;
@@ -19,46 +22,23 @@ mod state;
 mod waiter;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
 use tokio::sync::oneshot;
 
 pub use builder::PoolBuilder;
 pub use checkout::Checkout;
+pub use options::{CallOptions, CheckoutOptions};
 pub use retry::{RetryIf, RetryPolicy};
 
+use live::{Live, StopReason};
 use shared::{Home, Shared, Wk, WkError};
 use waiter::Waiting;
 
 use crate::error::Error;
-use crate::queue::{Priority, Queue, Strategy};
+use crate::queue::Strategy;
 use crate::status::Status;
 use crate::worker::{Call, Factory, Worker, WorkerId};
-
-/// Options for one [`Pool::call_with`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CallOptions {
-    /// The call's deadline once a worker is in hand (default: the pool's
-    /// `call_timeout`). Past it the worker is killed and replaced.
-    pub timeout: Option<Duration>,
-    /// The waiter priority, used when the waiter strategy is `Priority`.
-    pub priority: Priority,
-}
-
-impl CallOptions {
-    /// Set the call's deadline.
-    pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = Some(d);
-        self
-    }
-
-    /// Set the waiter priority (higher is served first).
-    pub fn priority(mut self, p: Priority) -> Self {
-        self.priority = p;
-        self
-    }
-}
 
 /// What [`Pool::retain`] shows the predicate about an idle worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +90,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Drop for Owner<F, I, W> {
 
 /// What a caller does next after looking at the pool under its lock.
 enum Next<'a, F: Factory, I: Strategy, W: Strategy> {
-    Take(state::Live<Wk<F>>),
+    Take(Live<Wk<F>>),
     Wait(Waiting<'a, F, I, W>),
 }
 
@@ -135,27 +115,29 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         &self.shared().name
     }
 
-    /// Check out a worker, waiting up to `checkout_timeout`.
+    /// Check out a worker, waiting up to the pool's `checkout_timeout`.
     pub async fn get(&self) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
-        self.get_with_priority(0).await
+        self.get_with(CheckoutOptions::default()).await
     }
 
-    /// Check out a worker; with a `Priority` waiter strategy, higher
-    /// priorities are served first.
-    pub async fn get_with_priority(
+    /// Check out a worker with options for this checkout: its own timeout
+    /// (instead of `checkout_timeout`) and its waiter priority (used by a
+    /// `Priority` waiter strategy; higher is served first).
+    pub async fn get_with(
         &self,
-        priority: Priority,
+        opts: CheckoutOptions,
     ) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
         let shared = self.shared();
         let asked = Instant::now();
+        let own_deadline = opts.timeout.map(|t| asked + t);
         loop {
             // An idle worker is taken without a second look at the clock.
-            let (mut live, taken) = match self.take_or_queue(priority, asked)? {
+            let (mut live, taken) = match self.take_or_queue(&opts, asked)? {
                 Next::Take(live) => (live, asked),
-                Next::Wait(waiting) => waiting.grant().await?,
+                Next::Wait(waiting) => waiting.grant(own_deadline).await?,
             };
             if live.worker.is_broken() {
-                shared.discard(live, shared::Discard::Broken);
+                shared.discard(live, StopReason::Broken);
                 continue;
             }
             tracing::trace!(pool = %shared.name, worker = %live.meta.id, "worker checked out");
@@ -171,50 +153,44 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
 
     fn take_or_queue(
         &self,
-        priority: Priority,
+        opts: &CheckoutOptions,
         asked: Instant,
     ) -> Result<Next<'_, F, I, W>, Error<WkError<F>>> {
         let shared = self.shared();
         let mut st = shared.lock();
-        if st.closed {
+        if st.closed() {
             return Err(Error::Closed);
         }
-        if let Some(live) = st.idle.pop() {
-            st.busy += 1;
+        if let Some(live) = st.take_idle() {
             return Ok(Next::Take(live));
         }
-        if st.nobody_can_serve() {
-            if let Some(err) = &st.last_start_error {
-                return Err(Error::Start(Arc::clone(err)));
-            }
+        if let Some(err) = st.start_error() {
+            return Err(Error::Start(err));
         }
-        if st.waiters.len() >= shared.config.max_waiters {
-            st.totals.rejected += 1;
-            let waiting = st.waiters.len();
+        if st.waiting() >= shared.config.max_waiters {
+            let waiting = st.reject();
             tracing::debug!(pool = %shared.name, waiting, "caller rejected: pool saturated");
             return Err(Error::Saturated { waiting });
         }
-        if st.should_grow() {
-            let slot = st.take_slot();
+        if let Some(ticket) = st.grow_for_waiter(&shared.closing) {
             drop(st);
             tracing::debug!(pool = %shared.name, "no idle worker: starting one on demand");
-            shared.start(slot, false);
+            shared.start(ticket);
             st = shared.lock();
             // The new worker may not be up yet; re-check idle as a worker may
             // have come back meanwhile.
-            if let Some(live) = st.idle.pop() {
-                st.busy += 1;
+            if let Some(live) = st.take_idle() {
                 return Ok(Next::Take(live));
             }
         }
         let (tx, rx) = oneshot::channel();
-        let deadline = asked + shared.config.checkout_timeout;
-        let key = st.push_waiter(tx, asked, deadline, priority);
+        let limit = opts.timeout.unwrap_or(shared.config.checkout_timeout);
+        let key = st.push_waiter(tx, asked, asked + limit, opts.priority);
         Ok(Next::Wait(Waiting::new(shared, key, rx)))
     }
 
     /// Check out a worker, serve `req`, give the worker back, under the
-    /// pool's `call_timeout`.
+    /// pool's `checkout_timeout` and `call_timeout`.
     pub async fn call<Req>(
         &self,
         req: Req,
@@ -225,24 +201,14 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         self.call_with(req, CallOptions::default()).await
     }
 
-    /// [`call`](Pool::call) with a waiter priority.
-    pub async fn call_with_priority<Req>(
-        &self,
-        req: Req,
-        priority: Priority,
-    ) -> Result<<Wk<F> as Call<Req>>::Response, Error<WkError<F>>>
-    where
-        Wk<F>: Call<Req>,
-    {
-        self.call_with(req, CallOptions::default().priority(priority))
-            .await
-    }
-
-    /// [`call`](Pool::call) with its own deadline and priority.
+    /// [`call`](Pool::call) with options for this call: its deadline, its
+    /// checkout timeout, its waiter priority.
     ///
-    /// Past the deadline the call is cut off and its worker killed and
-    /// replaced ([`Error::CallTimeout`]). If the caller drops this future
-    /// early, the worker is recycled before it serves again.
+    /// The deadline is the call's only one: the worker learns it (through
+    /// [`CallCtx`](crate::CallCtx)); past it the call is cut off with
+    /// [`Error::CallTimeout`] and its worker killed and replaced. If the
+    /// caller drops this future early, the worker is recycled before it
+    /// serves again.
     pub async fn call_with<Req>(
         &self,
         req: Req,
@@ -251,122 +217,68 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
     where
         Wk<F>: Call<Req>,
     {
-        let shared = self.shared();
-        let limit = opts.timeout.unwrap_or(shared.config.call_timeout);
-        let mut guard = self.get_with_priority(opts.priority).await?;
-        let deadline = tokio::time::Instant::now() + limit;
-        let outcome = tokio::select! {
-            biased;
-            r = tokio::time::timeout_at(deadline, guard.call(req)) => r,
-            // The close grace ran out: cut the call off; the guard's drop
-            // (in flight, pool closed) kills the worker.
-            () = shared.kill.cancelled() => return Err(Error::Closed),
-        };
-        let broken = matches!(outcome, Ok(Err(_))) && guard.is_broken();
-        match outcome {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if !broken => Err(Error::Worker(e)),
-            // A worker that broke only once the deadline had passed ran into
-            // it: a stalled runtime can find a worker's own backstop deadline
-            // (set later than this one) expired before this one is polled.
-            Ok(Err(e)) if tokio::time::Instant::now() < deadline => Err(Error::Crashed(e)),
-            Ok(Err(_)) | Err(_) => {
-                tracing::warn!(pool = %shared.name, worker = %guard.id(), ?limit, "call timed out; killing its worker");
-                guard.kill_on_return();
-                Err(Error::CallTimeout(limit))
-            }
-        }
+        let limit = opts.timeout.unwrap_or(self.shared().config.call_timeout);
+        let mut guard = self.get_with(opts.checkout).await?;
+        guard.call_within(req, limit).await
     }
 
     /// A snapshot of sizes, totals and latency percentiles.
     pub fn status(&self) -> Status {
         let shared = self.shared();
-        let st = shared.lock();
-        Status {
-            name: shared.name.to_string(),
-            size: st.size,
-            max_overflow: st.max_overflow,
-            live: st.slots(),
-            idle: st.idle.len(),
-            busy: st.busy,
-            overflow: st.live().saturating_sub(st.size),
-            starting: st.starting,
-            retiring: st.retiring,
-            stopping: st.stopping,
-            waiting: st.waiters.len(),
-            closed: st.closed,
-            crash_looping: st.crash_looping(shared.config.crash_budget),
-            totals: st.totals.clone(),
-            wait: st.metrics.wait(),
-            run: st.metrics.run(),
-        }
+        shared
+            .lock()
+            .status(&shared.name, shared.config.crash_budget)
     }
 
-    /// Check the pool's internal counts against each other (for tests and
-    /// debugging): slots held == starting + idle + busy, no idle worker while
-    /// callers wait, and the like. Returns what disagrees.
+    /// Check the pool's internal counts against each other and against the
+    /// hard cap (for tests): returns what disagrees.
+    #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         self.shared().lock().check()
     }
 
-    /// Change the warm size. Growing starts the new workers at once;
-    /// shrinking shuts idle workers down now and busy ones when they return.
+    /// Change the warm size. `size + max_overflow` is a hard cap on the
+    /// workers the pool holds: at every instant
+    /// `idle + starting + busy <= max(size + max_overflow, busy)`.
+    ///
+    /// * Growing starts the missing warm workers at once.
+    /// * Shrinking takes effect at once for what is not in use: idle workers
+    ///   above the new cap are shut down (gracefully, within
+    ///   `shutdown_grace`), and starts no longer needed are cancelled (a
+    ///   worker that arrives from one anyway is shut down on arrival). Busy
+    ///   workers above the cap finish their checkout and are shut down as
+    ///   they come back, never handed to another caller. Workers above the
+    ///   new `size` but within the cap serve on as overflow and retire after
+    ///   `overflow_idle` unused.
+    ///
+    /// Fails only if `size + max_overflow` would be 0. On a closed pool it
+    /// does nothing.
     pub fn resize(&self, size: usize) -> Result<(), crate::ConfigError> {
         let shared = self.shared();
-        let (slots, surplus) = {
-            let mut st = shared.lock();
-            if size + st.max_overflow == 0 {
-                return Err(crate::ConfigError(
-                    "size + max_overflow must be at least 1, or no caller can ever be served"
-                        .into(),
-                ));
-            }
-            if st.closed {
-                return Ok(());
-            }
-            st.size = size;
-            let missing = size.saturating_sub(st.live());
-            let slots: Vec<_> = (0..missing).map(|_| st.take_slot()).collect();
-            let mut excess = st.live().saturating_sub(st.capacity());
-            let surplus = st.idle.extract(&mut |_| {
-                let take = excess > 0;
-                excess -= usize::from(take);
-                take
-            });
-            (slots, st.release_all(surplus))
-        };
-        tracing::info!(pool = %shared.name, size, starting = slots.len(), stopping = surplus.len(), "pool resized");
-        for slot in slots {
-            shared.start(slot, false);
+        if size + shared.config.max_overflow == 0 {
+            return Err(crate::ConfigError(
+                "size + max_overflow must be at least 1, or no caller can ever be served".into(),
+            ));
         }
-        for out in surplus {
-            let _ = shared.stop_idle(out);
-        }
+        let fx = shared.lock().resize(size, &shared.closing);
+        tracing::info!(pool = %shared.name, size, starting = fx.start.len(), stopping = fx.stop.len(), "pool resized");
+        shared.apply(fx);
         Ok(())
     }
 
-    /// Grow the warm size by `n`, starting `n` workers now.
+    /// Grow the warm size by `n`, starting `n` workers now (as many as fit
+    /// under the cap).
     pub fn add_workers(&self, n: usize) {
-        let size = self.shared().lock().size;
+        let size = self.shared().lock().size();
         // Growing never breaks `size + max_overflow >= 1`.
         let _ = self.resize(size + n);
     }
 
     /// Take up to `n` idle workers out of the pool, lowering the warm size
-    /// accordingly, and wait until each is shut down. Returns how many.
+    /// by as many, and wait until each is shut down. Returns how many.
     pub async fn remove_idle_workers(&self, n: usize) -> usize {
         let shared = self.shared();
-        let removed = {
-            let mut st = shared.lock();
-            let mut left = n.min(st.size);
-            let removed = st.idle.extract(&mut |_| {
-                let take = left > 0;
-                left -= usize::from(take);
-                take
-            });
-            st.size -= removed.len();
-            st.release_all(removed)
-        };
+        let removed = shared.lock().remove_idle(n);
         let count = removed.len();
         self.stop_and_wait(removed).await;
         tracing::info!(pool = %shared.name, removed = count, "idle workers removed");
@@ -377,32 +289,32 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
     /// then start replacements up to the warm size. Returns how many went.
     pub async fn retain(&self, mut keep: impl FnMut(&WorkerInfo) -> bool) -> usize {
         let shared = self.shared();
-        let now = std::time::Instant::now();
-        let removed = {
-            let mut st = shared.lock();
-            let out = st.idle.extract(&mut |l: &mut state::Live<Wk<F>>| {
-                !keep(&WorkerInfo {
-                    id: l.meta.id,
-                    pid: l.meta.pid,
-                    age: now.duration_since(l.meta.started),
-                    tasks_served: l.meta.tasks,
-                    idle_for: now.duration_since(l.meta.idle_since),
-                })
-            });
-            st.release_all(out)
-        };
+        let now = Instant::now();
+        let removed = shared.lock().remove_idle_where(&mut |l: &Live<Wk<F>>| {
+            !keep(&WorkerInfo {
+                id: l.meta.id,
+                pid: l.meta.pid,
+                age: now.duration_since(l.meta.started),
+                tasks_served: l.meta.tasks,
+                idle_for: now.duration_since(l.meta.idle_since),
+            })
+        });
         let count = removed.len();
         self.stop_and_wait(removed).await;
-        let size = shared.lock().size;
-        let _ = self.resize(size);
+        let fx = {
+            let mut st = shared.lock();
+            let size = st.size();
+            st.resize(size, &shared.closing)
+        };
+        shared.apply(fx);
         count
     }
 
-    async fn stop_and_wait(&self, workers: Vec<state::Leaving<Wk<F>>>) {
+    async fn stop_and_wait(&self, workers: Vec<live::Leaving<Wk<F>>>) {
         let shared = self.shared();
         let down: Vec<_> = workers
             .into_iter()
-            .map(|out| shared.stop_idle(out).wait())
+            .map(|out| shared.stop_worker(out).wait())
             .collect();
         let bound = shared.config.shutdown_grace + Duration::from_secs(5);
         let _ = tokio::time::timeout(bound, futures::future::join_all(down)).await;

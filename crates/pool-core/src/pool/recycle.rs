@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::shared::{Discard, Shared, Wk};
-use super::state::Live;
-use crate::queue::{Queue, Strategy};
+use super::live::{Live, StopReason};
+use super::shared::{Shared, Wk};
+use crate::queue::Strategy;
 use crate::registry::WorkerState;
 use crate::worker::{Factory, Worker};
 
@@ -28,19 +28,19 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             () = self.closing.cancelled() => None,
         };
         match outcome {
-            None => self.stop_busy(live, Duration::ZERO),
+            None => self.discard(live, StopReason::AfterClose),
             Some(Ok(Ok(()))) => {
                 live.meta.checked_at = Instant::now();
                 self.reenter(live, None);
             }
             Some(Ok(Err(e))) => {
                 tracing::warn!(pool = %self.name, worker = %live.meta.id, error = %e, "recycle failed");
-                self.discard(live, Discard::Broken);
+                self.discard(live, StopReason::Broken);
             }
             Some(Err(_)) => {
                 tracing::warn!(pool = %self.name, worker = %live.meta.id,
                     timeout = ?self.config.recycle_timeout, "recycle timed out");
-                self.discard(live, Discard::Broken);
+                self.discard(live, StopReason::Broken);
             }
         }
     }
@@ -49,47 +49,22 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
     /// broken idle workers, retire overflow workers idle too long, and
     /// health-check the rest when due.
     pub fn maintain(self: &Arc<Self>) {
-        let now = Instant::now();
-        let overflow_idle = self.config.overflow_idle;
-        let health = self.config.health_interval;
-        let (broken, surplus, due) = {
+        let work = {
             let mut st = self.lock();
-            if st.closed {
+            if st.closed() {
                 return;
             }
-            st.expire_waiters(now);
-            let broken = st
-                .idle
-                .extract(&mut |l: &mut Live<Wk<F>>| l.worker.is_broken());
-            st.busy += broken.len();
-            let mut excess = st.live().saturating_sub(st.size);
-            let surplus = if excess > 0 {
-                let out = st.idle.extract(&mut |l: &mut Live<Wk<F>>| {
-                    let take = excess > 0 && now.duration_since(l.meta.idle_since) >= overflow_idle;
-                    excess -= usize::from(take);
-                    take
-                });
-                st.release_all(out)
-            } else {
-                Vec::new()
-            };
-            let due = match health {
-                Some(every) => st.idle.extract(&mut |l: &mut Live<Wk<F>>| {
-                    now.duration_since(l.meta.idle_since.max(l.meta.checked_at)) >= every
-                }),
-                None => Vec::new(),
-            };
-            st.busy += due.len();
-            (broken, surplus, due)
+            st.maintain(
+                Instant::now(),
+                self.config.overflow_idle,
+                self.config.health_interval,
+            )
         };
-        for live in broken {
-            self.discard(live, Discard::Broken);
+        for live in work.broken {
+            self.discard(live, StopReason::Broken);
         }
-        for out in surplus {
-            tracing::info!(pool = %self.name, worker = %out.meta.id, "idle overflow worker retired");
-            let _ = self.stop_idle(out);
-        }
-        for live in due {
+        self.apply(work.effects);
+        for live in work.due {
             let me = Arc::clone(self);
             self.spawn(async move { me.run_recycle(live).await });
         }

@@ -58,7 +58,7 @@ impl<E: std::error::Error + 'static> RetryPolicy<E> {
                     e,
                     Error::Crashed(_)
                         | Error::CallTimeout(_)
-                        | Error::Timeout { .. }
+                        | Error::CheckoutTimeout { .. }
                         | Error::Saturated { .. }
                         | Error::Start(_)
                 )

@@ -16,9 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::shared::{Shared, Wk};
-use super::state::Leaving;
-use crate::error::Error;
-use crate::queue::{Queue, Strategy};
+use super::state::State;
+use crate::queue::Strategy;
 use crate::worker::Factory;
 
 /// How long past the grace `close` waits for workers' shutdowns to report.
@@ -29,13 +28,21 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
         let grace = self.config.shutdown_grace;
         let now = tokio::time::Instant::now();
 
-        let idle = self.stop_taking_work();
+        let idle = {
+            let mut st = self.lock();
+            let first = !st.closed();
+            let idle = st.close();
+            if first {
+                tracing::info!(pool = %self.name, busy = st.busy(), "pool closing");
+            }
+            idle
+        };
         self.closing.cancel();
         for out in idle {
-            let _ = self.stop_idle(out);
+            let _ = self.stop_worker(out);
         }
 
-        self.wait_until(now + grace, |st| st.busy == 0).await;
+        self.wait_until(now + grace, |st| st.busy() == 0).await;
         self.kill.cancel();
         // Calls cut off by `kill` return their workers (to be killed) only
         // when their callers' tasks next run. Every worker leaving `busy` or
@@ -44,13 +51,13 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
         // this pool is left anywhere.
         let settled = self
             .wait_until(tokio::time::Instant::now() + grace + SHUTDOWN_SLACK, |st| {
-                st.busy == 0 && st.starting == 0 && st.stopping == 0
+                st.drained()
             })
             .await;
         self.tasks.close();
         let _ = tokio::time::timeout(SHUTDOWN_SLACK, self.tasks.wait()).await;
         if !settled {
-            let busy = self.lock().busy;
+            let busy = self.lock().busy();
             tracing::warn!(pool = %self.name, busy,
                 "close: workers still checked out past the grace; they are killed when returned");
         }
@@ -60,23 +67,11 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
         tracing::info!(pool = %self.name, "pool closed");
     }
 
-    /// Mark the pool closed, turn every waiter away, and take the idle workers.
-    fn stop_taking_work(&self) -> Vec<Leaving<Wk<F>>> {
-        let mut st = self.lock();
-        if !st.closed {
-            st.closed = true;
-            let turned_away = st.fail_waiters(|| Error::Closed);
-            tracing::info!(pool = %self.name, turned_away, busy = st.busy, "pool closing");
-        }
-        let idle = st.idle.extract(&mut |_| true);
-        st.release_all(idle)
-    }
-
     /// Wait until `done` holds for the state, or `deadline`; whether it held.
     async fn wait_until(
         &self,
         deadline: tokio::time::Instant,
-        done: impl Fn(&super::state::State<Wk<F>, I, W>) -> bool,
+        done: impl Fn(&State<Wk<F>, I, W>) -> bool,
     ) -> bool {
         loop {
             let changed = self.drained.notified();

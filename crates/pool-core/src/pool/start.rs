@@ -9,23 +9,29 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
+use super::live::{Live, Meta};
 use super::shared::{Shared, Wk};
-use super::state::{Live, Meta, Slot};
-use crate::error::{Error, StartError};
+use super::state::StartTicket;
+use crate::error::StartError;
 use crate::queue::Strategy;
 use crate::registry::WorkerState;
 use crate::worker::{Factory, Worker, WorkerCtx, WorkerId};
 
 impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
-    /// Start a worker into `slot` (already counted `starting`). A restart
-    /// (replacement after a crash) is charged to the crash budget.
-    pub fn start(self: &Arc<Self>, slot: Slot, is_restart: bool) {
+    /// Run a start the state has counted, in a task the pool owns.
+    pub fn start(self: &Arc<Self>, ticket: StartTicket) {
         let me = Arc::clone(self);
-        let id = self.next_id();
-        self.spawn(async move { me.run_start(slot, id, is_restart).await });
+        self.spawn(async move { me.run_start(ticket).await });
     }
 
-    async fn run_start(self: Arc<Self>, slot: Slot, id: WorkerId, is_restart: bool) {
+    async fn run_start(self: Arc<Self>, ticket: StartTicket) {
+        let StartTicket {
+            id,
+            cancel,
+            is_restart,
+        } = ticket;
         let mut failures: u32 = 0;
         self.publish(&Meta::new(id, None), WorkerState::Starting);
         loop {
@@ -34,13 +40,13 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
                 if !delay.is_zero() {
                     tracing::error!(pool = %self.name, worker = %id, ?delay,
                         "crash loop: restart budget spent, holding the next start back");
-                    if !self.pause(delay).await {
-                        return self.abandon_start(slot, id, failures > 0);
+                    if !pause(&cancel, delay).await {
+                        return self.start_ended(id);
                     }
                 }
             }
-            if self.closing.is_cancelled() {
-                return self.abandon_start(slot, id, failures > 0);
+            if cancel.is_cancelled() {
+                return self.start_ended(id);
             }
             let ctx = WorkerCtx {
                 pool: Arc::clone(&self.name),
@@ -49,17 +55,17 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             };
             let made = tokio::select! {
                 made = tokio::time::timeout(self.config.create_timeout, self.factory.create(ctx)) => made,
-                () = self.closing.cancelled() => return self.abandon_start(slot, id, failures > 0),
+                () = cancel.cancelled() => return self.start_ended(id),
             };
             let err = match made {
                 Ok(Ok(worker)) => {
-                    if failures > 0 {
-                        self.lock().failing -= 1;
-                    }
                     let meta = Meta::new(id, worker.pid());
                     tracing::info!(pool = %self.name, worker = %id, pid = ?meta.pid, "worker ready");
                     self.publish(&meta, WorkerState::Ready);
-                    return self.arrive(Live { worker, meta, slot });
+                    let fx =
+                        self.lock()
+                            .arrive(id, Live { worker, meta }, std::time::Instant::now());
+                    return self.apply(fx);
                 }
                 Ok(Err(e)) => StartError::Failed(e),
                 Err(_) => StartError::TimedOut(self.config.create_timeout),
@@ -67,8 +73,8 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             failures += 1;
             self.start_failed(id, failures, Arc::new(err));
             let delay = self.config.start_backoff.jittered(failures);
-            if !self.pause(delay).await {
-                return self.abandon_start(slot, id, true);
+            if !pause(&cancel, delay).await {
+                return self.start_ended(id);
             }
         }
     }
@@ -81,40 +87,25 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
     ) {
         tracing::warn!(pool = %self.name, worker = %id, failures, error = %err,
             "worker failed to start; retrying with backoff");
-        let mut st = self.lock();
-        st.totals.start_failures += 1;
-        st.totals.restarts += 1;
-        if failures == 1 {
-            st.failing += 1;
-        }
-        st.last_start_error = Some(Arc::clone(&err));
-        if st.nobody_can_serve() {
-            st.fail_waiters(|| Error::Start(Arc::clone(&err)));
-        }
+        self.lock().start_failed(id, err);
     }
 
-    /// The pool is closing: give the slot back without a worker.
-    fn abandon_start(&self, slot: Slot, id: WorkerId, failing: bool) {
-        {
-            let mut st = self.lock();
-            st.starting -= 1;
-            if failing {
-                st.failing -= 1;
-            }
-            st.free_slot(slot);
-        }
+    /// The start ends without a worker: the pool is closing, or no longer
+    /// needs it.
+    fn start_ended(&self, id: WorkerId) {
+        self.lock().start_ended(id);
         self.drained.notify_waiters();
         if let Some(reg) = &self.registry {
             reg.remove_worker(id);
         }
-        tracing::debug!(pool = %self.name, worker = %id, "start abandoned: pool closing");
+        tracing::debug!(pool = %self.name, worker = %id, "start ended without a worker: pool closing or shrunk");
     }
+}
 
-    /// Sleep unless the pool starts closing; false if it did.
-    pub async fn pause(&self, d: Duration) -> bool {
-        tokio::select! {
-            () = tokio::time::sleep(d) => true,
-            () = self.closing.cancelled() => false,
-        }
+/// Sleep `d` unless `cancel` fires first; false if it did.
+pub(crate) async fn pause(cancel: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => true,
+        () = cancel.cancelled() => false,
     }
 }

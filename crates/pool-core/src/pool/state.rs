@@ -1,148 +1,127 @@
-//! The pool's state, guarded by one mutex, and the tokens that keep its
-//! counts honest.
+//! The pool's state, guarded by one mutex, and the only code that changes
+//! its counts.
 //!
-//! Every live worker (starting, idle or busy) holds exactly one [`Slot`]. A
-//! slot can only be made by [`State::take_slot`] and only be given up by
-//! [`State::free_slot`], and it moves with its worker: from the start task into
-//! the [`Live`] record, from a crashed worker to its replacement. So "live
-//! workers never exceed capacity" is a property of who holds slots, not of
-//! counters kept in step by hand; [`State::check`] verifies the counters
-//! against the slots.
+//! A worker is in exactly one place: the idle queue, `busy` (a caller's
+//! [`Checkout`](crate::Checkout), a recycle or a health check), or a start
+//! under way (`starts`). Once out of service it is `stopping` until its
+//! shutdown returns. Every move between places is one named method here
+//! (take idle, hand off, arrive, discard, leave...), run under the lock, so
+//! no snapshot sees a worker in two places or in none, and no other file can
+//! change a count.
 //!
-//! A worker is in exactly one place: the idle queue, a caller's
-//! [`Checkout`](crate::Checkout) (or an internal recycle, counted busy), or a
-//! start task (counted starting). Hand-offs happen under the lock, so there is
-//! no instant at which a worker is in two places or none.
+//! **The hard cap.** Users size a pool to bound memory, so at every instant
+//!
+//! ```text
+//! idle + starting + busy  <=  max(size + max_overflow, busy)
+//! ```
+//!
+//! Only [`State::begin_start`] adds a worker, and only below the cap. When
+//! `resize` lowers the cap, idle workers above it leave at once, starts no
+//! longer needed are cancelled at once (counted `stopping` until their task
+//! ends; a worker that arrives from one anyway is shut down), and busy
+//! workers above it stop as they come back. A retiring worker gets a warm
+//! replacement only when there is room under the cap; otherwise it stops
+//! first and its replacement starts in its place.
+//!
+//! Methods that take workers out or start new ones return [`Effects`]: what
+//! to do once the lock is released (send a worker to a waiter, shut workers
+//! down, spawn starts). Deciding under the lock and acting outside it keeps
+//! the lock short and the decisions atomic.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
+use super::handoff::{Delivery, Grant, Waiter};
+use super::live::{Leaving, Live, Served, StopReason};
+use crate::config::CrashBudget;
 use crate::error::{Error, StartError};
-use crate::queue::{Priority, Queue, Strategy};
-use crate::status::{Metrics, Totals};
-use crate::worker::{Worker, WorkerId};
+use crate::queue::{PriorityLevel, Queue, QueueKey, Strategy};
+use crate::status::{Metrics, Status, Totals};
+use crate::worker::{Retire, Worker, WorkerId};
 
-/// The proof that one unit of capacity is in use. Not `Clone`, not `Copy`;
-/// only `State` makes and ends them.
+/// A start the state has counted: the only way a new worker can come into
+/// the pool. Not `Clone`; the start task hands it back through
+/// [`State::arrive`], [`State::start_ended`].
 #[derive(Debug)]
-pub(crate) struct Slot(());
-
-/// What a waiter is sent: a worker (already counted busy) with the instant
-/// it was handed over — the end of the caller's wait, stamped by the giver so
-/// the waiter need not read the clock — or the reason it will never get one.
-pub(crate) type Grant<Wk> = Result<(Live<Wk>, Instant), Error<<Wk as Worker>::Error>>;
-
-/// A waiting caller, as the waiter queue holds it.
-pub(crate) struct Waiter<Wk: Worker> {
-    tx: oneshot::Sender<Grant<Wk>>,
-    /// When it called `get`.
-    asked: Instant,
-    /// When it gives up: the maintenance tick turns it away with `Timeout`.
-    deadline: Instant,
-}
-
-/// A worker promised to a waiter under the lock, to be sent after the lock
-/// is released: sending wakes the waiter's task, and doing that under the
-/// lock would make every other caller wait for the wake-up.
-#[must_use = "a waiter popped from the queue must be sent its worker"]
-pub(crate) struct Delivery<Wk: Worker> {
-    tx: oneshot::Sender<Grant<Wk>>,
-    live: Live<Wk>,
-    at: Instant,
-}
-
-impl<Wk: Worker> Delivery<Wk> {
-    /// Send the worker; if the waiter gave up meanwhile, get it back.
-    pub fn send(self) -> Result<(), (Live<Wk>, Instant)> {
-        match self.tx.send(Ok((self.live, self.at))) {
-            Err(Ok(back)) => Err(back),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// What the pool remembers about a worker besides the worker itself.
-#[derive(Debug, Clone)]
-pub(crate) struct Meta {
+pub(crate) struct StartTicket {
     pub id: WorkerId,
-    pub pid: Option<u32>,
-    pub started: Instant,
-    pub started_unix_ms: u64,
-    pub tasks: u64,
-    /// When a caller last gave it back (or it started): overflow retirement
-    /// counts from here.
-    pub idle_since: Instant,
-    /// When it last passed a health check (or started).
-    pub checked_at: Instant,
-    /// It asked to be replaced; a replacement is starting or has arrived.
-    pub retiring: bool,
+    /// Cancelled when the pool closes or no longer needs this start.
+    pub cancel: CancellationToken,
+    /// A replacement after a crash: charged to the crash budget.
+    pub is_restart: bool,
 }
 
-impl Meta {
-    pub fn new(id: WorkerId, pid: Option<u32>) -> Self {
-        let now = Instant::now();
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        Meta {
-            id,
-            pid,
-            started: now,
-            started_unix_ms: unix,
-            tasks: 0,
-            idle_since: now,
-            checked_at: now,
-            retiring: false,
+/// A start under way, as the state tracks it.
+#[derive(Debug)]
+struct Start {
+    cancel: CancellationToken,
+    /// Its last attempt failed; it waits out a backoff before the next.
+    failing: bool,
+    /// The retiring worker it replaces.
+    replaces: Option<WorkerId>,
+}
+
+/// What to do once the lock is released.
+#[must_use = "effects decided under the lock must be carried out"]
+pub(crate) struct Effects<Wk: Worker> {
+    /// A worker promised to a waiter.
+    pub deliver: Option<Delivery<Wk>>,
+    /// Workers to shut down (already counted `stopping`).
+    pub stop: Vec<Leaving<Wk>>,
+    /// Starts to spawn (already counted `starting`).
+    pub start: Vec<StartTicket>,
+}
+
+impl<Wk: Worker> Default for Effects<Wk> {
+    fn default() -> Self {
+        Effects {
+            deliver: None,
+            stop: Vec::new(),
+            start: Vec::new(),
         }
     }
 }
 
-/// A running worker with its record and its slot.
-pub(crate) struct Live<Wk> {
-    pub worker: Wk,
-    pub meta: Meta,
-    pub slot: Slot,
-}
-
-/// A worker taken out of service whose slot was already given back: all
-/// that is left is to shut it down.
-pub(crate) struct Leaving<Wk> {
-    pub worker: Wk,
-    pub meta: Meta,
+/// Idle workers the maintenance tick took out of the queue (counted busy)
+/// or out of service.
+pub(crate) struct Maintenance<Wk: Worker> {
+    /// Found broken while idle: to be discarded.
+    pub broken: Vec<Live<Wk>>,
+    /// Due a health check: to be recycled.
+    pub due: Vec<Live<Wk>>,
+    /// Idle overflow workers retired.
+    pub effects: Effects<Wk>,
 }
 
 /// Everything the pool's mutex guards.
 pub(crate) struct State<Wk: Worker, I: Strategy, W: Strategy> {
-    pub idle: I::Queue<Live<Wk>>,
-    pub waiters: W::Queue<Waiter<Wk>>,
+    idle: I::Queue<Live<Wk>>,
+    waiters: W::Queue<Waiter<Wk>>,
     /// Warm size (changed by `resize`).
-    pub size: usize,
-    pub max_overflow: usize,
-    /// Slots handed out: the number of live workers.
-    slots: usize,
-    /// Start tasks running (including those in backoff after a failure).
-    pub starting: usize,
-    /// Start tasks whose last attempt failed, now waiting to retry.
-    pub failing: usize,
+    size: usize,
+    max_overflow: usize,
+    /// Starts under way, including those in backoff after a failure.
+    starts: BTreeMap<WorkerId, Start>,
+    /// How many of `starts` are failing.
+    failing: usize,
     /// Workers out of the idle queue: checked out, or being recycled.
-    pub busy: usize,
-    /// Workers that asked to be replaced and still serve until their
-    /// replacement arrives. Each one allows one slot over capacity.
-    pub retiring: usize,
-    /// Replacements that arrived for retiring workers that were busy then:
-    /// that many retiring workers stop at their next return.
-    pub retire_debt: usize,
-    /// Workers shutting down (they no longer hold a slot).
-    pub stopping: usize,
-    pub closed: bool,
-    pub last_start_error: Option<Arc<StartError<Wk::Error>>>,
+    busy: usize,
+    /// Workers (and cancelled starts) shutting down.
+    stopping: usize,
+    /// Workers serving until their warm replacement is up; `true` once it
+    /// is, and the worker stops at its next return.
+    retiring: HashMap<WorkerId, bool>,
+    closed: bool,
+    next_id: u64,
+    last_start_error: Option<Arc<StartError<Wk::Error>>>,
     /// Recent restarts, for the crash-loop budget.
-    pub restarts: VecDeque<Instant>,
-    pub totals: Totals,
-    pub metrics: Metrics,
+    restarts: VecDeque<Instant>,
+    totals: Totals,
+    metrics: Metrics,
 }
 
 impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
@@ -152,14 +131,13 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
             waiters: Default::default(),
             size,
             max_overflow,
-            slots: 0,
-            starting: 0,
+            starts: BTreeMap::new(),
             failing: 0,
             busy: 0,
-            retiring: 0,
-            retire_debt: 0,
             stopping: 0,
+            retiring: HashMap::new(),
             closed: false,
+            next_id: 1,
             last_start_error: None,
             restarts: VecDeque::new(),
             totals: Totals::default(),
@@ -167,70 +145,198 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         }
     }
 
-    /// Claim one unit of capacity for a worker that is about to start.
-    pub fn take_slot(&mut self) -> Slot {
-        self.slots += 1;
-        self.starting += 1;
-        Slot(())
-    }
+    // ---- reading ----
 
-    /// Pass the slot of a worker that left `busy` to its replacement.
-    pub fn reuse_slot(&mut self, slot: Slot) -> Slot {
-        self.starting += 1;
-        slot
-    }
-
-    /// Give one unit of capacity back.
-    pub fn free_slot(&mut self, slot: Slot) {
-        let Slot(()) = slot;
-        self.slots -= 1;
-    }
-
-    /// Take a worker out of service for good: under the same lock that took
-    /// it out of the idle queue (or out of `busy`), its slot is given back,
-    /// it counts as stopping, and, if it was retiring, no longer as retiring.
-    /// So no snapshot sees a worker in no place or in two.
-    pub fn release(&mut self, live: Live<Wk>) -> Leaving<Wk> {
-        let Live { worker, meta, slot } = live;
-        self.free_slot(slot);
-        self.stopping += 1;
-        if meta.retiring {
-            self.retiring -= 1;
-            self.retire_debt = self.retire_debt.min(self.retiring);
-        }
-        Leaving { worker, meta }
-    }
-
-    /// [`release`](Self::release) each of `lives`.
-    pub fn release_all(&mut self, lives: Vec<Live<Wk>>) -> Vec<Leaving<Wk>> {
-        lives.into_iter().map(|l| self.release(l)).collect()
-    }
-
-    /// Live workers, the retiring ones' surplus not counted.
+    /// Live workers: idle, busy and starting.
     pub fn live(&self) -> usize {
-        self.slots - self.retiring.min(self.slots)
+        self.idle.len() + self.busy + self.starts.len()
     }
 
-    /// Live workers, including those serving until their replacement is up.
-    pub fn slots(&self) -> usize {
-        self.slots
-    }
-
-    /// The most workers allowed at once (not counting retiring surplus).
+    /// The most live workers allowed while any of them is idle or starting.
     pub fn capacity(&self) -> usize {
         self.size + self.max_overflow
     }
 
-    /// No worker is up and every start is failing: no waiter can be served
-    /// until a start succeeds.
-    pub fn nobody_can_serve(&self) -> bool {
-        self.idle.is_empty() && self.busy == 0 && self.starting > 0 && self.failing == self.starting
+    pub fn size(&self) -> usize {
+        self.size
     }
 
-    /// Whether a caller that found no idle worker should start one: there is
-    /// room, and the starts already running do not cover the callers waiting.
-    pub fn should_grow(&self) -> bool {
-        !self.closed && self.live() < self.capacity() && self.starting <= self.waiters.len()
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    pub fn busy(&self) -> usize {
+        self.busy
+    }
+
+    /// Nothing of the pool is left: no worker busy, starting or stopping.
+    pub fn drained(&self) -> bool {
+        self.busy == 0 && self.starts.is_empty() && self.stopping == 0
+    }
+
+    /// Every start has made its worker or failed at least once.
+    pub fn warm_settled(&self) -> bool {
+        self.starts.len() == self.failing
+    }
+
+    /// No worker is up and every start is failing: no waiter can be served
+    /// until a start succeeds.
+    fn nobody_can_serve(&self) -> bool {
+        self.idle.is_empty()
+            && self.busy == 0
+            && !self.starts.is_empty()
+            && self.failing == self.starts.len()
+    }
+
+    /// The start error a caller should get instead of waiting, if nobody
+    /// can serve.
+    pub fn start_error(&self) -> Option<Arc<StartError<Wk::Error>>> {
+        if self.nobody_can_serve() {
+            self.last_start_error.clone()
+        } else {
+            None
+        }
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// A serde snapshot of the pool.
+    pub fn status(&self, name: &str, budget: CrashBudget) -> Status {
+        let live = self.live();
+        Status {
+            name: name.to_string(),
+            size: self.size,
+            max_overflow: self.max_overflow,
+            live,
+            idle: self.idle.len(),
+            busy: self.busy,
+            overflow: live.saturating_sub(self.size),
+            starting: self.starts.len(),
+            retiring: self.retiring.len(),
+            stopping: self.stopping,
+            waiting: self.waiters.len(),
+            closed: self.closed,
+            crash_looping: self.crash_looping(budget),
+            totals: self.totals.clone(),
+            wait: self.metrics.wait(),
+            run: self.metrics.run(),
+        }
+    }
+
+    /// The counts must agree with each other and with the hard cap.
+    pub fn check(&self) -> Result<(), String> {
+        let live = self.live();
+        let ceiling = self.capacity().max(self.busy);
+        if live > ceiling {
+            return Err(format!(
+                "live {live} (idle {} + starting {} + busy {}) over the cap: \
+                 max(size {} + max_overflow {}, busy {})",
+                self.idle.len(),
+                self.starts.len(),
+                self.busy,
+                self.size,
+                self.max_overflow,
+                self.busy
+            ));
+        }
+        let failing = self.starts.values().filter(|s| s.failing).count();
+        if failing != self.failing {
+            return Err(format!(
+                "failing {} != failing starts {failing}",
+                self.failing
+            ));
+        }
+        if self.closed && !self.waiters.is_empty() {
+            return Err(format!("closed with {} waiters", self.waiters.len()));
+        }
+        if !self.idle.is_empty() && !self.waiters.is_empty() {
+            return Err(format!(
+                "{} idle workers while {} callers wait",
+                self.idle.len(),
+                self.waiters.len()
+            ));
+        }
+        Ok(())
+    }
+
+    // ---- checkout ----
+
+    /// Take the idle worker the strategy serves next; it is now busy.
+    pub fn take_idle(&mut self) -> Option<Live<Wk>> {
+        let live = self.idle.pop()?;
+        self.busy += 1;
+        Some(live)
+    }
+
+    /// A caller found no idle worker: start one for it if there is room and
+    /// the starts under way do not already cover the callers waiting.
+    pub fn grow_for_waiter(&mut self, parent: &CancellationToken) -> Option<StartTicket> {
+        if self.starts.len() > self.waiters.len() {
+            return None;
+        }
+        self.begin_start(None, false, parent)
+    }
+
+    /// Turn a caller away because `max_waiters` are waiting; how many are.
+    pub fn reject(&mut self) -> usize {
+        self.totals.rejected += 1;
+        self.waiters.len()
+    }
+
+    /// Queue a caller that asked at `asked` and waits until `deadline`.
+    pub fn push_waiter(
+        &mut self,
+        tx: oneshot::Sender<Grant<Wk>>,
+        asked: Instant,
+        deadline: Instant,
+        priority: PriorityLevel,
+    ) -> QueueKey {
+        self.waiters.push(
+            Waiter {
+                tx,
+                asked,
+                deadline,
+            },
+            priority,
+        )
+    }
+
+    /// Take a waiter that gives up out of the queue; false if it was
+    /// already popped (a worker is on its way to it).
+    pub fn remove_waiter(&mut self, key: QueueKey) -> bool {
+        self.waiters.remove(key).is_some()
+    }
+
+    /// A waiter's own timer fired: out of the queue, counted as a checkout
+    /// timeout, and the error it gets. `None` if it was already popped (a
+    /// worker is on its way to it).
+    pub fn time_out_waiter(&mut self, key: QueueKey) -> Option<Error<Wk::Error>> {
+        let waiter = self.waiters.remove(key)?;
+        self.totals.checkout_timeouts += 1;
+        self.totals.timeouts += 1;
+        Some(Error::CheckoutTimeout {
+            waited: waiter.asked.elapsed(),
+            last_start_error: self.last_start_error.clone(),
+        })
+    }
+
+    /// Turn away every waiter whose deadline has passed; returns how many.
+    pub fn expire_waiters(&mut self, now: Instant) -> usize {
+        let expired = self
+            .waiters
+            .extract(&mut |w: &mut Waiter<Wk>| w.deadline <= now);
+        let n = expired.len();
+        for waiter in expired {
+            let _ = waiter.tx.send(Err(Error::CheckoutTimeout {
+                waited: now.duration_since(waiter.asked),
+                last_start_error: self.last_start_error.clone(),
+            }));
+        }
+        self.totals.checkout_timeouts += n as u64;
+        self.totals.timeouts += n as u64;
+        n
     }
 
     /// Give a busy worker, free since `at`, to the first waiter (the
@@ -248,42 +354,256 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         None
     }
 
-    /// Turn away every waiter whose deadline has passed; returns how many.
-    pub fn expire_waiters(&mut self, now: Instant) -> usize {
-        let expired = self
-            .waiters
-            .extract(&mut |w: &mut Waiter<Wk>| w.deadline <= now);
-        let n = expired.len();
-        for waiter in expired {
-            let _ = waiter.tx.send(Err(Error::Timeout {
-                waited: now.duration_since(waiter.asked),
-                last_start_error: self.last_start_error.clone(),
-            }));
+    /// Tell every waiter it will not be served.
+    fn fail_waiters(&mut self, err: impl Fn() -> Error<Wk::Error>) {
+        while let Some(waiter) = self.waiters.pop() {
+            let _ = waiter.tx.send(Err(err()));
         }
-        self.totals.checkout_timeouts += n as u64;
-        self.totals.timeouts += n as u64;
-        n
     }
 
+    // ---- returns ----
+
     /// Count one ended checkout.
-    pub fn record(&mut self, served: super::shared::Served) {
+    pub fn record(&mut self, served: Served) {
         self.totals.served += 1;
         self.metrics.record(served.waited, served.ran);
     }
 
-    /// Tell every waiter it will not be served.
-    pub fn fail_waiters(&mut self, err: impl Fn() -> Error<Wk::Error>) -> usize {
-        let mut n = 0;
-        while let Some(waiter) = self.waiters.pop() {
-            let _ = waiter.tx.send(Err(err()));
-            n += 1;
+    /// Count a call killed at its deadline.
+    pub fn count_call_timeout(&mut self) {
+        self.totals.call_timeouts += 1;
+        self.totals.timeouts += 1;
+    }
+
+    /// A busy worker that works comes back into service: to the next
+    /// waiter or the idle queue, unless the pool closed or shrank, or the
+    /// worker retires (`wants_out`).
+    pub fn reenter(
+        &mut self,
+        live: Live<Wk>,
+        wants_out: Option<Retire>,
+        free_since: Instant,
+        parent: &CancellationToken,
+    ) -> Effects<Wk> {
+        let mut fx = Effects::default();
+        if self.closed {
+            fx.stop.push(self.leave_busy(live, StopReason::AfterClose));
+            return fx;
         }
-        n
+        match self.retiring.get(&live.meta.id) {
+            // Its replacement is serving already.
+            Some(true) => {
+                fx.stop.push(self.leave_busy(live, StopReason::Replaced));
+                return fx;
+            }
+            // Its replacement is starting: keep serving until it is up.
+            Some(false) => {
+                fx.deliver = self.hand_off(live, free_since);
+                return fx;
+            }
+            None => {}
+        }
+        if self.live() > self.capacity() {
+            // The pool was shrunk while this worker was out.
+            fx.stop.push(self.leave_busy(live, StopReason::Shrunk));
+            return fx;
+        }
+        let Some(reason) = wants_out else {
+            fx.deliver = self.hand_off(live, free_since);
+            return fx;
+        };
+        self.totals.retired += 1;
+        if self.live() > self.size {
+            // An overflow worker: no replacement needed.
+            fx.stop
+                .push(self.leave_busy(live, StopReason::Retired(reason)));
+        } else if self.live() < self.capacity() {
+            // Room under the cap: serve on until a warm replacement is up.
+            let id = live.meta.id;
+            if let Some(ticket) = self.begin_start(Some(id), false, parent) {
+                self.retiring.insert(id, false);
+                fx.start.push(ticket);
+            }
+            fx.deliver = self.hand_off(live, free_since);
+        } else {
+            // At the cap: stop first, then start the replacement in its place.
+            fx.stop
+                .push(self.leave_busy(live, StopReason::Retired(reason)));
+            fx.start.extend(self.begin_start(None, false, parent));
+        }
+        fx
+    }
+
+    /// A busy worker is beyond use (`Broken`) or ran past its call deadline
+    /// (`TimedOut`): it leaves, and a replacement starts in its place unless
+    /// the pool is closing, shrinking or already has one for it.
+    pub fn discard(
+        &mut self,
+        live: Live<Wk>,
+        reason: StopReason,
+        parent: &CancellationToken,
+    ) -> Effects<Wk> {
+        if reason == StopReason::Broken {
+            self.totals.crashes += 1;
+        }
+        let had_replacement = self.retiring.contains_key(&live.meta.id);
+        let mut fx = Effects::default();
+        fx.stop.push(self.leave_busy(live, reason));
+        let wanted = !had_replacement && (self.live() < self.size || !self.waiters.is_empty());
+        if wanted {
+            if let Some(ticket) = self.begin_start(None, true, parent) {
+                self.totals.restarts += 1;
+                fx.start.push(ticket);
+                return fx;
+            }
+        }
+        if let Some(err) = self.start_error() {
+            self.fail_waiters(|| Error::Start(Arc::clone(&err)));
+        }
+        fx
+    }
+
+    /// Take a busy worker out of service.
+    fn leave_busy(&mut self, live: Live<Wk>, reason: StopReason) -> Leaving<Wk> {
+        self.busy -= 1;
+        self.leave(live, reason)
+    }
+
+    /// A worker already out of the idle queue or `busy` leaves service: it
+    /// counts as stopping until its shutdown returns.
+    fn leave(&mut self, live: Live<Wk>, reason: StopReason) -> Leaving<Wk> {
+        self.stopping += 1;
+        self.retiring.remove(&live.meta.id);
+        Leaving {
+            worker: live.worker,
+            meta: live.meta,
+            reason,
+        }
+    }
+
+    /// A worker's shutdown returned (or a cancelled start's task ended).
+    pub fn stopped(&mut self) {
+        self.stopping -= 1;
+    }
+
+    // ---- starts ----
+
+    /// Count a new start if there is room under the cap.
+    fn begin_start(
+        &mut self,
+        replaces: Option<WorkerId>,
+        is_restart: bool,
+        parent: &CancellationToken,
+    ) -> Option<StartTicket> {
+        if self.closed || self.live() >= self.capacity() {
+            return None;
+        }
+        let id = WorkerId(self.next_id);
+        self.next_id += 1;
+        let cancel = parent.child_token();
+        self.starts.insert(
+            id,
+            Start {
+                cancel: cancel.clone(),
+                failing: false,
+                replaces,
+            },
+        );
+        Some(StartTicket {
+            id,
+            cancel,
+            is_restart,
+        })
+    }
+
+    /// The warm workers a new pool starts with.
+    pub fn start_warm(&mut self, parent: &CancellationToken) -> Vec<StartTicket> {
+        (0..self.size)
+            .filter_map(|_| self.begin_start(None, false, parent))
+            .collect()
+    }
+
+    /// Cancel start `id`: it no longer counts as starting but as stopping,
+    /// until its task ends.
+    fn cancel_start(&mut self, id: WorkerId) {
+        if let Some(start) = self.starts.remove(&id) {
+            if start.failing {
+                self.failing -= 1;
+            }
+            if let Some(old) = start.replaces {
+                // The retiring worker serves on and asks again on its next return.
+                self.retiring.remove(&old);
+            }
+            start.cancel.cancel();
+            self.stopping += 1;
+        }
+    }
+
+    /// A start made its worker. It joins the pool (to a waiter or the idle
+    /// queue), retiring the worker it replaces; or, if its start was
+    /// cancelled or the pool closed, it is shut down.
+    pub fn arrive(&mut self, id: WorkerId, live: Live<Wk>, now: Instant) -> Effects<Wk> {
+        let mut fx = Effects::default();
+        let Some(start) = self.starts.remove(&id) else {
+            // Cancelled: already counted stopping.
+            fx.stop.push(Leaving {
+                worker: live.worker,
+                meta: live.meta,
+                reason: StopReason::Unneeded,
+            });
+            return fx;
+        };
+        if start.failing {
+            self.failing -= 1;
+        }
+        self.last_start_error = None;
+        self.busy += 1;
+        if self.closed {
+            fx.stop.push(self.leave_busy(live, StopReason::AfterClose));
+            return fx;
+        }
+        if let Some(old) = start.replaces {
+            if let Some(replaced) = self.retiring.get_mut(&old) {
+                *replaced = true;
+                let found = self.idle.extract(&mut |l: &mut Live<Wk>| l.meta.id == old);
+                for idle in found {
+                    fx.stop.push(self.leave(idle, StopReason::Replaced));
+                }
+            }
+        }
+        fx.deliver = self.hand_off(live, now);
+        fx
+    }
+
+    /// A start attempt failed; the start retries after a backoff. While
+    /// nobody can serve, waiters are told why.
+    pub fn start_failed(&mut self, id: WorkerId, err: Arc<StartError<Wk::Error>>) {
+        self.totals.start_failures += 1;
+        self.totals.restarts += 1;
+        if let Some(start) = self.starts.get_mut(&id) {
+            if !start.failing {
+                start.failing = true;
+                self.failing += 1;
+            }
+        }
+        self.last_start_error = Some(Arc::clone(&err));
+        if self.nobody_can_serve() {
+            self.fail_waiters(|| Error::Start(Arc::clone(&err)));
+        }
+    }
+
+    /// A start's task ended without a worker (the pool closed, or the start
+    /// was cancelled).
+    pub fn start_ended(&mut self, id: WorkerId) {
+        if self.starts.contains_key(&id) {
+            self.cancel_start(id);
+        }
+        self.stopped();
     }
 
     /// Record one restart against the crash budget; returns how long the
     /// restart must wait for the budget to have room.
-    pub fn restart_delay(&mut self, budget: crate::CrashBudget) -> Duration {
+    pub fn restart_delay(&mut self, budget: CrashBudget) -> Duration {
         let now = Instant::now();
         while self
             .restarts
@@ -302,9 +622,8 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         ready_at.saturating_duration_since(now)
     }
 
-    /// Whether the crash budget is spent for the current window: the next
-    /// restart will be held back.
-    pub fn crash_looping(&self, budget: crate::CrashBudget) -> bool {
+    /// Whether the crash budget is spent for the current window.
+    fn crash_looping(&self, budget: CrashBudget) -> bool {
         let now = Instant::now();
         let recent = self
             .restarts
@@ -314,58 +633,119 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         recent >= budget.max_restarts as usize
     }
 
-    /// The counters must agree with the slots and the queues.
-    pub fn check(&self) -> Result<(), String> {
-        let placed = self.starting + self.idle.len() + self.busy;
-        if self.slots != placed {
-            return Err(format!(
-                "slots {} != starting {} + idle {} + busy {}",
-                self.slots,
-                self.starting,
-                self.idle.len(),
-                self.busy
-            ));
+    // ---- sizing ----
+
+    /// Set the warm size. Shrinking takes idle workers above the new cap
+    /// out now and cancels starts no longer needed (failing ones first, then
+    /// the newest); busy workers above it stop as they come back. Growing
+    /// starts the missing warm workers.
+    pub fn resize(&mut self, size: usize, parent: &CancellationToken) -> Effects<Wk> {
+        let mut fx = Effects::default();
+        if self.closed {
+            return fx;
         }
-        if self.failing > self.starting {
-            return Err(format!(
-                "failing {} > starting {}",
-                self.failing, self.starting
-            ));
+        self.size = size;
+        let ceiling = self.capacity().max(self.busy);
+        while self.live() > ceiling {
+            if let Some(live) = self.idle.pop() {
+                fx.stop.push(self.leave(live, StopReason::Shrunk));
+                continue;
+            }
+            let victim = self
+                .starts
+                .iter()
+                .find(|(_, s)| s.failing)
+                .or_else(|| self.starts.iter().next_back())
+                .map(|(id, _)| *id);
+            match victim {
+                Some(id) => self.cancel_start(id),
+                None => break,
+            }
         }
-        if self.retire_debt > self.retiring {
-            return Err(format!(
-                "retire_debt {} > retiring {}",
-                self.retire_debt, self.retiring
-            ));
+        while self.live() < self.size {
+            match self.begin_start(None, false, parent) {
+                Some(ticket) => fx.start.push(ticket),
+                None => break,
+            }
         }
-        if self.closed && !self.waiters.is_empty() {
-            return Err(format!("closed with {} waiters", self.waiters.len()));
-        }
-        if !self.idle.is_empty() && !self.waiters.is_empty() {
-            return Err(format!(
-                "{} idle workers while {} callers wait",
-                self.idle.len(),
-                self.waiters.len()
-            ));
-        }
-        Ok(())
+        fx
     }
 
-    /// Queue a caller that asked at `asked` and waits until `deadline`.
-    pub fn push_waiter(
+    /// Take up to `n` idle workers out for good, lowering the warm size by
+    /// as many.
+    pub fn remove_idle(&mut self, n: usize) -> Vec<Leaving<Wk>> {
+        let mut out = Vec::new();
+        while out.len() < n.min(self.size) {
+            let Some(live) = self.idle.pop() else { break };
+            out.push(self.leave(live, StopReason::Removed));
+        }
+        self.size -= out.len();
+        out
+    }
+
+    /// Take out every idle worker `drop_it` picks.
+    pub fn remove_idle_where(
         &mut self,
-        tx: oneshot::Sender<Grant<Wk>>,
-        asked: Instant,
-        deadline: Instant,
-        priority: Priority,
-    ) -> crate::QueueKey {
-        self.waiters.push(
-            Waiter {
-                tx,
-                asked,
-                deadline,
-            },
-            priority,
-        )
+        drop_it: &mut dyn FnMut(&Live<Wk>) -> bool,
+    ) -> Vec<Leaving<Wk>> {
+        let out = self.idle.extract(&mut |l: &mut Live<Wk>| drop_it(l));
+        out.into_iter()
+            .map(|l| self.leave(l, StopReason::Removed))
+            .collect()
+    }
+
+    // ---- maintenance and close ----
+
+    /// One maintenance pass over the idle workers: broken ones and those due
+    /// a health check go busy (to be discarded or recycled), overflow
+    /// workers idle past `overflow_idle` leave; waiters past their deadline
+    /// are turned away.
+    pub fn maintain(
+        &mut self,
+        now: Instant,
+        overflow_idle: Duration,
+        health: Option<Duration>,
+    ) -> Maintenance<Wk> {
+        let mut fx = Effects::default();
+        self.expire_waiters(now);
+        let broken = self
+            .idle
+            .extract(&mut |l: &mut Live<Wk>| l.worker.is_broken());
+        self.busy += broken.len();
+        let mut excess = self.live().saturating_sub(self.size);
+        if excess > 0 {
+            let idle_too_long = self.idle.extract(&mut |l: &mut Live<Wk>| {
+                let take = excess > 0 && now.duration_since(l.meta.idle_since) >= overflow_idle;
+                excess -= usize::from(take);
+                take
+            });
+            for live in idle_too_long {
+                fx.stop.push(self.leave(live, StopReason::IdleOverflow));
+            }
+        }
+        let due = match health {
+            Some(every) => self.idle.extract(&mut |l: &mut Live<Wk>| {
+                now.duration_since(l.meta.idle_since.max(l.meta.checked_at)) >= every
+            }),
+            None => Vec::new(),
+        };
+        self.busy += due.len();
+        Maintenance {
+            broken,
+            due,
+            effects: fx,
+        }
+    }
+
+    /// Mark the pool closed, turn every waiter away with `Closed`, and take
+    /// the idle workers out. Starts end through their cancel tokens.
+    pub fn close(&mut self) -> Vec<Leaving<Wk>> {
+        self.closed = true;
+        self.fail_waiters(|| Error::Closed);
+        let mut out = Vec::new();
+        while let Some(live) = self.idle.pop() {
+            out.push(self.leave(live, StopReason::Closed));
+        }
+        out
     }
 }

@@ -98,6 +98,13 @@ pub async fn wait_gone(tag: &str, limit: Duration) -> Vec<u32> {
     }
 }
 
+pub use cenote_core::CallCtx;
+
+/// The deadline of a call a test makes directly on a worker (no pool).
+pub fn ctx() -> CallCtx {
+    CallCtx::within(Duration::from_secs(20))
+}
+
 /// Wait until `cond` holds, polling; false if it did not within `limit`.
 pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -114,12 +121,21 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
 
 /// A pool of `size` chaos workers with test-friendly timeouts.
 pub async fn chaos_pool(config: PythonConfig, size: usize) -> PyPool {
+    chaos_pool_with_deadline(config, size, Duration::from_secs(20)).await
+}
+
+/// [`chaos_pool`] whose calls have `call_timeout` as their deadline.
+pub async fn chaos_pool_with_deadline(
+    config: PythonConfig,
+    size: usize,
+    call_timeout: Duration,
+) -> PyPool {
     Pool::builder(PythonFactory::new(config))
         .name("test")
         .size(size)
         .checkout_timeout(Duration::from_secs(20))
         .create_timeout(Duration::from_secs(20))
-        .call_timeout(Duration::from_secs(20))
+        .call_timeout(call_timeout)
         .shutdown_grace(Duration::from_secs(2))
         .build()
         .await

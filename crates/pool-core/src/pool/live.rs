@@ -1,0 +1,102 @@
+//! The records a pool keeps beside each worker, and the shapes a worker
+//! takes as it moves through the pool: [`Live`] while it serves, [`Leaving`]
+//! once it is out of service and only its shutdown is left.
+//!
+//! Only `state.rs` turns one into the other, under the pool's lock, so every
+//! change of shape is also a change of count.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::worker::{Retire, WorkerId};
+
+/// What the pool remembers about a worker besides the worker itself.
+#[derive(Debug, Clone)]
+pub(crate) struct Meta {
+    pub id: WorkerId,
+    pub pid: Option<u32>,
+    pub started: Instant,
+    pub started_unix_ms: u64,
+    pub tasks: u64,
+    /// When a caller last gave it back (or it started): overflow retirement
+    /// counts from here.
+    pub idle_since: Instant,
+    /// When it last passed a health check (or started).
+    pub checked_at: Instant,
+}
+
+impl Meta {
+    pub fn new(id: WorkerId, pid: Option<u32>) -> Self {
+        let now = Instant::now();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Meta {
+            id,
+            pid,
+            started: now,
+            started_unix_ms: unix,
+            tasks: 0,
+            idle_since: now,
+            checked_at: now,
+        }
+    }
+}
+
+/// A running worker with its record: idle, busy, or just made.
+pub(crate) struct Live<Wk> {
+    pub worker: Wk,
+    pub meta: Meta,
+}
+
+/// Why a worker leaves service. It decides how the worker is shut down
+/// ([`StopReason::graceful`]) and what the log says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// It broke: crashed, failed a recycle or a health check.
+    Broken,
+    /// Its call ran past the deadline.
+    TimedOut,
+    /// It asked to retire (quota, memory, lifetime).
+    Retired(Retire),
+    /// Its retirement replacement is serving.
+    Replaced,
+    /// The pool was shrunk below the workers it had.
+    Shrunk,
+    /// An overflow worker sat idle past `overflow_idle`.
+    IdleOverflow,
+    /// Taken out by `remove_idle_workers` or `retain`.
+    Removed,
+    /// Idle when the pool closed.
+    Closed,
+    /// Came back (or arrived from a start) after the pool closed.
+    AfterClose,
+    /// Arrived from a start that was cancelled (the pool shrank meanwhile).
+    Unneeded,
+}
+
+impl StopReason {
+    /// Whether the worker gets `shutdown_grace` to finish cleanly, or is
+    /// killed at once.
+    pub fn graceful(&self) -> bool {
+        !matches!(
+            self,
+            StopReason::Broken | StopReason::TimedOut | StopReason::AfterClose
+        )
+    }
+}
+
+/// A worker out of service, already counted `stopping`: all that is left is
+/// to shut it down.
+pub(crate) struct Leaving<Wk> {
+    pub worker: Wk,
+    pub meta: Meta,
+    pub reason: StopReason,
+}
+
+/// One ended checkout, for the totals and the latency histograms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Served {
+    pub waited: Duration,
+    pub ran: Duration,
+    pub returned: Instant,
+}
