@@ -72,8 +72,10 @@
 //! # }
 //! ```
 
+mod clock;
 mod config;
 mod error;
+mod histogram;
 mod pool;
 mod queue;
 mod registry;

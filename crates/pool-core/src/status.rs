@@ -1,8 +1,6 @@
 //! `pool.status()`: a serde snapshot of sizes, totals and latency percentiles.
 
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// Counts since the pool was built.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,63 +75,4 @@ pub struct Status {
     pub wait: Percentiles,
     /// Time a worker was held (checkout to return).
     pub run: Percentiles,
-}
-
-/// Wait-time and run-time histograms (microseconds, 2 significant digits).
-/// `None` only if hdrhistogram rejected the constant bounds, which it does
-/// not: then no percentiles are reported rather than the pool failing.
-pub(crate) struct Metrics {
-    wait: Option<Histogram<u64>>,
-    run: Option<Histogram<u64>>,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            wait: new_histogram(),
-            run: new_histogram(),
-        }
-    }
-}
-
-fn new_histogram() -> Option<Histogram<u64>> {
-    // One hour in microseconds bounds every wait cenote allows; longer ones
-    // saturate.
-    Histogram::new_with_bounds(1, 3_600_000_000, 2).ok()
-}
-
-impl Metrics {
-    pub fn record(&mut self, wait: Duration, run: Duration) {
-        if let Some(h) = &mut self.wait {
-            h.saturating_record(micros(wait));
-        }
-        if let Some(h) = &mut self.run {
-            h.saturating_record(micros(run));
-        }
-    }
-
-    pub fn wait(&self) -> Percentiles {
-        self.wait.as_ref().map(percentiles).unwrap_or_default()
-    }
-
-    pub fn run(&self) -> Percentiles {
-        self.run.as_ref().map(percentiles).unwrap_or_default()
-    }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
-fn percentiles(h: &Histogram<u64>) -> Percentiles {
-    if h.is_empty() {
-        return Percentiles::default();
-    }
-    Percentiles {
-        count: h.len(),
-        p50_us: h.value_at_quantile(0.50),
-        p90_us: h.value_at_quantile(0.90),
-        p99_us: h.value_at_quantile(0.99),
-        max_us: h.max(),
-    }
 }

@@ -2,10 +2,11 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::live::{Live, Served};
 use super::shared::{Home, Return};
+use crate::clock::Stamp;
 use crate::error::Error;
 use crate::worker::{Call, CallCtx, Worker, WorkerId};
 
@@ -21,8 +22,9 @@ use crate::worker::{Call, CallCtx, Worker, WorkerId};
 pub struct Checkout<W: Worker> {
     /// Taken by Drop; `Some` until then.
     loan: Option<Loan<W>>,
-    waited: Duration,
-    taken: Instant,
+    /// Nanoseconds the caller waited.
+    waited_ns: u64,
+    taken: Stamp,
     in_flight: bool,
     kill: bool,
 }
@@ -34,15 +36,10 @@ struct Loan<W: Worker> {
 }
 
 impl<W: Worker> Checkout<W> {
-    pub(crate) fn new(
-        live: Live<W>,
-        home: Arc<dyn Home<W>>,
-        waited: Duration,
-        taken: Instant,
-    ) -> Self {
+    pub(crate) fn new(live: Live<W>, home: Arc<dyn Home<W>>, waited_ns: u64, taken: Stamp) -> Self {
         Checkout {
             loan: Some(Loan { live, home }),
-            waited,
+            waited_ns,
             taken,
             in_flight: false,
             kill: false,
@@ -61,7 +58,7 @@ impl<W: Worker> Checkout<W> {
 
     /// How long the caller waited for this worker.
     pub fn waited(&self) -> Duration {
-        self.waited
+        Duration::from_nanos(self.waited_ns)
     }
 
     /// Tasks this worker served before this checkout.
@@ -195,10 +192,10 @@ impl<W: Worker> Drop for Checkout<W> {
             } else {
                 Return::Clean
             };
-            let returned = Instant::now();
+            let returned = Stamp::now();
             let served = Served {
-                waited: self.waited,
-                ran: returned.duration_since(self.taken),
+                waited_ns: self.waited_ns,
+                ran_ns: returned.nanos_since(self.taken),
                 returned,
             };
             home.put_back(live, how, served);
@@ -210,7 +207,7 @@ impl<W: Worker + std::fmt::Debug> std::fmt::Debug for Checkout<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkout")
             .field("worker", &self.loan.as_ref().map(|l| &l.live.worker))
-            .field("waited", &self.waited)
+            .field("waited", &self.waited())
             .finish()
     }
 }

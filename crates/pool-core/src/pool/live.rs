@@ -5,7 +5,9 @@
 //! Only `state.rs` turns one into the other, under the pool's lock, so every
 //! change of shape is also a change of count.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::clock::Stamp;
 
 use crate::worker::{Retire, WorkerId};
 
@@ -19,31 +21,38 @@ pub(crate) struct Meta {
     pub tasks: u64,
     /// When a caller last gave it back (or it started): overflow retirement
     /// counts from here.
-    pub idle_since: Instant,
+    pub idle_since: Stamp,
     /// When it last passed a health check (or started).
-    pub checked_at: Instant,
+    pub checked_at: Stamp,
 }
 
 impl Meta {
     pub fn new(id: WorkerId, pid: Option<u32>) -> Self {
-        let now = Instant::now();
+        let stamp = Stamp::now();
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         Meta {
             id,
             pid,
-            started: now,
+            started: Instant::now(),
             started_unix_ms: unix,
             tasks: 0,
-            idle_since: now,
-            checked_at: now,
+            idle_since: stamp,
+            checked_at: stamp,
         }
     }
 }
 
 /// A running worker with its record: idle, busy, or just made.
-pub(crate) struct Live<Wk> {
+///
+/// Boxed once, when the worker joins the pool, so that the many moves of a
+/// checkout (into the idle queue, out to a caller's guard, back) copy a
+/// pointer instead of the worker and its record.
+pub(crate) type Live<Wk> = Box<Held<Wk>>;
+
+/// What a [`Live`] holds.
+pub(crate) struct Held<Wk> {
     pub worker: Wk,
     pub meta: Meta,
 }
@@ -88,15 +97,16 @@ impl StopReason {
 /// A worker out of service, already counted `stopping`: all that is left is
 /// to shut it down.
 pub(crate) struct Leaving<Wk> {
-    pub worker: Wk,
-    pub meta: Meta,
+    pub live: Live<Wk>,
     pub reason: StopReason,
 }
 
 /// One ended checkout, for the totals and the latency histograms.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Served {
-    pub waited: Duration,
-    pub ran: Duration,
-    pub returned: Instant,
+    /// Nanoseconds from `get` to a worker in hand.
+    pub waited_ns: u64,
+    /// Nanoseconds from a worker in hand to its return.
+    pub ran_ns: u64,
+    pub returned: Stamp,
 }

@@ -24,8 +24,6 @@ mod waiter;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
 pub use builder::PoolBuilder;
 pub use checkout::Checkout;
 pub use options::{CallOptions, CheckoutOptions};
@@ -33,8 +31,9 @@ pub use retry::{RetryIf, RetryPolicy};
 
 use live::{Live, StopReason};
 use shared::{Home, Shared, Wk, WkError};
-use waiter::Waiting;
+use waiter::Acquire;
 
+use crate::clock::Stamp;
 use crate::error::Error;
 use crate::queue::Strategy;
 use crate::status::Status;
@@ -88,12 +87,6 @@ impl<F: Factory, I: Strategy, W: Strategy> Drop for Owner<F, I, W> {
     }
 }
 
-/// What a caller does next after looking at the pool under its lock.
-enum Next<'a, F: Factory, I: Strategy, W: Strategy> {
-    Take(Live<Wk<F>>),
-    Wait(Waiting<'a, F, I, W>),
-}
-
 impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
     /// Start building a pool around `factory`.
     pub fn builder(factory: F) -> PoolBuilder<F, I, W> {
@@ -128,65 +121,19 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         opts: CheckoutOptions,
     ) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
         let shared = self.shared();
-        let asked = Instant::now();
-        let own_deadline = opts.timeout.map(|t| asked + t);
         loop {
-            // An idle worker is taken without a second look at the clock.
-            let (mut live, taken) = match self.take_or_queue(&opts, asked)? {
-                Next::Take(live) => (live, asked),
-                Next::Wait(waiting) => waiting.grant(own_deadline).await?,
-            };
+            let asked = Stamp::now();
+            let (mut live, taken) = Acquire::new(shared, opts, asked).await?;
             if live.worker.is_broken() {
                 shared.discard(live, StopReason::Broken);
                 continue;
             }
             tracing::trace!(pool = %shared.name, worker = %live.meta.id, "worker checked out");
+            // Taken at once, `taken` is `asked`: no second look at the clock.
+            let waited = taken.nanos_since(asked);
             let home: Arc<dyn Home<Wk<F>>> = Arc::clone(shared) as _;
-            return Ok(Checkout::new(
-                live,
-                home,
-                taken.duration_since(asked),
-                taken,
-            ));
+            return Ok(Checkout::new(live, home, waited, taken));
         }
-    }
-
-    fn take_or_queue(
-        &self,
-        opts: &CheckoutOptions,
-        asked: Instant,
-    ) -> Result<Next<'_, F, I, W>, Error<WkError<F>>> {
-        let shared = self.shared();
-        let mut st = shared.lock();
-        if st.closed() {
-            return Err(Error::Closed);
-        }
-        if let Some(live) = st.take_idle() {
-            return Ok(Next::Take(live));
-        }
-        if let Some(err) = st.start_error() {
-            return Err(Error::Start(err));
-        }
-        if st.waiting() >= shared.config.max_waiters {
-            let waiting = st.reject();
-            tracing::debug!(pool = %shared.name, waiting, "caller rejected: pool saturated");
-            return Err(Error::Saturated { waiting });
-        }
-        if let Some(ticket) = st.grow_for_waiter(&shared.closing) {
-            drop(st);
-            tracing::debug!(pool = %shared.name, "no idle worker: starting one on demand");
-            shared.start(ticket);
-            st = shared.lock();
-            // The new worker may not be up yet; re-check idle as a worker may
-            // have come back meanwhile.
-            if let Some(live) = st.take_idle() {
-                return Ok(Next::Take(live));
-            }
-        }
-        let (tx, rx) = oneshot::channel();
-        let limit = opts.timeout.unwrap_or(shared.config.checkout_timeout);
-        let key = st.push_waiter(tx, asked, asked + limit, opts.priority);
-        Ok(Next::Wait(Waiting::new(shared, key, rx)))
     }
 
     /// Check out a worker, serve `req`, give the worker back, under the
@@ -289,14 +236,14 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
     /// then start replacements up to the warm size. Returns how many went.
     pub async fn retain(&self, mut keep: impl FnMut(&WorkerInfo) -> bool) -> usize {
         let shared = self.shared();
-        let now = Instant::now();
+        let (now, stamp) = (Instant::now(), Stamp::now());
         let removed = shared.lock().remove_idle_where(&mut |l: &Live<Wk<F>>| {
             !keep(&WorkerInfo {
                 id: l.meta.id,
                 pid: l.meta.pid,
                 age: now.duration_since(l.meta.started),
                 tasks_served: l.meta.tasks,
-                idle_for: now.duration_since(l.meta.idle_since),
+                idle_for: stamp.since(l.meta.idle_since),
             })
         });
         let count = removed.len();

@@ -3,10 +3,11 @@
 //! sat idle long enough to be due a health check.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::live::{Live, StopReason};
 use super::shared::{Shared, Wk};
+use crate::clock::Stamp;
 use crate::queue::Strategy;
 use crate::registry::WorkerState;
 use crate::worker::{Factory, Worker};
@@ -30,7 +31,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
         match outcome {
             None => self.discard(live, StopReason::AfterClose),
             Some(Ok(Ok(()))) => {
-                live.meta.checked_at = Instant::now();
+                live.meta.checked_at = Stamp::now();
                 self.reenter(live, None);
             }
             Some(Ok(Err(e))) => {
@@ -55,7 +56,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
                 return;
             }
             st.maintain(
-                Instant::now(),
+                Stamp::now(),
                 self.config.overflow_idle,
                 self.config.health_interval,
             )

@@ -14,7 +14,8 @@
 //! returned [`Effects`] after the lock is released.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::Waker;
+use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
 use tokio::runtime::Handle;
@@ -22,10 +23,10 @@ use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::handoff::Delivery;
-use super::live::{Leaving, Live, Meta, Served, StopReason};
+use super::live::{Held, Leaving, Live, Meta, Served, StopReason};
 use super::registry_writer::RegistryWriter;
-use super::state::{Effects, State};
+use super::state::{Effects, Reentry, State};
+use crate::clock::Stamp;
 use crate::config::PoolConfig;
 use crate::queue::Strategy;
 use crate::registry::WorkerState;
@@ -127,7 +128,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
 
     /// Carry out what the state decided: deliver, stop, start.
     pub fn apply(self: &Arc<Self>, fx: Effects<Wk<F>>) {
-        self.deliver(fx.deliver);
+        wake(fx.wake);
         let stopped_some = !fx.stop.is_empty();
         for out in fx.stop {
             let _ = self.stop_worker(out);
@@ -154,7 +155,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             return self.discard(live, StopReason::Broken);
         }
         let wants_out = live.worker.retire_reason();
-        let free_since = served.map_or_else(Instant::now, |s| s.returned);
+        let free_since = served.map_or_else(Stamp::now, |s| s.returned);
         let fx = {
             let mut st = self.lock();
             if let Some(s) = served {
@@ -163,16 +164,9 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             live.meta.idle_since = free_since;
             st.reenter(live, wants_out, free_since, &self.closing)
         };
-        self.apply(fx);
-    }
-
-    /// Send a worker promised to a waiter, outside the lock. If that waiter
-    /// gave up meanwhile, the worker goes to the next one or to the idle queue.
-    pub fn deliver(&self, mut next: Option<Delivery<Wk<F>>>) {
-        while let Some(delivery) = next.take() {
-            if let Err((back, at)) = delivery.send() {
-                next = self.lock().hand_off(back, at);
-            }
+        match fx {
+            Reentry::Served(waiter) => wake(waiter),
+            Reentry::Decided(fx) => self.apply(fx),
         }
     }
 
@@ -186,11 +180,8 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
     /// Shut down `out` in the background; it is counted `stopping` until
     /// its shutdown returns.
     pub fn stop_worker(self: &Arc<Self>, out: Leaving<Wk<F>>) -> Stopped {
-        let Leaving {
-            worker,
-            meta,
-            reason,
-        } = out;
+        let Leaving { live, reason } = out;
+        let Held { worker, meta } = *live;
         let grace = if reason.graceful() {
             self.config.shutdown_grace
         } else {
@@ -218,6 +209,13 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             let _ = down.send(());
         });
         Stopped(rx)
+    }
+}
+
+/// Wake a waiter that was left a worker, once the lock is released.
+fn wake(waiter: Option<Waker>) {
+    if let Some(waker) = waiter {
+        waker.wake();
     }
 }
 

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::live::{Live, Meta};
+use super::live::{Held, Meta};
 use super::shared::{Shared, Wk};
 use super::state::StartTicket;
+use crate::clock::Stamp;
 use crate::error::StartError;
 use crate::queue::Strategy;
 use crate::registry::WorkerState;
@@ -62,9 +63,9 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
                     let meta = Meta::new(id, worker.pid());
                     tracing::info!(pool = %self.name, worker = %id, pid = ?meta.pid, "worker ready");
                     self.publish(&meta, WorkerState::Ready);
-                    let fx =
-                        self.lock()
-                            .arrive(id, Live { worker, meta }, std::time::Instant::now());
+                    let fx = self
+                        .lock()
+                        .arrive(id, Box::new(Held { worker, meta }), Stamp::now());
                     return self.apply(fx);
                 }
                 Ok(Err(e)) => StartError::Failed(e),

@@ -30,17 +30,19 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::handoff::{Delivery, Grant, Waiter};
+use super::handoff::{Cells, Grant, Waiter};
 use super::live::{Leaving, Live, Served, StopReason};
+use crate::clock::Stamp;
 use crate::config::CrashBudget;
 use crate::error::{Error, StartError};
+use crate::histogram::Metrics;
 use crate::queue::{PriorityLevel, Queue, QueueKey, Strategy};
-use crate::status::{Metrics, Status, Totals};
+use crate::status::{Status, Totals};
 use crate::worker::{Retire, Worker, WorkerId};
 
 /// A start the state has counted: the only way a new worker can come into
@@ -68,8 +70,8 @@ struct Start {
 /// What to do once the lock is released.
 #[must_use = "effects decided under the lock must be carried out"]
 pub(crate) struct Effects<Wk: Worker> {
-    /// A worker promised to a waiter.
-    pub deliver: Option<Delivery<Wk>>,
+    /// A waiter that was left a worker, to wake.
+    pub wake: Option<Waker>,
     /// Workers to shut down (already counted `stopping`).
     pub stop: Vec<Leaving<Wk>>,
     /// Starts to spawn (already counted `starting`).
@@ -79,11 +81,19 @@ pub(crate) struct Effects<Wk: Worker> {
 impl<Wk: Worker> Default for Effects<Wk> {
     fn default() -> Self {
         Effects {
-            deliver: None,
+            wake: None,
             stop: Vec::new(),
             start: Vec::new(),
         }
     }
+}
+
+/// What a returning worker's re-entry needs done after the lock.
+pub(crate) enum Reentry<Wk: Worker> {
+    /// It went to a waiter (to wake) or the idle queue.
+    Served(Option<Waker>),
+    /// Anything else: retire, stop, replace.
+    Decided(Effects<Wk>),
 }
 
 /// Idle workers the maintenance tick took out of the queue (counted busy)
@@ -100,7 +110,9 @@ pub(crate) struct Maintenance<Wk: Worker> {
 /// Everything the pool's mutex guards.
 pub(crate) struct State<Wk: Worker, I: Strategy, W: Strategy> {
     idle: I::Queue<Live<Wk>>,
-    waiters: W::Queue<Waiter<Wk>>,
+    waiters: W::Queue<Waiter>,
+    /// Where waiting callers' outcomes are left (see `handoff`).
+    cells: Cells<Wk>,
     /// Warm size (changed by `resize`).
     size: usize,
     max_overflow: usize,
@@ -129,6 +141,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         State {
             idle: Default::default(),
             waiters: Default::default(),
+            cells: Cells::default(),
             size,
             max_overflow,
             starts: BTreeMap::new(),
@@ -285,35 +298,54 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         self.waiters.len()
     }
 
-    /// Queue a caller that asked at `asked` and waits until `deadline`.
+    /// Queue a caller that asked at `asked`, waits until `deadline` and is
+    /// woken through `waker`; returns its cell and its queue key.
     pub fn push_waiter(
         &mut self,
-        tx: oneshot::Sender<Grant<Wk>>,
-        asked: Instant,
-        deadline: Instant,
+        waker: &Waker,
+        asked: Stamp,
+        deadline: Stamp,
         priority: PriorityLevel,
-    ) -> QueueKey {
-        self.waiters.push(
+    ) -> (usize, QueueKey) {
+        let cell = self.cells.open(waker);
+        let key = self.waiters.push(
             Waiter {
-                tx,
+                cell,
                 asked,
                 deadline,
             },
             priority,
-        )
+        );
+        (cell, key)
     }
 
-    /// Take a waiter that gives up out of the queue; false if it was
-    /// already popped (a worker is on its way to it).
-    pub fn remove_waiter(&mut self, key: QueueKey) -> bool {
-        self.waiters.remove(key).is_some()
+    /// A waiting caller is polled: its outcome, if one was left in its cell.
+    pub fn collect(&mut self, cell: usize, waker: &Waker) -> Option<Grant<Wk>> {
+        self.cells.collect(cell, waker)
+    }
+
+    /// A waiting caller gives up (its future dropped): out of the queue, or,
+    /// if it was already left a worker, that worker goes to the next waiter
+    /// (whose waker is returned) or the idle queue.
+    pub fn abandon_waiter(&mut self, cell: usize, key: QueueKey) -> Option<Waker> {
+        if !self.cells.has_grant(cell) {
+            self.waiters.remove(key);
+        }
+        match self.cells.close(cell) {
+            Some(Ok((live, at))) => self.hand_off(live, at),
+            _ => None,
+        }
     }
 
     /// A waiter's own timer fired: out of the queue, counted as a checkout
-    /// timeout, and the error it gets. `None` if it was already popped (a
-    /// worker is on its way to it).
-    pub fn time_out_waiter(&mut self, key: QueueKey) -> Option<Error<Wk::Error>> {
+    /// timeout, and the error it gets. `None` if it was already left an
+    /// outcome, which it then collects.
+    pub fn time_out_waiter(&mut self, cell: usize, key: QueueKey) -> Option<Error<Wk::Error>> {
+        if self.cells.has_grant(cell) {
+            return None;
+        }
         let waiter = self.waiters.remove(key)?;
+        self.cells.close(cell);
         self.totals.checkout_timeouts += 1;
         self.totals.timeouts += 1;
         Some(Error::CheckoutTimeout {
@@ -323,31 +355,32 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
     }
 
     /// Turn away every waiter whose deadline has passed; returns how many.
-    pub fn expire_waiters(&mut self, now: Instant) -> usize {
+    pub fn expire_waiters(&mut self, now: Stamp) -> usize {
         let expired = self
             .waiters
-            .extract(&mut |w: &mut Waiter<Wk>| w.deadline <= now);
+            .extract(&mut |w: &mut Waiter| w.deadline <= now);
         let n = expired.len();
         for waiter in expired {
-            let _ = waiter.tx.send(Err(Error::CheckoutTimeout {
-                waited: now.duration_since(waiter.asked),
+            let err = Error::CheckoutTimeout {
+                waited: now.since(waiter.asked),
                 last_start_error: self.last_start_error.clone(),
-            }));
+            };
+            // Rare, so woken here rather than after the lock.
+            if let Some(waker) = self.cells.deposit(waiter.cell, Err(err)) {
+                waker.wake();
+            }
         }
         self.totals.checkout_timeouts += n as u64;
         self.totals.timeouts += n as u64;
         n
     }
 
-    /// Give a busy worker, free since `at`, to the first waiter (the
-    /// returned delivery, sent once the lock is released), or make it idle.
-    pub fn hand_off(&mut self, live: Live<Wk>, at: Instant) -> Option<Delivery<Wk>> {
+    /// Give a busy worker, free since `at`, to the first waiter (whose
+    /// waker is returned, to be woken once the lock is released), or make it
+    /// idle.
+    pub fn hand_off(&mut self, live: Live<Wk>, at: Stamp) -> Option<Waker> {
         if let Some(waiter) = self.waiters.pop() {
-            return Some(Delivery {
-                tx: waiter.tx,
-                live,
-                at,
-            });
+            return self.cells.deposit(waiter.cell, Ok((live, at)));
         }
         self.busy -= 1;
         self.idle.push(live, 0);
@@ -357,7 +390,9 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
     /// Tell every waiter it will not be served.
     fn fail_waiters(&mut self, err: impl Fn() -> Error<Wk::Error>) {
         while let Some(waiter) = self.waiters.pop() {
-            let _ = waiter.tx.send(Err(err()));
+            if let Some(waker) = self.cells.deposit(waiter.cell, Err(err())) {
+                waker.wake();
+            }
         }
     }
 
@@ -366,7 +401,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
     /// Count one ended checkout.
     pub fn record(&mut self, served: Served) {
         self.totals.served += 1;
-        self.metrics.record(served.waited, served.ran);
+        self.metrics.record(served.waited_ns, served.ran_ns);
     }
 
     /// Count a call killed at its deadline.
@@ -382,7 +417,25 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         &mut self,
         live: Live<Wk>,
         wants_out: Option<Retire>,
-        free_since: Instant,
+        free_since: Stamp,
+        parent: &CancellationToken,
+    ) -> Reentry<Wk> {
+        // The common case, kept short: nothing to decide.
+        if wants_out.is_none()
+            && !self.closed
+            && self.retiring.is_empty()
+            && self.live() <= self.capacity()
+        {
+            return Reentry::Served(self.hand_off(live, free_since));
+        }
+        Reentry::Decided(self.reenter_slow(live, wants_out, free_since, parent))
+    }
+
+    fn reenter_slow(
+        &mut self,
+        live: Live<Wk>,
+        wants_out: Option<Retire>,
+        free_since: Stamp,
         parent: &CancellationToken,
     ) -> Effects<Wk> {
         let mut fx = Effects::default();
@@ -398,7 +451,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
             }
             // Its replacement is starting: keep serving until it is up.
             Some(false) => {
-                fx.deliver = self.hand_off(live, free_since);
+                fx.wake = self.hand_off(live, free_since);
                 return fx;
             }
             None => {}
@@ -409,7 +462,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
             return fx;
         }
         let Some(reason) = wants_out else {
-            fx.deliver = self.hand_off(live, free_since);
+            fx.wake = self.hand_off(live, free_since);
             return fx;
         };
         self.totals.retired += 1;
@@ -424,7 +477,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
                 self.retiring.insert(id, false);
                 fx.start.push(ticket);
             }
-            fx.deliver = self.hand_off(live, free_since);
+            fx.wake = self.hand_off(live, free_since);
         } else {
             // At the cap: stop first, then start the replacement in its place.
             fx.stop
@@ -474,11 +527,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
     fn leave(&mut self, live: Live<Wk>, reason: StopReason) -> Leaving<Wk> {
         self.stopping += 1;
         self.retiring.remove(&live.meta.id);
-        Leaving {
-            worker: live.worker,
-            meta: live.meta,
-            reason,
-        }
+        Leaving { live, reason }
     }
 
     /// A worker's shutdown returned (or a cancelled start's task ended).
@@ -542,13 +591,12 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
     /// A start made its worker. It joins the pool (to a waiter or the idle
     /// queue), retiring the worker it replaces; or, if its start was
     /// cancelled or the pool closed, it is shut down.
-    pub fn arrive(&mut self, id: WorkerId, live: Live<Wk>, now: Instant) -> Effects<Wk> {
+    pub fn arrive(&mut self, id: WorkerId, live: Live<Wk>, now: Stamp) -> Effects<Wk> {
         let mut fx = Effects::default();
         let Some(start) = self.starts.remove(&id) else {
             // Cancelled: already counted stopping.
             fx.stop.push(Leaving {
-                worker: live.worker,
-                meta: live.meta,
+                live,
                 reason: StopReason::Unneeded,
             });
             return fx;
@@ -571,7 +619,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
                 }
             }
         }
-        fx.deliver = self.hand_off(live, now);
+        fx.wake = self.hand_off(live, now);
         fx
     }
 
@@ -702,7 +750,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
     /// are turned away.
     pub fn maintain(
         &mut self,
-        now: Instant,
+        now: Stamp,
         overflow_idle: Duration,
         health: Option<Duration>,
     ) -> Maintenance<Wk> {
@@ -715,7 +763,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         let mut excess = self.live().saturating_sub(self.size);
         if excess > 0 {
             let idle_too_long = self.idle.extract(&mut |l: &mut Live<Wk>| {
-                let take = excess > 0 && now.duration_since(l.meta.idle_since) >= overflow_idle;
+                let take = excess > 0 && now.since(l.meta.idle_since) >= overflow_idle;
                 excess -= usize::from(take);
                 take
             });
@@ -725,7 +773,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         }
         let due = match health {
             Some(every) => self.idle.extract(&mut |l: &mut Live<Wk>| {
-                now.duration_since(l.meta.idle_since.max(l.meta.checked_at)) >= every
+                now.since(l.meta.idle_since.max(l.meta.checked_at)) >= every
             }),
             None => Vec::new(),
         };

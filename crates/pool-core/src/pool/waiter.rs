@@ -1,98 +1,166 @@
-//! A caller waiting in the waiter queue, and the Drop that makes giving up
-//! safe at any moment.
+//! [`Acquire`]: the future of one checkout, from "is a worker idle?" to a
+//! worker in hand, and the Drop that makes giving up safe at any moment.
 //!
-//! The queue holds the sending half of a oneshot; the caller holds
-//! [`Waiting`]. A waiter is popped under the pool lock and sent its worker
-//! just after the lock is released (see `Delivery`). So when a `Waiting` is
-//! dropped unfinished, it takes the lock and finds one of two things:
+//! Its first poll looks at the pool under the lock: it takes an idle
+//! worker, or fails at once (closed, saturated, nothing can start), or
+//! queues the caller as a waiter with its task's waker (see `handoff`: no
+//! allocation per wait). Later polls collect what was left in its cell.
 //!
-//! * its entry is still queued: it removes it (by key) and nothing
-//!   of it remains;
-//! * its entry was popped: a worker is on its way. It closes its receiver,
-//!   which makes a send that has not happened yet fail (the sender then
-//!   gives the worker to someone else), and takes a worker that was already
-//!   sent and passes it on itself.
+//! Dropped while queued, it takes the lock and finds one of two things:
+//! its entry still queued (it removes it, by key), or a worker left in its
+//! cell (it passes it on to the next waiter or the idle queue). Either way
+//! no worker is lost and no entry lingers until a later pop.
 //!
-//! Either way no worker is lost and no entry lingers until a later pop.
 //! There is no timer per waiter: each waiter carries its deadline, and the
 //! pool's maintenance tick turns away those past it (at most 1/16 of
-//! `checkout_timeout` late). Only a checkout that sets its own, shorter
-//! timeout pays for a timer of its own.
+//! `checkout_timeout` late). Only a checkout that sets its own timeout pays
+//! for a timer of its own.
 
-use std::time::Instant;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tokio::sync::oneshot;
+use tokio::time::Sleep;
 
 use super::handoff::Grant;
+use super::options::CheckoutOptions;
 use super::shared::{Shared, Wk};
+use crate::clock::Stamp;
 use crate::error::Error;
 use crate::queue::{QueueKey, Strategy};
 use crate::worker::Factory;
 
-/// Borrows the pool rather than holding an `Arc`: every wait would
-/// otherwise bump a reference count that all callers contend on.
-pub(crate) struct Waiting<'a, F: Factory, I: Strategy, W: Strategy> {
-    shared: &'a Shared<F, I, W>,
+/// A checkout under way. Borrows the pool rather than holding a clone of
+/// its `Arc`: every wait would otherwise bump a reference count that all
+/// callers contend on.
+pub(crate) struct Acquire<'a, F: Factory, I: Strategy, W: Strategy> {
+    shared: &'a Arc<Shared<F, I, W>>,
+    opts: CheckoutOptions,
+    asked: Stamp,
+    /// Set while queued as a waiter.
+    queued: Option<Queued>,
+    /// The checkout's own timeout, when it has one and is queued.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// A queued waiter's cell and queue key.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    cell: usize,
     key: QueueKey,
-    rx: oneshot::Receiver<Grant<Wk<F>>>,
-    done: bool,
 }
 
-impl<'a, F: Factory, I: Strategy, W: Strategy> Waiting<'a, F, I, W> {
-    pub fn new(
-        shared: &'a Shared<F, I, W>,
-        key: QueueKey,
-        rx: oneshot::Receiver<Grant<Wk<F>>>,
-    ) -> Self {
-        Waiting {
+impl<'a, F: Factory, I: Strategy, W: Strategy> Acquire<'a, F, I, W> {
+    pub fn new(shared: &'a Arc<Shared<F, I, W>>, opts: CheckoutOptions, asked: Stamp) -> Self {
+        Acquire {
             shared,
-            key,
-            rx,
-            done: false,
+            opts,
+            asked,
+            queued: None,
+            timer: None,
         }
     }
 
-    /// Wait for a worker, or for the reason there will be none (including
-    /// the deadline passing). `own_deadline` is a checkout's own timeout,
-    /// timed here rather than by the maintenance tick.
-    pub async fn grant(mut self, own_deadline: Option<Instant>) -> Grant<Wk<F>> {
-        let got = match own_deadline {
-            None => (&mut self.rx).await,
-            Some(deadline) => {
-                let timer = tokio::time::sleep_until(deadline.into());
-                tokio::select! {
-                    got = &mut self.rx => got,
-                    () = timer => {
-                        let timed_out = self.shared.lock().time_out_waiter(self.key);
-                        if let Some(err) = timed_out {
-                            self.done = true;
-                            return Err(err);
-                        }
-                        // Popped just now: its worker is being sent.
-                        (&mut self.rx).await
-                    }
-                }
+    /// First poll: take an idle worker, fail at once, or queue.
+    fn first(&mut self, cx: &Context<'_>) -> Option<Grant<Wk<F>>> {
+        let shared = self.shared;
+        let mut st = shared.lock();
+        if st.closed() {
+            return Some(Err(Error::Closed));
+        }
+        if let Some(live) = st.take_idle() {
+            return Some(Ok((live, self.asked)));
+        }
+        if let Some(err) = st.start_error() {
+            return Some(Err(Error::Start(err)));
+        }
+        if st.waiting() >= shared.config.max_waiters {
+            let waiting = st.reject();
+            tracing::debug!(pool = %shared.name, waiting, "caller rejected: pool saturated");
+            return Some(Err(Error::Saturated { waiting }));
+        }
+        if let Some(ticket) = st.grow_for_waiter(&shared.closing) {
+            drop(st);
+            tracing::debug!(pool = %shared.name, "no idle worker: starting one on demand");
+            shared.start(ticket);
+            st = shared.lock();
+            // A worker may have come back meanwhile.
+            if let Some(live) = st.take_idle() {
+                return Some(Ok((live, self.asked)));
             }
-        };
-        self.done = true;
-        // Every queued sender is sent to before it is dropped; a vanished
-        // sender can only mean the pool itself is gone.
-        got.unwrap_or(Err(Error::Closed))
+        }
+        let limit = self.opts.timeout.unwrap_or(shared.config.checkout_timeout);
+        let (cell, key) = st.push_waiter(
+            cx.waker(),
+            self.asked,
+            self.asked.add(limit),
+            self.opts.priority,
+        );
+        drop(st);
+        self.queued = Some(Queued { cell, key });
+        if let Some(limit) = self.opts.timeout {
+            self.timer = Some(Box::pin(tokio::time::sleep_until(
+                self.asked.add(limit).to_instant(),
+            )));
+        }
+        None
     }
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> Drop for Waiting<'_, F, I, W> {
+impl<F: Factory, I: Strategy, W: Strategy> Future for Acquire<'_, F, I, W> {
+    type Output = Grant<Wk<F>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is Unpin (the timer is boxed).
+        let me = self.get_mut();
+        let Some(q) = me.queued else {
+            if let Some(done) = me.first(cx) {
+                return Poll::Ready(done);
+            }
+            return me.poll_timer(cx);
+        };
+        let got = me.shared.lock().collect(q.cell, cx.waker());
+        if let Some(grant) = got {
+            me.queued = None;
+            return Poll::Ready(grant);
+        }
+        me.poll_timer(cx)
+    }
+}
+
+impl<F: Factory, I: Strategy, W: Strategy> Acquire<'_, F, I, W> {
+    /// While queued: has the checkout's own timeout passed?
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Grant<Wk<F>>> {
+        let (Some(timer), Some(q)) = (self.timer.as_mut(), self.queued) else {
+            return Poll::Pending;
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let mut st = self.shared.lock();
+        if let Some(err) = st.time_out_waiter(q.cell, q.key) {
+            self.queued = None;
+            return Poll::Ready(Err(err));
+        }
+        // An outcome was left just now: take it.
+        match st.collect(q.cell, cx.waker()) {
+            Some(grant) => {
+                self.queued = None;
+                Poll::Ready(grant)
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<F: Factory, I: Strategy, W: Strategy> Drop for Acquire<'_, F, I, W> {
     fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        if self.shared.lock().remove_waiter(self.key) {
-            return;
-        }
-        self.rx.close();
-        if let Ok(Ok((live, at))) = self.rx.try_recv() {
-            let next = self.shared.lock().hand_off(live, at);
-            self.shared.deliver(next);
+        if let Some(q) = self.queued.take() {
+            let next = self.shared.lock().abandon_waiter(q.cell, q.key);
+            if let Some(waker) = next {
+                waker.wake();
+            }
         }
     }
 }
