@@ -27,10 +27,13 @@ impl Handler {
         }
     }
 
-    /// The argument handed to the bridge.
+    /// The argument handed to the bridge. A relative file is made absolute
+    /// here: the worker may run in another directory.
     pub(crate) fn arg(&self) -> OsString {
         match self {
-            Handler::File(p) => p.as_os_str().to_owned(),
+            Handler::File(p) => std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .into_os_string(),
             Handler::Module(m) => OsString::from(m),
         }
     }

@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 
 mod bridge;
+mod command;
 mod config;
 mod error;
 mod factory;
@@ -63,12 +64,13 @@ mod request;
 mod stream;
 mod worker;
 
-pub use bridge::SCRIPT as BRIDGE_SCRIPT;
+pub use bridge::script as bridge_script;
 pub use config::{Handler, PythonConfig, THREAD_ENV};
 pub use error::{Exit, PythonError, StderrTail};
 pub use factory::PythonFactory;
 pub use frame::{Decoder as FrameDecoder, FrameError};
 pub use pool::PythonPool;
+pub use protocol::BridgeExit;
 pub use request::{PyCall, TypedCall};
 pub use stream::{stream_checkout, PyStream};
 pub use worker::{PythonWorker, ReadyInfo};
