@@ -98,8 +98,6 @@ pub const THREAD_ENV: [&str; 5] = [
 /// A call's deadline is not set here: it is the pool's (`call_timeout`, or
 /// [`CallOptions::timeout`](cenote_core::CallOptions::timeout) per call),
 /// and the worker learns it with each call.
-/// ```
-/// ```
 #[derive(Debug, Clone)]
 pub struct PythonConfig {
     /// The interpreter (default `python3`, looked up on `PATH`).
