@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cenote::python::{PyCall, PythonConfig, PythonFactory, BRIDGE_SCRIPT};
+use cenote::python::{bridge_script, PyCall, PythonConfig, PythonFactory};
 use cenote::Pool;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
@@ -96,7 +96,7 @@ impl BareBridge {
         let mut child = Command::new(interpreter)
             .arg("-u")
             .arg("-c")
-            .arg(BRIDGE_SCRIPT)
+            .arg(bridge_script())
             .arg(handlers())
             .arg((64u32 << 20).to_string())
             .arg(std::process::id().to_string())

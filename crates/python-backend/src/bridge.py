@@ -1,10 +1,40 @@
 # cenote bridge: runs inside each Python worker process.
 #
-# Launched as `<python> -u -c <this script> <handler> <max_frame> <parent_pid>`.
+# Launched as `<python> -u -c <script> <handler> <max_frame> <parent_pid>`.
+# <script> is this file with two classes put in front of it, generated from
+# the crate's protocol.rs (see bridge.rs): `ErrorKind`, the kinds an error
+# frame carries, and `BridgeExit`, this process's exit codes. Both sides use
+# them by name; a kind or a code is never spelled out here.
+#
 # Frames: u32 big-endian length, then a UTF-8 JSON object with "t" (type) and
 # "id" (request id). Protocol frames travel on private duplicates of fds 0 and
 # 1; fd 1 is pointed at stderr and fd 0 at /dev/null, so print(), C-level
 # writes and child processes cannot corrupt or steal frames.
+#
+# The handler module:
+# - A file is registered under its file name, so its neighbours can import
+#   it, unless `import <that name>` finds another module (a `json.py`,
+#   `logging.py`): then under a private name, so that neither the bridge nor
+#   the handler's own `import json` gets the file. Its directory, and the
+#   working directory, go on sys.path after the standard library, so no file
+#   in them shadows a standard module.
+# - A call may name the module's public (no leading `_`) callables other than
+#   classes: exactly the `functions` of the ready frame. Any other name is
+#   UNKNOWN_FUNCTION, a call frame without a string name BAD_REQUEST; either
+#   way the bridge serves the next call.
+#
+# Exits:
+# - `sys.exit()` (any `SystemExit`) in a handler ends the call, not the
+#   process: the call fails with SYSTEM_EXIT and the bridge serves on.
+#   While the module imports, it is an import failure (IMPORT_FAILED).
+# - `os._exit(n)` in a handler (or C code calling exit) ends the process
+#   with n; the host reports a crash with that code.
+# - Any other BaseException out of a handler (KeyboardInterrupt...) ends the
+#   bridge with INTERNAL, as does a bug of its own.
+# - OK: stdin closed or a shutdown frame. PROTOCOL: an incoming frame over
+#   the max frame size. PARENT_GONE: the host went away; the bridge kills
+#   its process group (itself included, so this code is seen only if that
+#   fails).
 import os
 import sys
 
@@ -21,7 +51,33 @@ def _setup_fds():
     return frames_in, frames_out
 
 
+def _after_stdlib():
+    # The sys.path index just past the standard library's entries (its zip,
+    # its directory, lib-dynload): a directory put there adds modules but
+    # cannot shadow standard ones. The end of sys.path if none is found.
+    std = os.path.dirname(getattr(os, "__file__", ""))
+    end = None
+    for i, entry in enumerate(sys.path):
+        parent, base = os.path.split(entry)
+        if std and (
+            entry == std
+            or parent == std and base == "lib-dynload"
+            or parent == os.path.dirname(std) and base.endswith(".zip")
+        ):
+            end = i + 1
+    return len(sys.path) if end is None else end
+
+
+def _unshadow_cwd():
+    # `-c` puts the working directory first on sys.path, where a `json.py`
+    # in it would replace the standard json for the bridge and handlers.
+    if sys.path and sys.path[0] == "":
+        del sys.path[0]
+        sys.path.insert(_after_stdlib(), "")
+
+
 _cenote_frames_in, _cenote_frames_out = _setup_fds()
+_unshadow_cwd()
 
 import asyncio  # noqa: E402
 import faulthandler  # noqa: E402
@@ -48,6 +104,14 @@ _loads = json.loads
 # Results of these types need no awaiting, collecting or streaming checks.
 _PLAIN = frozenset((dict, list, str, int, float, bool, type(None), tuple))
 
+# What a handler may raise and the bridge still serve: SystemExit included,
+# so that sys.exit() in a handler ends its call, not the worker.
+_CAUGHT = (Exception, SystemExit)
+
+# The prefix of the name a handler file is registered under when its own
+# name belongs to another module.
+_PRIVATE_PREFIX = "_cenote_handler_"
+
 
 class _TooLarge(Exception):
     pass
@@ -58,7 +122,7 @@ def _die_with_group():
     try:
         os.killpg(os.getpgrp(), signal.SIGKILL)
     finally:
-        os._exit(70)
+        os._exit(BridgeExit.PARENT_GONE)
 
 
 def _watch_parent(parent_pid):
@@ -68,6 +132,16 @@ def _watch_parent(parent_pid):
         if os.getppid() != parent_pid:
             _die_with_group()
         time.sleep(0.2)
+
+
+def _is_public(name):
+    return name.isidentifier() and not name.startswith("_")
+
+
+def _is_handler(obj):
+    # What a call may name (of the public attributes): callables other than
+    # classes. The ready frame lists exactly these.
+    return callable(obj) and not inspect.isclass(obj) and not inspect.ismodule(obj)
 
 
 class Bridge:
@@ -112,7 +186,7 @@ class Bridge:
         except _TooLarge as e:
             self.send_error(
                 rid,
-                "too_large",
+                ErrorKind.TOO_LARGE,
                 "FrameTooLarge",
                 "%s produced %d bytes of JSON, over the max frame size of %d bytes"
                 % (function, e.args[0], self.max_frame),
@@ -121,7 +195,7 @@ class Bridge:
         except (TypeError, ValueError, UnicodeError, RecursionError) as e:
             self.send_error(
                 rid,
-                "unserializable",
+                ErrorKind.UNSERIALIZABLE,
                 type(e).__name__,
                 "%s returned a value that is not JSON-serializable: %s" % (function, e),
             )
@@ -139,7 +213,7 @@ class Bridge:
                 "cenote bridge: incoming frame of %d bytes exceeds max frame size %d\n"
                 % (n, self.max_frame)
             )
-            os._exit(65)
+            os._exit(BridgeExit.PROTOCOL)
         body = self.reader.read(n)
         if len(body) < n:
             return None
@@ -150,9 +224,7 @@ class Bridge:
         return sorted(
             name
             for name in dir(self.module)
-            if not name.startswith("_") and callable(getattr(self.module, name, None))
-            and not inspect.isclass(getattr(self.module, name, None))
-            and not inspect.ismodule(getattr(self.module, name, None))
+            if _is_public(name) and _is_handler(getattr(self.module, name, None))
         )
 
     def lookup(self, name):
@@ -161,13 +233,30 @@ class Bridge:
         fn = self.found.get(name)
         if fn is not None and self.module.__dict__.get(name) is fn:
             return fn
-        if not isinstance(name, str) or name.startswith("_"):
+        if not _is_public(name):
             return None
         fn = getattr(self.module, name, None)
-        if fn is None or not callable(fn) or inspect.ismodule(fn):
+        if not _is_handler(fn):
             return None
         self.found[name] = fn
         return fn
+
+    def unknown(self, rid, name):
+        if _is_public(name):
+            what = "%r is not a public function of the handler module %s" % (
+                name,
+                self.module.__name__,
+            )
+        else:
+            what = "%r is not a function name (an identifier without a leading _)" % (
+                name,
+            )
+        self.send_error(
+            rid,
+            ErrorKind.UNKNOWN_FUNCTION,
+            "UnknownFunction",
+            "%s; it has: %s" % (what, ", ".join(self.functions())),
+        )
 
     def run(self, awaitable):
         if self.loop is None:
@@ -175,37 +264,36 @@ class Bridge:
             asyncio.set_event_loop(self.loop)
         return self.loop.run_until_complete(awaitable)
 
-    def raised(self, rid, function, exc, skip_bridge_frame=True):
+    def raised(self, rid, exc, skip_bridge_frame=True):
         tb = exc.__traceback__
         if skip_bridge_frame and tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
         text = "".join(traceback.format_exception(type(exc), exc, tb))
-        self.send_error(rid, "raised", type(exc).__qualname__, str(exc), text)
+        if isinstance(exc, SystemExit):
+            self.send_error(rid, ErrorKind.SYSTEM_EXIT, "SystemExit", repr(exc.code), text)
+        else:
+            self.send_error(rid, ErrorKind.RAISED, type(exc).__qualname__, str(exc), text)
 
     def call(self, msg):
         rid = msg.get("id", 0)
         name = msg.get("fn")
-        fn = self.lookup(name)
-        if fn is None:
+        if not isinstance(name, str):
             self.send_error(
                 rid,
-                "unknown_function",
-                "UnknownFunction",
-                "%r is not a public function of the handler module %s (it has: %s)"
-                % (name, self.module.__name__, ", ".join(self.functions())),
+                ErrorKind.BAD_REQUEST,
+                "BadRequest",
+                'a call names its function with a string "fn", not %s' % type(name).__name__,
             )
             return
-        args = msg.get("args")
-        kwargs = msg.get("kwargs") or {}
-        if args is None:
-            pos = ()
-        elif isinstance(args, list):
-            pos = args
-        elif isinstance(args, dict):
-            pos = ()
-            kwargs = dict(args, **kwargs)
-        else:
-            pos = (args,)
+        fn = self.lookup(name)
+        if fn is None:
+            self.unknown(rid, name)
+            return
+        try:
+            pos, kwargs = _arguments(msg.get("args"), msg.get("kwargs"))
+        except TypeError as e:
+            self.send_error(rid, ErrorKind.BAD_REQUEST, "BadRequest", str(e))
+            return
         stream = bool(msg.get("stream"))
         try:
             result = fn(*pos, **kwargs)
@@ -215,15 +303,15 @@ class Bridge:
                 # arguments do not fit the signature.
                 self.send_error(
                     rid,
-                    "bad_args",
+                    ErrorKind.BAD_ARGS,
                     "TypeError",
                     "arguments do not fit %s%s: %s" % (name, _signature(fn), e),
                 )
             else:
-                self.raised(rid, name, e)
+                self.raised(rid, e)
             return
-        except Exception as e:
-            self.raised(rid, name, e)
+        except _CAUGHT as e:
+            self.raised(rid, e)
             return
         if not stream and type(result) in _PLAIN:
             self.send_value(rid, "result", "value", result, name)
@@ -236,8 +324,8 @@ class Bridge:
                     self.stream(rid, name, result)
                     return
                 result = self.collect(result)
-        except Exception as e:
-            self.raised(rid, name, e, skip_bridge_frame=False)
+        except _CAUGHT as e:
+            self.raised(rid, e, skip_bridge_frame=False)
             return
         if stream:
             if self.send_value(rid, "chunk", "data", result, name):
@@ -266,8 +354,8 @@ class Bridge:
                     break
                 if not self.send_value(rid, "chunk", "data", item, name):
                     return
-        except Exception as e:
-            self.raised(rid, name, e, skip_bridge_frame=False)
+        except _CAUGHT as e:
+            self.raised(rid, e, skip_bridge_frame=False)
             return
         finally:
             try:
@@ -275,7 +363,7 @@ class Bridge:
                     self.run(gen.aclose())
                 else:
                     gen.close()
-            except Exception:
+            except _CAUGHT:
                 pass
         self.send({"t": "end", "id": rid})
 
@@ -289,16 +377,49 @@ class Bridge:
                 kind = msg["t"]
                 rid = msg.get("id", 0)
             except Exception as e:
-                self.send_error(0, "bad_request", type(e).__name__, "undecodable frame: %s" % e)
+                self.send_error(
+                    0, ErrorKind.BAD_REQUEST, type(e).__name__, "undecodable frame: %s" % e
+                )
                 continue
-            if kind == "call":
-                self.call(msg)
-            elif kind == "ping":
-                self.send({"t": "pong", "id": rid})
-            elif kind == "shutdown":
+            if kind == "shutdown":
                 return
-            else:
-                self.send_error(rid, "bad_request", "BadRequest", "unknown frame type %r" % (kind,))
+            try:
+                self.handle(kind, rid, msg)
+            except Exception as e:
+                # Odd input that slipped past the checks must not end the
+                # bridge: answer it and serve on.
+                traceback.print_exc()
+                self.send_error(
+                    rid,
+                    ErrorKind.BAD_REQUEST,
+                    type(e).__name__,
+                    "the bridge could not handle a %r frame: %s" % (kind, e),
+                )
+
+    def handle(self, kind, rid, msg):
+        if kind == "call":
+            self.call(msg)
+        elif kind == "ping":
+            self.send({"t": "pong", "id": rid})
+        else:
+            self.send_error(rid, ErrorKind.BAD_REQUEST, "BadRequest", "unknown frame type %r" % (kind,))
+
+
+def _arguments(args, kwargs):
+    # A call's JSON arguments as Python's: an array is positional, an object
+    # keywords, null none, anything else the one positional argument; the
+    # object "kwargs" is merged over them.
+    if kwargs is None:
+        kwargs = {}
+    elif not isinstance(kwargs, dict):
+        raise TypeError('"kwargs" must be an object, not %s' % type(kwargs).__name__)
+    if args is None:
+        return (), kwargs
+    if isinstance(args, list):
+        return args, kwargs
+    if isinstance(args, dict):
+        return (), dict(args, **kwargs)
+    return (args,), kwargs
 
 
 def _signature(fn):
@@ -308,13 +429,27 @@ def _signature(fn):
         return "(...)"
 
 
+def _module_name(stem, path):
+    # The file's own name, when `import <stem>` finds this very file (so its
+    # neighbours share the module); otherwise the name means another module
+    # (json, logging...), or none, and the file gets a private one.
+    if stem.isidentifier():
+        try:
+            found = importlib.util.find_spec(stem)
+        except (ImportError, ValueError):
+            found = None
+        if found is not None and found.origin and os.path.realpath(found.origin) == os.path.realpath(path):
+            return stem
+    return _PRIVATE_PREFIX + stem
+
+
 def _load(spec):
     if spec.endswith(".py") or os.sep in spec:
         path = os.path.abspath(spec)
-        name = os.path.splitext(os.path.basename(path))[0]
-        directory = os.path.dirname(path)
+        directory, filename = os.path.split(path)
         if directory not in sys.path:
-            sys.path.insert(0, directory)
+            sys.path.insert(_after_stdlib(), directory)
+        name = _module_name(os.path.splitext(filename)[0], path)
         module_spec = importlib.util.spec_from_file_location(name, path)
         if module_spec is None or module_spec.loader is None:
             raise ImportError("cannot load handler file %s" % path)
@@ -336,9 +471,9 @@ def main():
     except BaseException as e:
         traceback.print_exc()
         sys.stderr.flush()
-        bridge.send_error(0, "import", type(e).__qualname__, "%s: %s" % (type(e).__qualname__, e),
+        bridge.send_error(0, ErrorKind.IMPORT, type(e).__qualname__, "%s: %s" % (type(e).__qualname__, e),
                           "".join(traceback.format_exception(type(e), e, e.__traceback__)))
-        os._exit(3)
+        os._exit(BridgeExit.IMPORT_FAILED)
     bridge.module = module
     bridge.send(
         {
@@ -351,7 +486,15 @@ def main():
         }
     )
     bridge.serve()
+
+
+try:
+    main()
+except BaseException:
+    # Handlers' exceptions are answered as errors: this is a bug of the
+    # bridge, a broken pipe, or a KeyboardInterrupt-like one from a handler.
+    traceback.print_exc()
     sys.stderr.flush()
-
-
-main()
+    os._exit(BridgeExit.INTERNAL)
+sys.stderr.flush()
+sys.exit(BridgeExit.OK)

@@ -27,10 +27,13 @@ impl Handler {
         }
     }
 
-    /// The argument handed to the bridge.
+    /// The argument handed to the bridge. A relative file is made absolute
+    /// here: the worker may run in another directory.
     pub(crate) fn arg(&self) -> OsString {
         match self {
-            Handler::File(p) => p.as_os_str().to_owned(),
+            Handler::File(p) => std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .into_os_string(),
             Handler::Module(m) => OsString::from(m),
         }
     }
@@ -95,8 +98,6 @@ pub const THREAD_ENV: [&str; 5] = [
 /// A call's deadline is not set here: it is the pool's (`call_timeout`, or
 /// [`CallOptions::timeout`](cenote_core::CallOptions::timeout) per call),
 /// and the worker learns it with each call.
-/// ```
-/// ```
 #[derive(Debug, Clone)]
 pub struct PythonConfig {
     /// The interpreter (default `python3`, looked up on `PATH`).

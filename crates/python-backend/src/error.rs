@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How a worker process ended.
+use crate::protocol::BridgeExit;
+
+/// How a worker process ended. An exit code the bridge uses is shown with
+/// its name (see [`BridgeExit`]), e.g. `exit code 66 (IMPORT_FAILED: the
+/// handler module failed to import)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Exit {
     /// It exited with this code.
@@ -20,7 +24,10 @@ pub enum Exit {
 impl fmt::Display for Exit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Code(c) => match BridgeExit::from_code(*c) {
+                Some(named) => write!(f, "exit code {c} ({}: {})", named.name(), named.meaning()),
+                None => write!(f, "exit code {c}"),
+            },
             Exit::Signal(s) => write!(f, "killed by signal {s} ({})", signal_name(*s)),
             Exit::Unknown => f.write_str("unknown exit status"),
         }
@@ -62,9 +69,9 @@ impl fmt::Display for StderrTail {
 
 /// Why a Python call, start or health check failed.
 ///
-/// Variants fall in two groups. The *call* errors (`Raised`, `UnknownFunction`,
-/// `BadArguments`, `Unserializable`, `ResultTooLarge`, `RequestTooLarge`,
-/// `BadRequest`, `Decode`) leave the worker serving. The rest mean the process
+/// Variants fall in two groups. The *call* errors (`Raised`, `SystemExit`,
+/// `UnknownFunction`, `BadArguments`, `Unserializable`, `ResultTooLarge`,
+/// `RequestTooLarge`, `BadRequest`, `Decode`) leave the worker serving. The rest mean the process
 /// is gone or was killed; [`is_fatal`](PythonError::is_fatal) tells them apart.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PythonError {
@@ -80,7 +87,23 @@ pub enum PythonError {
         /// The formatted Python traceback.
         traceback: String,
     },
-    /// No public function of that name in the handler module.
+    /// The handler called `sys.exit()` (raised `SystemExit`). The bridge
+    /// catches it: the call fails and the worker stays up. (`os._exit()`
+    /// cannot be caught: it ends the process, which is [`Crashed`](Self::Crashed).)
+    #[error(
+        "{function} called sys.exit({code}); the call failed, the worker stays up\n{traceback}"
+    )]
+    SystemExit {
+        /// The function called.
+        function: String,
+        /// The exit code as Python shows it (`repr(SystemExit.code)`):
+        /// `None`, `3`, `'bye'`...
+        code: String,
+        /// The formatted Python traceback.
+        traceback: String,
+    },
+    /// No public function of that name in the handler module (classes,
+    /// modules and names with a leading `_` are not callable).
     #[error("unknown function: {message}")]
     UnknownFunction {
         /// The name asked for.
@@ -124,7 +147,8 @@ pub enum PythonError {
         /// The limit.
         max: usize,
     },
-    /// The request could not be encoded or was refused by the bridge.
+    /// The request could not be encoded or was refused by the bridge as
+    /// malformed.
     #[error("bad request: {0}")]
     BadRequest(String),
     /// A typed call's result did not match the Rust type asked for.
@@ -166,7 +190,7 @@ pub enum PythonError {
         /// What it last wrote to stderr.
         stderr_tail: StderrTail,
     },
-    /// The interpreter could not be launched.
+    /// The interpreter could not be launched (or came up without its pipes).
     #[error("cannot launch python interpreter {}: {source}", interpreter.display())]
     Spawn {
         /// The interpreter tried.
@@ -221,14 +245,6 @@ pub enum PythonError {
         /// Its pid.
         pid: u32,
     },
-    /// The worker was already broken or shut down when it was used.
-    #[error("python worker (pid {pid}) is out of service: {reason}")]
-    Unavailable {
-        /// Its pid.
-        pid: u32,
-        /// Why.
-        reason: String,
-    },
 }
 
 impl PythonError {
@@ -238,6 +254,7 @@ impl PythonError {
         !matches!(
             self,
             PythonError::Raised { .. }
+                | PythonError::SystemExit { .. }
                 | PythonError::UnknownFunction { .. }
                 | PythonError::BadArguments { .. }
                 | PythonError::Unserializable { .. }
@@ -254,5 +271,24 @@ impl PythonError {
             PythonError::Raised { type_name, .. } => Some(type_name),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_of_the_bridge_are_named() {
+        let shown = Exit::Code(BridgeExit::ImportFailed.code()).to_string();
+        assert_eq!(
+            shown,
+            "exit code 66 (IMPORT_FAILED: the handler module failed to import)"
+        );
+        assert_eq!(Exit::Code(3).to_string(), "exit code 3");
+        assert_eq!(
+            Exit::Signal(libc::SIGKILL).to_string(),
+            "killed by signal 9 (SIGKILL)"
+        );
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use cenote_core::{Factory, WorkerCtx};
 use tokio::sync::OnceCell;
 
-use crate::config::{PythonConfig, THREAD_ENV};
+use crate::command;
+use crate::config::PythonConfig;
 use crate::error::PythonError;
 use crate::worker::PythonWorker;
 
@@ -19,7 +20,7 @@ use crate::worker::PythonWorker;
 /// environment fixes the next start.
 #[derive(Debug)]
 pub struct PythonFactory {
-    config: Arc<PythonConfig>,
+    config: PythonConfig,
     interpreter: OnceCell<PathBuf>,
 }
 
@@ -27,7 +28,7 @@ impl PythonFactory {
     /// A factory for workers configured by `config`.
     pub fn new(config: PythonConfig) -> Self {
         PythonFactory {
-            config: Arc::new(config),
+            config,
             interpreter: OnceCell::new(),
         }
     }
@@ -48,7 +49,7 @@ impl PythonFactory {
     /// Start one worker outside any pool. `label` tags its tracing events.
     pub async fn spawn(&self, label: &str) -> Result<PythonWorker, PythonError> {
         let interpreter = self.interpreter().await?;
-        PythonWorker::start(Arc::clone(&self.config), interpreter, Arc::from(label)).await
+        PythonWorker::start(&self.config, interpreter, Arc::from(label)).await
     }
 }
 
@@ -61,25 +62,6 @@ impl Factory for PythonFactory {
     }
 }
 
-/// Apply the thread limits, then the user's env, then the working dir.
-pub(crate) fn apply_env(cmd: &mut tokio::process::Command, config: &PythonConfig) {
-    if let Some(n) = config.thread_limit {
-        let n = n.to_string();
-        for key in THREAD_ENV {
-            cmd.env(key, &n);
-        }
-    }
-    for (key, value) in &config.env {
-        match value {
-            Some(v) => cmd.env(key, v),
-            None => cmd.env_remove(key),
-        };
-    }
-    if let Some(dir) = &config.working_dir {
-        cmd.current_dir(dir);
-    }
-}
-
 /// Ask the configured interpreter for `sys.executable`, in the workers' env
 /// and directory (pyenv picks versions by both).
 async fn resolve(config: &PythonConfig) -> Result<PathBuf, PythonError> {
@@ -87,11 +69,9 @@ async fn resolve(config: &PythonConfig) -> Result<PathBuf, PythonError> {
     if !config.resolve_interpreter {
         return Ok(asked);
     }
-    let mut cmd = tokio::process::Command::new(&asked);
+    let mut cmd = command::python(&asked, config);
     cmd.args(["-c", "import sys; sys.stdout.write(sys.executable or '')"])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    apply_env(&mut cmd, config);
+        .stdin(std::process::Stdio::null());
     let out = match tokio::time::timeout(config.startup_timeout, cmd.output()).await {
         Ok(Ok(out)) => out,
         Ok(Err(e)) => {

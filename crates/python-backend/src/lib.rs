@@ -48,10 +48,30 @@
 //! `cenote_python::stderr`). A worker that dies, hangs past a deadline or
 //! misses a heartbeat is killed by process group and replaced by the pool.
 //! The bridge also exits by itself when the host process goes away.
+//!
+//! # Handler modules
+//!
+//! - A call may name the module's public (no leading `_`) callables other
+//!   than classes and modules: exactly [`ReadyInfo::functions`]. Any other
+//!   name is [`PythonError::UnknownFunction`], and the worker serves on.
+//! - A handler file is loaded under its file name, unless that name means
+//!   another module (a `json.py`, a `logging.py`): then under a private
+//!   name. Its directory and the working directory go on `sys.path` after
+//!   the standard library, so they add modules but never shadow standard
+//!   ones, for the bridge or for the handler's own imports.
+//! - `sys.exit()` (any `SystemExit`) in a handler fails only that call, with
+//!   [`PythonError::SystemExit`]; the worker stays up. `os._exit(n)` ends the
+//!   process: the caller gets [`PythonError::Crashed`] with exit code `n`
+//!   (through a pool, `Error::Crashed`, and a replacement starts). Any other
+//!   `BaseException` out of a handler (`KeyboardInterrupt`...) ends the
+//!   bridge with [`BridgeExit::Internal`].
+//! - The bridge exits only with the codes of [`BridgeExit`]; crash and start
+//!   errors name them (`exit code 66 (IMPORT_FAILED: ...)`).
 
 #![warn(missing_docs)]
 
 mod bridge;
+mod command;
 mod config;
 mod error;
 mod factory;
@@ -63,12 +83,13 @@ mod request;
 mod stream;
 mod worker;
 
-pub use bridge::SCRIPT as BRIDGE_SCRIPT;
+pub use bridge::script as bridge_script;
 pub use config::{Handler, PythonConfig, THREAD_ENV};
 pub use error::{Exit, PythonError, StderrTail};
 pub use factory::PythonFactory;
 pub use frame::{Decoder as FrameDecoder, FrameError};
 pub use pool::PythonPool;
+pub use protocol::BridgeExit;
 pub use request::{PyCall, TypedCall};
 pub use stream::{stream_checkout, PyStream};
 pub use worker::{PythonWorker, ReadyInfo};

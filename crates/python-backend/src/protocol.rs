@@ -1,14 +1,137 @@
-//! The messages that travel in frames between the worker and its bridge.
+//! The messages that travel in frames between the worker and its bridge, and
+//! the two tables both sides share: the error kinds an error frame carries
+//! ([`ErrorKind`]) and the bridge's exit codes ([`BridgeExit`]).
 //!
 //! Every message is a JSON object with `t` (its type) and `id` (the request it
 //! belongs to; 0 for the ready frame and start errors). The bridge side of
-//! this lives in `bridge.py`; the two must change together.
+//! this lives in `bridge.py`. The tables are kept only here: `bridge.rs`
+//! hands them to the script as Python classes of the same names, so the two
+//! sides cannot disagree on a kind or a code.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Protocol version the bridge announces in its ready frame.
 pub const PROTOCOL: u32 = 1;
+
+/// How a request failed, as the `kind` of an error frame. The bridge knows
+/// each kind as `ErrorKind.<AS_STR_IN_CAPITALS>`, e.g. `ErrorKind.BAD_ARGS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The handler module failed to import; sent once, instead of ready.
+    Import,
+    /// The call named no public function of the handler module.
+    UnknownFunction,
+    /// The arguments do not fit the function's signature.
+    BadArgs,
+    /// The handler raised an exception.
+    Raised,
+    /// The handler called `sys.exit()` (raised `SystemExit`); the bridge
+    /// caught it and goes on serving.
+    SystemExit,
+    /// The result is not JSON-serializable.
+    Unserializable,
+    /// The result is over the max frame size.
+    TooLarge,
+    /// The frame itself was malformed (undecodable, unknown type, no
+    /// function name).
+    BadRequest,
+}
+
+impl ErrorKind {
+    /// Every kind, in table order.
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::Import,
+        ErrorKind::UnknownFunction,
+        ErrorKind::BadArgs,
+        ErrorKind::Raised,
+        ErrorKind::SystemExit,
+        ErrorKind::Unserializable,
+        ErrorKind::TooLarge,
+        ErrorKind::BadRequest,
+    ];
+
+    /// The kind as it travels in a frame.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Import => "import",
+            ErrorKind::UnknownFunction => "unknown_function",
+            ErrorKind::BadArgs => "bad_args",
+            ErrorKind::Raised => "raised",
+            ErrorKind::SystemExit => "system_exit",
+            ErrorKind::Unserializable => "unserializable",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::BadRequest => "bad_request",
+        }
+    }
+
+    /// The kind a frame names; `None` for a name not in the table.
+    pub fn parse(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// The bridge's exit codes. The bridge exits only with these
+/// (`os._exit(BridgeExit.PARENT_GONE)`); a handler that ends the process
+/// itself (`os._exit(n)`, or C code calling `exit`) exits with its own code,
+/// so handlers should keep clear of these values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeExit {
+    /// Its stdin closed or a shutdown frame arrived: a clean exit.
+    Ok = 0,
+    /// It was sent a frame over the max frame size.
+    Protocol = 65,
+    /// The handler module failed to import (the error frame says why).
+    ImportFailed = 66,
+    /// An exception escaped the bridge: a bug in it, or a `BaseException`
+    /// other than `SystemExit` (e.g. `KeyboardInterrupt`) from a handler.
+    Internal = 70,
+    /// Its host process went away.
+    ParentGone = 75,
+}
+
+impl BridgeExit {
+    /// Every exit, in table order.
+    pub const ALL: [BridgeExit; 5] = [
+        BridgeExit::Ok,
+        BridgeExit::Protocol,
+        BridgeExit::ImportFailed,
+        BridgeExit::Internal,
+        BridgeExit::ParentGone,
+    ];
+
+    /// The process exit code.
+    pub const fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The name both sides use, e.g. `PARENT_GONE`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BridgeExit::Ok => "OK",
+            BridgeExit::Protocol => "PROTOCOL",
+            BridgeExit::ImportFailed => "IMPORT_FAILED",
+            BridgeExit::Internal => "INTERNAL",
+            BridgeExit::ParentGone => "PARENT_GONE",
+        }
+    }
+
+    /// What the exit means, for messages.
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            BridgeExit::Ok => "a clean exit",
+            BridgeExit::Protocol => "it was sent a frame over the max frame size",
+            BridgeExit::ImportFailed => "the handler module failed to import",
+            BridgeExit::Internal => "an exception escaped the bridge",
+            BridgeExit::ParentGone => "its host process went away",
+        }
+    }
+
+    /// The exit with this code, if the bridge has one.
+    pub fn from_code(code: i32) -> Option<BridgeExit> {
+        BridgeExit::ALL.into_iter().find(|e| e.code() == code)
+    }
+}
 
 /// Worker → bridge.
 #[derive(Debug, Serialize)]
@@ -44,20 +167,29 @@ pub enum Incoming {
     },
     /// A call's return value.
     Result { id: u64, value: Value },
-    /// A call (or the start, id 0) failed; `kind` says how.
-    Error {
-        id: u64,
-        kind: String,
-        type_name: String,
-        message: String,
-        traceback: String,
-    },
+    /// A call (or the start, id 0) failed.
+    Error(ErrorFrame),
     /// Answer to a ping.
     Pong { id: u64 },
     /// One item of a streamed call.
     Chunk { id: u64, data: Value },
     /// A streamed call finished.
     End { id: u64 },
+}
+
+/// What an error frame carries.
+#[derive(Debug)]
+pub struct ErrorFrame {
+    /// The request that failed (0: the start).
+    pub id: u64,
+    /// How it failed.
+    pub kind: ErrorKind,
+    /// The Python exception type, e.g. `ValueError`.
+    pub type_name: String,
+    /// The bridge's message (for `SystemExit`: the exit code's `repr`).
+    pub message: String,
+    /// The formatted Python traceback, where there is one.
+    pub traceback: String,
 }
 
 /// Every field any incoming frame has, parsed in one pass (serde's
@@ -81,8 +213,8 @@ struct Flat<'a> {
     protocol: u32,
     #[serde(default)]
     functions: Vec<String>,
-    #[serde(default)]
-    kind: String,
+    #[serde(default, borrow)]
+    kind: std::borrow::Cow<'a, str>,
     #[serde(default, rename = "type")]
     type_name: String,
     #[serde(default)]
@@ -106,13 +238,14 @@ impl Incoming {
                 id: f.id,
                 value: f.value,
             },
-            "error" => Incoming::Error {
+            "error" => Incoming::Error(ErrorFrame {
                 id: f.id,
-                kind: f.kind,
+                kind: ErrorKind::parse(&f.kind)
+                    .ok_or_else(|| format!("unknown error kind {:?}", f.kind))?,
                 type_name: f.type_name,
                 message: f.message,
                 traceback: f.traceback,
-            },
+            }),
             "pong" => Incoming::Pong { id: f.id },
             "chunk" => Incoming::Chunk {
                 id: f.id,
@@ -130,7 +263,7 @@ impl Incoming {
         match self {
             Incoming::Ready { .. } => 0,
             Incoming::Result { id, .. }
-            | Incoming::Error { id, .. }
+            | Incoming::Error(ErrorFrame { id, .. })
             | Incoming::Pong { id }
             | Incoming::Chunk { id, .. }
             | Incoming::End { id } => *id,
@@ -147,7 +280,7 @@ impl Incoming {
         match self {
             Incoming::Ready { .. } => "ready",
             Incoming::Result { .. } => "result",
-            Incoming::Error { .. } => "error",
+            Incoming::Error(_) => "error",
             Incoming::Pong { .. } => "pong",
             Incoming::Chunk { .. } => "chunk",
             Incoming::End { .. } => "end",
@@ -184,7 +317,7 @@ mod tests {
         .unwrap();
         assert!(e.is_terminal());
         assert!(
-            matches!(e, Incoming::Error { type_name, message, .. } if type_name == "ValueError" && message == "m\"q")
+            matches!(e, Incoming::Error(ErrorFrame { kind: ErrorKind::Raised, type_name, message, .. }) if type_name == "ValueError" && message == "m\"q")
         );
         let c = Incoming::parse(br#"{"t":"chunk","id":5,"data":1}"#).unwrap();
         assert!(!c.is_terminal());
@@ -203,5 +336,32 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn error_kinds_round_trip_and_unknown_kinds_are_refused() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(ErrorKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(ErrorKind::parse("Raised"), None);
+        assert_eq!(ErrorKind::parse(""), None);
+        // An error frame of a kind not in the table is not a protocol
+        // message (the worker reports a protocol breach), never a panic.
+        let e = Incoming::parse(br#"{"t":"error","id":4,"kind":"meltdown","message":"m"}"#)
+            .unwrap_err();
+        assert!(e.contains("meltdown"), "{e}");
+        assert!(Incoming::parse(br#"{"t":"error","id":4}"#).is_err());
+    }
+
+    #[test]
+    fn exit_codes_and_names_are_distinct() {
+        let codes: std::collections::HashSet<_> = BridgeExit::ALL.map(BridgeExit::code).into();
+        let names: std::collections::HashSet<_> = BridgeExit::ALL.map(BridgeExit::name).into();
+        assert_eq!(codes.len(), BridgeExit::ALL.len());
+        assert_eq!(names.len(), BridgeExit::ALL.len());
+        for exit in BridgeExit::ALL {
+            assert_eq!(BridgeExit::from_code(exit.code()), Some(exit));
+        }
+        assert_eq!(BridgeExit::from_code(3), None);
     }
 }

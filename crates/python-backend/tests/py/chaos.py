@@ -1,6 +1,7 @@
 """Handlers that misbehave on purpose, for cenote's failure tests."""
 import asyncio
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -145,3 +146,35 @@ def kwargs_echo(**kw):
 
 def positional(a, b, c=3):
     return [a, b, c]
+
+
+# What is callable by name: callables other than classes.
+class Widget:
+    """A class: neither listed nor callable by name."""
+
+    def __init__(self, size=1):
+        self.size = size
+
+
+add_ten = functools.partial(add, 10)
+
+
+# Exits from inside a handler.
+def sys_exit(code=None):
+    sys.exit(code)
+
+
+async def async_sys_exit(code=None):
+    await asyncio.sleep(0)
+    sys.exit(code)
+
+
+def gen_sys_exit(after):
+    for i in range(after):
+        yield i
+    sys.exit(after)
+
+
+def interrupt():
+    sys.stderr.write("about to raise KeyboardInterrupt\n")
+    raise KeyboardInterrupt("from a handler")

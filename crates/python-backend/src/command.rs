@@ -1,0 +1,54 @@
+//! The command lines Python processes are launched with.
+//!
+//! Two processes are launched for a pool: the one-off probe that resolves the
+//! interpreter (the factory's) and each worker's bridge. Both must see the
+//! same env and working directory (pyenv picks versions by both), so both
+//! are built here; the factory and the worker depend on this module and
+//! never on each other's internals.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use crate::config::{PythonConfig, THREAD_ENV};
+
+/// `interpreter`, run in the workers' env and directory: the thread limits,
+/// then the user's env (so it can override them), then the working dir.
+pub(crate) fn python(interpreter: &Path, config: &PythonConfig) -> Command {
+    let mut cmd = Command::new(interpreter);
+    if let Some(n) = config.thread_limit {
+        let n = n.to_string();
+        for key in THREAD_ENV {
+            cmd.env(key, &n);
+        }
+    }
+    for (key, value) in &config.env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    if let Some(dir) = &config.working_dir {
+        cmd.current_dir(dir);
+    }
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// The bridge for `config`'s handler, in its own process group, with piped
+/// stdio: `<interpreter> -u -c <bridge> <handler> <max frame> <host pid>`.
+pub(crate) fn bridge(interpreter: &Path, config: &PythonConfig) -> Command {
+    let mut cmd = python(interpreter, config);
+    cmd.arg("-u")
+        .arg("-c")
+        .arg(crate::bridge::script())
+        .arg(config.handler.arg())
+        .arg(config.max_frame_size.to_string())
+        .arg(std::process::id().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    cmd
+}

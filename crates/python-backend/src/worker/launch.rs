@@ -1,0 +1,144 @@
+//! Starting a worker: spawn the bridge, wait for its ready frame, and turn
+//! whatever else comes first into a start error that says why.
+//!
+//! A start has failure modes of its own (no interpreter, a handler module
+//! that does not import, no ready frame in time) and errors of its own for
+//! them, so it is kept apart from the session that serves calls afterwards.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::command;
+use crate::config::PythonConfig;
+use crate::error::PythonError;
+use crate::process::Process;
+use crate::protocol::{ErrorFrame, ErrorKind, Incoming, PROTOCOL};
+
+use super::session::Session;
+use super::PythonWorker;
+
+/// What the bridge said when it became ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyInfo {
+    /// The bridge's pid (also its process group id).
+    pub pid: u32,
+    /// The Python version, e.g. `3.11.7`.
+    pub version: String,
+    /// The handler module's public functions: exactly the names a call may
+    /// use (classes and modules are neither listed nor callable).
+    pub functions: Vec<String>,
+}
+
+impl PythonWorker {
+    /// Launch one worker and wait for its ready frame. Used by the factory;
+    /// `interpreter` is already resolved.
+    pub(crate) async fn start(
+        config: &PythonConfig,
+        interpreter: &Path,
+        label: Arc<str>,
+    ) -> Result<Self, PythonError> {
+        let mut session = spawn(config, interpreter, label)?;
+        let ready = handshake(&mut session, config).await?;
+        tracing::debug!(worker = %session.label(), pid = ready.pid, version = %ready.version, "python worker ready");
+        Ok(PythonWorker::new(session, ready, config))
+    }
+}
+
+/// Spawn the bridge and open a session on its pipes.
+fn spawn(
+    config: &PythonConfig,
+    interpreter: &Path,
+    label: Arc<str>,
+) -> Result<Session, PythonError> {
+    let spawn_error = |source| PythonError::Spawn {
+        interpreter: interpreter.to_path_buf(),
+        source: Arc::new(source),
+    };
+    let mut child = command::bridge(interpreter, config)
+        .spawn()
+        .map_err(spawn_error)?;
+    let (Some(pid), Some(stdin), Some(stdout)) =
+        (child.id(), child.stdin.take(), child.stdout.take())
+    else {
+        return Err(spawn_error(std::io::Error::other(
+            "the process came up without a pid or without its pipes",
+        )));
+    };
+    let proc = Process::adopt(child, pid, Arc::clone(&label), config.stderr_tail_lines);
+    Ok(Session::new(
+        label,
+        pid,
+        proc,
+        stdin,
+        stdout,
+        config.max_frame_size,
+    ))
+}
+
+/// Wait for the ready frame, within the startup timeout. Anything else
+/// first is a start error naming its cause; the process is then gone.
+async fn handshake(session: &mut Session, config: &PythonConfig) -> Result<ReadyInfo, PythonError> {
+    let pid = session.pid();
+    let limit = config.startup_timeout;
+    let Ok(first) = tokio::time::timeout(limit, session.read_frame()).await else {
+        session.kill_and_reap().await;
+        return Err(PythonError::StartupTimeout {
+            pid,
+            after: limit,
+            stderr_tail: session.tail(),
+        });
+    };
+    match first {
+        Ok(Incoming::Ready {
+            pid: reported,
+            version,
+            protocol,
+            functions,
+        }) => {
+            if protocol != PROTOCOL {
+                return Err(session
+                    .violation(format!(
+                        "bridge speaks protocol {protocol}, this crate {PROTOCOL}"
+                    ))
+                    .await);
+            }
+            if reported != pid {
+                tracing::warn!(worker = %session.label(), pid, reported, "bridge reports another pid than the one spawned");
+            }
+            Ok(ReadyInfo {
+                pid,
+                version,
+                functions,
+            })
+        }
+        Ok(Incoming::Error(ErrorFrame {
+            kind: ErrorKind::Import,
+            type_name,
+            message,
+            ..
+        })) => {
+            session.collect_exit().await;
+            Err(PythonError::Startup {
+                pid,
+                message: format!(
+                    "handler module {} failed to import ({type_name}): {message}",
+                    config.handler.describe()
+                ),
+                stderr_tail: session.tail(),
+            })
+        }
+        Ok(other) => Err(session
+            .violation(format!("expected a ready frame, got {}", other.kind()))
+            .await),
+        Err(PythonError::Crashed {
+            status,
+            stderr_tail,
+            ..
+        }) => Err(PythonError::Startup {
+            pid,
+            message: format!("python exited ({status}) before it was ready"),
+            stderr_tail,
+        }),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,94 @@
+//! When a worker that still works should be replaced anyway: after its task
+//! quota, once its memory grew too much, or at its maximum lifetime.
+//!
+//! This is policy, not protocol, so it is kept apart from the session: the
+//! worker reports every task it finished, and the pool asks
+//! [`reason`](Retirement::reason) each time the worker comes back.
+
+use std::time::{Duration, Instant};
+
+use cenote_core::Retire;
+
+use crate::config::PythonConfig;
+
+/// One worker's retirement policy and what it has measured so far.
+#[derive(Debug)]
+pub(super) struct Retirement {
+    pid: u32,
+    /// The task quota, jitter drawn.
+    quota: Option<u64>,
+    max_rss_growth: Option<u64>,
+    rss_check_interval: Duration,
+    max_lifetime: Option<Duration>,
+    tasks: u64,
+    born: Instant,
+    /// Resident memory once ready; only read when growth is limited.
+    baseline_rss: Option<u64>,
+    rss_growth: u64,
+    rss_checked: Instant,
+}
+
+impl Retirement {
+    /// `config`'s policy for the process `pid`, which just became ready: its
+    /// task quota is drawn, its lifetime and memory baseline start now.
+    pub(super) fn new(config: &PythonConfig, pid: u32) -> Self {
+        let now = Instant::now();
+        Retirement {
+            pid,
+            quota: config.draw_quota(),
+            max_rss_growth: config.max_rss_growth,
+            rss_check_interval: config.rss_check_interval,
+            max_lifetime: config.max_lifetime,
+            tasks: 0,
+            born: now,
+            baseline_rss: config.max_rss_growth.and_then(|_| rss_bytes(pid)),
+            rss_growth: 0,
+            rss_checked: now,
+        }
+    }
+
+    /// Tasks finished so far.
+    pub(super) fn tasks(&self) -> u64 {
+        self.tasks
+    }
+
+    /// A task finished: count it, and read memory if a check is due.
+    pub(super) fn task_done(&mut self) {
+        self.tasks += 1;
+        if self.max_rss_growth.is_some() && self.rss_checked.elapsed() >= self.rss_check_interval {
+            self.rss_checked = Instant::now();
+            if let (Some(base), Some(now)) = (self.baseline_rss, rss_bytes(self.pid)) {
+                self.rss_growth = now.saturating_sub(base);
+            }
+        }
+    }
+
+    /// Why the worker should be replaced now, if it should.
+    pub(super) fn reason(&self) -> Option<Retire> {
+        if let Some(quota) = self.quota {
+            if self.tasks >= quota {
+                return Some(Retire::Tasks(self.tasks));
+            }
+        }
+        if let Some(limit) = self.max_rss_growth {
+            if self.rss_growth > limit {
+                return Some(Retire::Memory(self.rss_growth));
+            }
+        }
+        if let Some(life) = self.max_lifetime {
+            if self.born.elapsed() >= life {
+                return Some(Retire::Lifetime(life));
+            }
+        }
+        None
+    }
+}
+
+/// Resident set size of `pid`, from `/proc/<pid>/statm`.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages.saturating_mul(u64::try_from(page).unwrap_or(4096)))
+}

@@ -1,0 +1,197 @@
+//! The bridge driven by hand-written frames, which `PyCall` cannot produce:
+//! a call frame whose function name is not a string, bad `kwargs`, odd
+//! frames. Each is answered with an error frame and the bridge serves the
+//! next request; it exits only with its named codes.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use cenote_python::{bridge_script, BridgeExit};
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// One bridge on the chaos handlers, spoken to directly.
+struct Raw {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: ChildStdout,
+}
+
+impl Raw {
+    /// Launch as the worker does, then read the ready frame.
+    async fn start(tag: &str, max_frame: usize) -> Raw {
+        let mut child = Command::new("python3")
+            .arg("-u")
+            .arg("-c")
+            .arg(bridge_script())
+            .arg(chaos_path())
+            .arg(max_frame.to_string())
+            .arg(std::process::id().to_string())
+            .env(TAG_VAR, tag)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the bridge");
+        let mut raw = Raw {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take().unwrap(),
+            child,
+        };
+        assert_eq!(raw.recv().await["t"], "ready");
+        raw
+    }
+
+    async fn send_bytes(&mut self, payload: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        let len = u32::try_from(payload.len()).unwrap();
+        stdin.write_all(&len.to_be_bytes()).await.unwrap();
+        stdin.write_all(payload).await.unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.send_bytes(frame.to_string().as_bytes()).await;
+    }
+
+    async fn recv(&mut self) -> Value {
+        let read = async {
+            let mut head = [0u8; 4];
+            self.stdout.read_exact(&mut head).await?;
+            let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
+            self.stdout.read_exact(&mut body).await?;
+            Ok::<_, std::io::Error>(body)
+        };
+        let body = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the bridge answers within 10 s")
+            .expect("the bridge is alive");
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// Send `frame` and expect an error frame of `kind` for request `id`.
+    async fn refused(&mut self, frame: Value, id: u64, kind: &str) -> String {
+        self.send(frame.clone()).await;
+        let answer = self.recv().await;
+        assert_eq!(answer["t"], "error", "{frame} -> {answer}");
+        assert_eq!(answer["id"], id, "{frame} -> {answer}");
+        assert_eq!(answer["kind"], kind, "{frame} -> {answer}");
+        answer["message"].as_str().unwrap().to_string()
+    }
+
+    /// The bridge still answers a ping and a call.
+    async fn serves(&mut self, id: u64) {
+        self.send(json!({"t": "ping", "id": id})).await;
+        assert_eq!(self.recv().await, json!({"t": "pong", "id": id}));
+        self.send(json!({"t": "call", "id": id + 1, "fn": "add", "args": [2, 3]}))
+            .await;
+        assert_eq!(
+            self.recv().await,
+            json!({"t": "result", "id": id + 1, "value": 5})
+        );
+    }
+
+    async fn exit_code(mut self) -> Option<i32> {
+        drop(self.stdin.take());
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("the bridge exits")
+            .unwrap();
+        status.code()
+    }
+}
+
+#[tokio::test]
+async fn call_frames_without_a_string_function_name_are_bad_requests() {
+    init_tracing();
+    let tag = new_tag("rawnames");
+    let mut raw = Raw::start(&tag, 1 << 20).await;
+    let mut id = 10;
+    for name in [
+        json!(5),
+        json!(["echo"]),
+        json!({"fn": "echo"}),
+        json!(null),
+        json!(true),
+    ] {
+        let message = raw
+            .refused(
+                json!({"t": "call", "id": id, "fn": name}),
+                id,
+                "bad_request",
+            )
+            .await;
+        assert!(message.contains("\"fn\""), "{name}: {message}");
+        raw.serves(id + 1).await;
+        id += 10;
+    }
+    let message = raw
+        .refused(json!({"t": "call", "id": id}), id, "bad_request")
+        .await;
+    assert!(message.contains("NoneType"), "{message}");
+    // Strings that name nothing callable.
+    for name in ["", "__import__", "os.path", "Widget", "a b"] {
+        id += 10;
+        raw.refused(
+            json!({"t": "call", "id": id, "fn": name}),
+            id,
+            "unknown_function",
+        )
+        .await;
+        raw.serves(id + 1).await;
+    }
+    assert_eq!(raw.exit_code().await, Some(BridgeExit::Ok.code()));
+}
+
+#[tokio::test]
+async fn other_malformed_frames_are_answered_and_the_bridge_serves_on() {
+    init_tracing();
+    let tag = new_tag("rawframes");
+    let mut raw = Raw::start(&tag, 1 << 20).await;
+    let message = raw
+        .refused(
+            json!({"t": "call", "id": 1, "fn": "add", "args": [1], "kwargs": [2]}),
+            1,
+            "bad_request",
+        )
+        .await;
+    assert!(message.contains("kwargs"), "{message}");
+    raw.serves(2).await;
+    raw.refused(
+        json!({"t": "call", "id": 4, "fn": "add", "args": {"a": 1}, "kwargs": 7}),
+        4,
+        "bad_request",
+    )
+    .await;
+    raw.serves(5).await;
+    raw.refused(json!({"t": "bogus", "id": 7}), 7, "bad_request")
+        .await;
+    raw.serves(8).await;
+    for junk in [&b"not json"[..], b"[1, 2]", b"\"call\"", b"{}"] {
+        raw.send_bytes(junk).await;
+        let answer = raw.recv().await;
+        assert_eq!(answer["kind"], "bad_request", "{answer}");
+        raw.serves(20).await;
+    }
+    // A shutdown frame is a clean exit.
+    raw.send(json!({"t": "shutdown", "id": 0})).await;
+    assert_eq!(raw.exit_code().await, Some(BridgeExit::Ok.code()));
+}
+
+#[tokio::test]
+async fn an_oversized_frame_ends_the_bridge_with_the_protocol_code() {
+    init_tracing();
+    let tag = new_tag("rawbig");
+    let mut raw = Raw::start(&tag, 1024).await;
+    raw.serves(1).await;
+    let stdin = raw.stdin.as_mut().unwrap();
+    stdin.write_all(&4096u32.to_be_bytes()).await.unwrap();
+    stdin.flush().await.unwrap();
+    assert_eq!(raw.exit_code().await, Some(BridgeExit::Protocol.code()));
+    assert!(wait_gone(&tag, Duration::from_secs(2)).await.is_empty());
+}
