@@ -64,3 +64,9 @@ pub type Pool<F, I = Lifo, W = Fifo> = cenote_core::Pool<F, I, W>;
 /// A pool, typed by its factory and its two strategies.
 #[cfg(not(all(feature = "lifo", feature = "fifo")))]
 pub type Pool<F, I, W> = cenote_core::Pool<F, I, W>;
+
+/// The README's code, compiled (and, where it needs no Python, run) as
+/// doctests, so what it shows keeps working.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,10 +1,15 @@
 //! cenote's pool core: the [`Worker`], [`Queue`] and [`Registry`] contracts and
 //! the generic [`Pool`] built on them.
 //!
+//! A pool of your own workers, with the strategies from `cenote-strategies`
+//! (the `cenote` facade crate re-exports all of this and names the default
+//! strategies, so there it is just `cenote::Pool<F>`):
+//!
 //! ```
 //! use std::convert::Infallible;
 //! use std::time::Duration;
-//! use cenote_core::{Call, Factory, Pool, Queue, QueueKey, Strategy, Worker, WorkerCtx};
+//! use cenote_core::{Call, CallCtx, Factory, Pool, Worker, WorkerCtx};
+//! use cenote_strategies::{Fifo, Lifo};
 //!
 //! // A worker: here, an in-process counter. Real ones own a process.
 //! struct Counter(u64);
@@ -16,7 +21,7 @@
 //!
 //! impl Call<u64> for Counter {
 //!     type Response = u64;
-//!     async fn call(&mut self, add: u64) -> Result<u64, Infallible> {
+//!     async fn call(&mut self, add: u64, _ctx: CallCtx) -> Result<u64, Infallible> {
 //!         self.0 += add;
 //!         Ok(self.0)
 //!     }
@@ -30,13 +35,37 @@
 //!     }
 //! }
 //!
-//! // A strategy: strategies live in `cenote-strategies`; this one is a stack.
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // LIFO idle workers (a hot set stays warm), FIFO waiters (fair).
+//! let pool: Pool<Counters, Lifo, Fifo> = Pool::builder(Counters)
+//!     .size(2)
+//!     .max_overflow(1)
+//!     .call_timeout(Duration::from_secs(1))
+//!     .build()
+//!     .await
+//!     .unwrap();
+//! assert_eq!(pool.call(5).await.unwrap(), 5);
+//! assert_eq!(pool.status().totals.served, 1);
+//! pool.close().await;
+//! # }
+//! ```
+//!
+//! ## A queue of your own
+//!
+//! Both queues are pluggable: a [`Strategy`] names a [`Queue`] type per
+//! entry type. This one is a stack, searched linearly on removal (fine for
+//! a handful of entries):
+//!
+//! ```
+//! use cenote_core::{PriorityLevel, Queue, QueueKey, Strategy};
+//!
 //! struct Stack<T>(Vec<(u64, T)>, u64);
 //! impl<T> Default for Stack<T> {
 //!     fn default() -> Self { Stack(Vec::new(), 0) }
 //! }
 //! impl<T: Send + 'static> Queue<T> for Stack<T> {
-//!     fn push(&mut self, item: T, priority: i32) -> QueueKey {
+//!     fn push(&mut self, item: T, priority: PriorityLevel) -> QueueKey {
 //!         self.1 += 1;
 //!         self.0.push((self.1, item));
 //!         QueueKey { seq: self.1, priority, slot: 0 }
@@ -62,14 +91,11 @@
 //!     const NAME: &'static str = "stack";
 //! }
 //!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let pool: Pool<Counters, StackStrategy, StackStrategy> =
-//!     Pool::builder(Counters).size(2).build().await.unwrap();
-//! assert_eq!(pool.call(5).await.unwrap(), 5);
-//! assert_eq!(pool.status().totals.served, 1);
-//! pool.close().await;
-//! # }
+//! let mut q = Stack::default();
+//! q.push("a", 0);
+//! q.push("b", 0);
+//! assert_eq!(q.pop(), Some("b"));
+//! // A pool would be `Pool<Counters, StackStrategy, StackStrategy>`.
 //! ```
 
 mod clock;

@@ -125,22 +125,32 @@ pub trait Factory: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallCtx {
     deadline: tokio::time::Instant,
+    timeout: Duration,
 }
 
 impl CallCtx {
-    /// A call that must finish by `deadline`.
-    pub fn new(deadline: tokio::time::Instant) -> Self {
-        CallCtx { deadline }
+    /// A call that must finish within `timeout` from now.
+    pub fn within(timeout: Duration) -> Self {
+        CallCtx::from_start(tokio::time::Instant::now(), timeout)
     }
 
-    /// A call that must finish within `limit` from now.
-    pub fn within(limit: Duration) -> Self {
-        CallCtx::new(tokio::time::Instant::now() + limit)
+    /// A call that started at `start` and must finish within `timeout`.
+    pub fn from_start(start: tokio::time::Instant, timeout: Duration) -> Self {
+        CallCtx {
+            deadline: start + timeout,
+            timeout,
+        }
     }
 
     /// When the pool cuts the call off.
     pub fn deadline(&self) -> tokio::time::Instant {
         self.deadline
+    }
+
+    /// The call's whole allowance (`call_timeout`, or the call's own), as
+    /// error messages should quote it.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Time left until the deadline (zero once it has passed).

@@ -1,5 +1,7 @@
-//! Recycling after N tasks, on RSS growth and at a maximum lifetime, with a
-//! warm replacement: serving capacity never drops below the pool's size.
+//! Recycling after N tasks, on RSS growth and at a maximum lifetime. With
+//! room under the cap (`max_overflow`), the replacement is warm: serving
+//! capacity never drops below the pool's size. At the cap, the worker stops
+//! first and live workers never exceed the cap.
 
 mod common;
 
@@ -35,6 +37,16 @@ async fn min_capacity_during<F: std::future::Future<Output = ()>>(
     work.await;
     stop.store(true, Ordering::Relaxed);
     watcher.await.unwrap()
+}
+
+/// A pool of `size` with room under its cap for every worker to retire at
+/// once, so each retiring worker gets a warm replacement.
+async fn pool_with_room(config: cenote_python::PythonConfig, size: usize) -> PyPool {
+    chaos_builder(config, size)
+        .max_overflow(size)
+        .build()
+        .await
+        .expect("pool builds")
 }
 
 async fn pids_seen(pool: &PyPool, calls: usize) -> HashSet<u64> {
@@ -92,7 +104,7 @@ async fn task_quota_jitter_spreads_workers() {
 async fn pool_recycles_after_n_tasks_without_losing_capacity() {
     init_tracing();
     let tag = new_tag("precycle");
-    let pool = chaos_pool(chaos(&tag).recycle_after_tasks(5).recycle_jitter(0.5), 2).await;
+    let pool = pool_with_room(chaos(&tag).recycle_after_tasks(5).recycle_jitter(0.5), 2).await;
     let mut seen = HashSet::new();
     let (low, at) = min_capacity_during(&pool, async {
         // Spread over time, so replacements come up while calls go on.
@@ -123,7 +135,7 @@ async fn pool_recycles_after_n_tasks_without_losing_capacity() {
 async fn pool_recycles_a_worker_whose_memory_grew() {
     init_tracing();
     let tag = new_tag("rss");
-    let pool = chaos_pool(
+    let pool = pool_with_room(
         chaos(&tag)
             .max_rss_growth(40 << 20)
             .rss_check_interval(Duration::ZERO),
@@ -157,7 +169,7 @@ async fn pool_recycles_a_worker_whose_memory_grew() {
 async fn pool_recycles_at_max_lifetime() {
     init_tracing();
     let tag = new_tag("life");
-    let pool = chaos_pool(chaos(&tag).max_lifetime(Duration::from_millis(300)), 2).await;
+    let pool = pool_with_room(chaos(&tag).max_lifetime(Duration::from_millis(300)), 2).await;
     let first = pids_seen(&pool, 4).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (low, at) = min_capacity_during(&pool, async {
@@ -169,10 +181,54 @@ async fn pool_recycles_at_max_lifetime() {
     .await;
     assert!(low >= 2, "capacity dropped to {low}: {at:?}");
     assert!(pool.status().totals.retired >= 1, "{:?}", pool.status());
+    // The replacement's start may still be under way on a busy machine.
+    assert!(
+        eventually(Duration::from_secs(10), || pool.status().retiring == 0).await,
+        "{:?}",
+        pool.status()
+    );
     let later = pids_seen(&pool, 4).await;
     assert!(
         later.iter().any(|p| !first.contains(p)),
         "{first:?} {later:?}"
+    );
+    pool.close().await;
+    assert!(tagged(&tag).is_empty());
+}
+
+/// At the cap (no `max_overflow`), a retiring worker stops before its
+/// replacement starts: the pool never holds more live workers than its
+/// size, and returns to full size.
+#[tokio::test]
+async fn recycling_at_the_cap_never_exceeds_it() {
+    init_tracing();
+    let tag = new_tag("capcycle");
+    let pool = chaos_pool(chaos(&tag).recycle_after_tasks(3), 2).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (p, s) = (pool.clone(), Arc::clone(&stop));
+    let watcher = tokio::spawn(async move {
+        let mut most = 0;
+        while !s.load(Ordering::Relaxed) {
+            most = most.max(p.status().live);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        most
+    });
+    let seen = pids_seen(&pool, 24).await;
+    stop.store(true, Ordering::Relaxed);
+    let most = watcher.await.unwrap();
+    assert!(most <= 2, "live reached {most} with a cap of 2");
+    assert!(seen.len() >= 4, "workers were not replaced: {seen:?}");
+    let st = pool.status();
+    assert!(st.totals.retired >= 4, "{st:?}");
+    assert_eq!(st.totals.crashes, 0, "{st:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || pool.status().live == 2
+            && tagged(&tag).len() == 2)
+        .await,
+        "{:?} {:?}",
+        pool.status(),
+        tagged(&tag)
     );
     pool.close().await;
     assert!(tagged(&tag).is_empty());

@@ -25,9 +25,12 @@
 //! # let _ = FifoQueue::<u8>::default();
 //! ```
 //!
-//! All three keep their entries in a `BTreeMap` keyed by arrival order (and
-//! priority), so `push`, `pop` and `remove` by key are O(log n) and a removed
-//! entry leaves nothing behind.
+//! Costs, with n entries queued: [`Fifo`] and [`Lifo`] keep a linked list in
+//! a slab, so `push`, `pop` and `remove` by key are O(1) (and allocate
+//! nothing once the slab has grown to the most entries ever queued at once);
+//! [`Priority`] keeps a `BTreeMap` keyed by (priority, arrival), so they are
+//! O(log n). For all three, `extract` is O(n), and a removed entry leaves
+//! nothing behind.
 
 #[cfg(any(feature = "fifo", feature = "lifo"))]
 mod ordered;

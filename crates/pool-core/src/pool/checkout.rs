@@ -96,14 +96,15 @@ impl<W: Worker> Checkout<W> {
     where
         W: Call<Req>,
     {
-        let deadline = tokio::time::Instant::now() + limit;
+        let ctx = CallCtx::within(limit);
+        let deadline = ctx.deadline();
         let Some(Loan { live, home }) = self.loan.as_mut() else {
             unreachable!("Checkout used after drop")
         };
         self.in_flight = true;
         let outcome = tokio::select! {
             biased;
-            r = tokio::time::timeout_at(deadline, live.worker.call(req, CallCtx::new(deadline))) => r,
+            r = tokio::time::timeout_at(deadline, live.worker.call(req, ctx)) => r,
             // The close grace ran out: cut the call off; the guard's drop
             // (in flight, pool closed) ends the worker.
             () = home.kill_signal().cancelled() => return Err(Error::Closed),

@@ -1,10 +1,13 @@
 //! Closing a pool, in the order a user expects:
 //!
 //! 1. stop taking work — new callers and every waiter get `Closed`;
-//! 2. shut down the idle workers, and cancel starts and recycles;
-//! 3. let in-flight work finish, up to `shutdown_grace`;
-//! 4. when the grace runs out, cut off calls still running, and wait for
-//!    their workers to come back to be killed;
+//! 2. shut down the idle workers, and cancel recycles and starts waiting out
+//!    a backoff;
+//! 3. let in-flight work and starts under way finish, up to
+//!    `shutdown_grace` (a worker that arrives now is shut down at once, so
+//!    whatever its start spawned is reaped, not orphaned);
+//! 4. when the grace runs out, cut off calls and starts still running, and
+//!    wait for their workers to come back to be killed;
 //! 5. wait for every worker's shutdown, then leave the registry.
 //!
 //! A worker held through `get()` by code that never lets go cannot be taken
@@ -42,7 +45,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
             let _ = self.stop_worker(out);
         }
 
-        self.wait_until(now + grace, |st| st.busy() == 0).await;
+        self.wait_until(now + grace, |st| st.at_rest()).await;
         self.kill.cancel();
         // Calls cut off by `kill` return their workers (to be killed) only
         // when their callers' tasks next run. Every worker leaving `busy` or

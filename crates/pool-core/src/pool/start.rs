@@ -54,9 +54,13 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
                 id,
                 attempt: failures,
             };
+            // A start under way is not dropped when it is cancelled (the
+            // pool shrank or began closing): its worker arrives and is shut
+            // down properly, so nothing it spawned outlives the pool. Only
+            // when the close grace runs out is it cut off.
             let made = tokio::select! {
                 made = tokio::time::timeout(self.config.create_timeout, self.factory.create(ctx)) => made,
-                () = cancel.cancelled() => return self.start_ended(id),
+                () = self.kill.cancelled() => return self.start_ended(id),
             };
             let err = match made {
                 Ok(Ok(worker)) => {

@@ -165,6 +165,12 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         self.idle.len() + self.busy + self.starts.len()
     }
 
+    /// Live workers once every retirement under way is done: a retiring
+    /// worker and its warm replacement count as one.
+    fn settled_live(&self) -> usize {
+        self.live().saturating_sub(self.retiring.len())
+    }
+
     /// The most live workers allowed while any of them is idle or starting.
     pub fn capacity(&self) -> usize {
         self.size + self.max_overflow
@@ -180,6 +186,11 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
 
     pub fn busy(&self) -> usize {
         self.busy
+    }
+
+    /// No call and no start is under way.
+    pub fn at_rest(&self) -> bool {
+        self.busy == 0 && self.starts.is_empty()
     }
 
     /// Nothing of the pool is left: no worker busy, starting or stopping.
@@ -466,7 +477,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
             return fx;
         };
         self.totals.retired += 1;
-        if self.live() > self.size {
+        if self.settled_live() > self.size {
             // An overflow worker: no replacement needed.
             fx.stop
                 .push(self.leave_busy(live, StopReason::Retired(reason)));
@@ -502,7 +513,8 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         let had_replacement = self.retiring.contains_key(&live.meta.id);
         let mut fx = Effects::default();
         fx.stop.push(self.leave_busy(live, reason));
-        let wanted = !had_replacement && (self.live() < self.size || !self.waiters.is_empty());
+        let wanted =
+            !had_replacement && (self.settled_live() < self.size || !self.waiters.is_empty());
         if wanted {
             if let Some(ticket) = self.begin_start(None, true, parent) {
                 self.totals.restarts += 1;
@@ -710,7 +722,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
                 None => break,
             }
         }
-        while self.live() < self.size {
+        while self.settled_live() < self.size {
             match self.begin_start(None, false, parent) {
                 Some(ticket) => fx.start.push(ticket),
                 None => break,
@@ -760,7 +772,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
             .idle
             .extract(&mut |l: &mut Live<Wk>| l.worker.is_broken());
         self.busy += broken.len();
-        let mut excess = self.live().saturating_sub(self.size);
+        let mut excess = self.settled_live().saturating_sub(self.size);
         if excess > 0 {
             let idle_too_long = self.idle.extract(&mut |l: &mut Live<Wk>| {
                 let take = excess > 0 && now.since(l.meta.idle_since) >= overflow_idle;

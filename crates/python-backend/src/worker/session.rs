@@ -202,7 +202,7 @@ impl Session {
                 )))
             }
         };
-        let (deadline, limit) = (ctx.deadline(), ctx.remaining());
+        let (deadline, limit) = (ctx.deadline(), ctx.timeout());
         self.pending = Some(Pending {
             id: self.take_id(),
             deadline,

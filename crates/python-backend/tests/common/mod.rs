@@ -119,9 +119,26 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     }
 }
 
+/// A builder for a pool of `size` chaos workers with test-friendly timeouts.
+pub fn chaos_builder(
+    config: PythonConfig,
+    size: usize,
+) -> cenote_core::PoolBuilder<PythonFactory, Lifo, Fifo> {
+    Pool::builder(PythonFactory::new(config))
+        .name("test")
+        .size(size)
+        .checkout_timeout(Duration::from_secs(20))
+        .create_timeout(Duration::from_secs(20))
+        .call_timeout(Duration::from_secs(20))
+        .shutdown_grace(Duration::from_secs(2))
+}
+
 /// A pool of `size` chaos workers with test-friendly timeouts.
 pub async fn chaos_pool(config: PythonConfig, size: usize) -> PyPool {
-    chaos_pool_with_deadline(config, size, Duration::from_secs(20)).await
+    chaos_builder(config, size)
+        .build()
+        .await
+        .expect("pool builds")
 }
 
 /// [`chaos_pool`] whose calls have `call_timeout` as their deadline.
@@ -130,13 +147,8 @@ pub async fn chaos_pool_with_deadline(
     size: usize,
     call_timeout: Duration,
 ) -> PyPool {
-    Pool::builder(PythonFactory::new(config))
-        .name("test")
-        .size(size)
-        .checkout_timeout(Duration::from_secs(20))
-        .create_timeout(Duration::from_secs(20))
+    chaos_builder(config, size)
         .call_timeout(call_timeout)
-        .shutdown_grace(Duration::from_secs(2))
         .build()
         .await
         .expect("pool builds")
