@@ -2,8 +2,9 @@
 //!
 //! The pool core ([`Pool`]) is generic over the worker ([`Worker`] made by a
 //! [`Factory`]), the strategy that orders idle workers and the one that orders
-//! waiting callers ([`Strategy`]: [`Lifo`], [`Fifo`], [`Priority`], each behind
-//! a Cargo feature), and the [`Registry`] where pools and workers are found.
+//! waiting callers ([`IdleStrategy`], [`WaitStrategy`]: [`Lifo`], [`Fifo`],
+//! [`Priority`], [`Deadline`], each behind a Cargo feature), and the
+//! [`Registry`] where pools and workers are found.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -37,13 +38,21 @@
 //! ```
 
 pub use cenote_core::{
-    Backoff, BuildError, Call, CallCtx, CallOptions, Checkout, CheckoutOptions, ConfigError,
-    CrashBudget, Error, Factory, Percentiles, PoolBuilder, PoolConfig, PoolEntry, PriorityLevel,
-    Queue, QueueKey, Registry, RegistryError, RegistryEvent, Retire, RetryIf, RetryPolicy,
-    StartError, Status, Strategy, Totals, Worker, WorkerCtx, WorkerEntry, WorkerId, WorkerInfo,
-    WorkerState,
+    Affinity, AffinityKey, AffinityLoss, AffinityMode, Backoff, BuildError, Call, CallCtx,
+    CallOptions, Caller, Checkout, CheckoutOptions, ConfigError, CrashBudget, Entry, Error,
+    Factory, IdleStrategy, IdleWorker, Percentiles, PoolBuilder, PoolConfig, PoolEntry,
+    PriorityLevel, Queue, Registry, RegistryError, RegistryEvent, Retire, RetryIf, RetryPolicy,
+    Stamp, StartError, Status, Totals, WaitStrategy, Waiter, Worker, WorkerCtx, WorkerEntry,
+    WorkerId, WorkerInfo, WorkerState,
 };
 
+/// The checks every queue must pass, to run on a queue of your own
+/// (feature `conformance`).
+#[cfg(feature = "conformance")]
+pub use cenote_core::conformance;
+
+#[cfg(feature = "deadline")]
+pub use cenote_strategies::Deadline;
 #[cfg(feature = "fifo")]
 pub use cenote_strategies::Fifo;
 #[cfg(feature = "lifo")]

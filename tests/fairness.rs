@@ -20,8 +20,8 @@ async fn served_order<I, W>(
     priorities: &[PriorityLevel],
 ) -> Vec<usize>
 where
-    I: cenote::Strategy,
-    W: cenote::Strategy,
+    I: cenote::IdleStrategy,
+    W: cenote::WaitStrategy,
 {
     let held = pool.get().await.unwrap();
     let order = Arc::new(Mutex::new(Vec::new()));
@@ -121,8 +121,8 @@ async fn priority_waiters_are_served_highest_first_ties_in_arrival_order() {
 /// ids in that order.
 async fn return_in_order<I, W>(pool: &cenote::Pool<TestFactory, I, W>, n: usize) -> Vec<u64>
 where
-    I: cenote::Strategy,
-    W: cenote::Strategy,
+    I: cenote::IdleStrategy,
+    W: cenote::WaitStrategy,
 {
     assert!(eventually(SETTLE, || pool.status().idle == n).await);
     let mut held = Vec::new();

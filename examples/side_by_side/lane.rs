@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cenote::python::{PyCall, PythonConfig, PythonFactory};
-use cenote::{CheckoutOptions, Pool, Registry, Status, Strategy};
+use cenote::{CheckoutOptions, IdleStrategy, Pool, Registry, Status, WaitStrategy};
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
@@ -35,12 +35,12 @@ pub trait Lane: Send + Sync {
     fn close(&self) -> BoxFuture<'_, ()>;
 }
 
-struct PoolLane<I: Strategy, W: Strategy> {
+struct PoolLane<I: IdleStrategy, W: WaitStrategy> {
     name: &'static str,
     pool: Pool<PythonFactory, I, W>,
 }
 
-impl<I: Strategy, W: Strategy> Lane for PoolLane<I, W> {
+impl<I: IdleStrategy, W: WaitStrategy> Lane for PoolLane<I, W> {
     fn name(&self) -> &'static str {
         self.name
     }
@@ -86,7 +86,7 @@ impl<I: Strategy, W: Strategy> Lane for PoolLane<I, W> {
 
 /// Build and register one pool of Python workers running the handlers in
 /// `examples/python/handlers.py`.
-pub async fn start<I: Strategy, W: Strategy>(
+pub async fn start<I: IdleStrategy, W: WaitStrategy>(
     name: &'static str,
     args: &Args,
     registry: &Arc<dyn Registry>,

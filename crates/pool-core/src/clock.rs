@@ -1,4 +1,6 @@
-//! [`Stamp`]: the pool's clock, read on every checkout and every return.
+//! [`Stamp`]: the pool's clock, read on every checkout and every return, and
+//! the time queues see (a waiter's arrival and deadline, a worker's start and
+//! idle time).
 //!
 //! `std::time::Instant` costs about 60 instructions to read and subtract
 //! (its checked `timespec` arithmetic); a checkout reads the clock twice and
@@ -9,9 +11,11 @@
 
 use std::time::Duration;
 
-/// A point on the monotonic clock, in nanoseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Stamp(u64);
+/// A point on the monotonic clock, in nanoseconds: what queues compare
+/// (arrivals, deadlines, idle times) at the cost of one integer compare.
+/// Meaningful only within one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp(u64);
 
 impl Stamp {
     /// Now.
@@ -42,7 +46,7 @@ impl Stamp {
     }
 
     /// Nanoseconds from `earlier` to this stamp; zero if `earlier` is later.
-    pub fn nanos_since(self, earlier: Stamp) -> u64 {
+    pub(crate) fn nanos_since(self, earlier: Stamp) -> u64 {
         self.0.saturating_sub(earlier.0)
     }
 
@@ -60,7 +64,7 @@ impl Stamp {
     }
 
     /// The same point as a tokio `Instant`, for tokio's timers.
-    pub fn to_instant(self) -> tokio::time::Instant {
+    pub(crate) fn to_instant(self) -> tokio::time::Instant {
         let now = Stamp::now();
         let base = tokio::time::Instant::now();
         if self >= now {

@@ -77,6 +77,16 @@ pub struct PoolConfig {
     pub shutdown_grace: Duration,
     /// Whether `build` waits until the warm workers are up (or have failed once).
     pub wait_for_warm: bool,
+    /// The most session keys the pool remembers (which worker served each
+    /// last); past it the least recently used is forgotten. Bounds memory
+    /// whatever keys callers send.
+    pub affinity_capacity: usize,
+    /// A session key unused this long is forgotten (`None`: only
+    /// `affinity_capacity` bounds the map).
+    pub affinity_ttl: Option<Duration>,
+    /// How long an [`AffinityMode::Hint`](crate::AffinityMode::Hint) call
+    /// waits for its session's busy worker before it takes any worker.
+    pub affinity_hint_wait: Duration,
 }
 
 impl Default for PoolConfig {
@@ -102,6 +112,9 @@ impl Default for PoolConfig {
             health_interval: Some(Duration::from_secs(5)),
             shutdown_grace: Duration::from_secs(5),
             wait_for_warm: true,
+            affinity_capacity: 10_000,
+            affinity_ttl: Some(Duration::from_secs(600)),
+            affinity_hint_wait: Duration::from_millis(50),
         }
     }
 }
@@ -135,6 +148,12 @@ impl PoolConfig {
         }
         if self.health_interval.is_some_and(|d| d.is_zero()) {
             return fail("health_interval must be greater than zero (or None)");
+        }
+        if self.affinity_capacity == 0 {
+            return fail("affinity_capacity must be at least 1");
+        }
+        if self.affinity_ttl.is_some_and(|d| d.is_zero()) {
+            return fail("affinity_ttl must be greater than zero (or None)");
         }
         Ok(())
     }

@@ -43,6 +43,25 @@ pub enum Error<E: std::error::Error + 'static> {
     /// it is being replaced. Safe to retry for idempotent calls.
     #[error("worker died during the call and is being replaced: {0}")]
     Crashed(E),
+    /// A strict session's worker is gone, and with it the session's state:
+    /// the call was not moved to another worker. Start the session over
+    /// ([`Pool::forget_affinity`](crate::Pool::forget_affinity), then call
+    /// again) or use a new key.
+    #[error("session {key:?} lost its worker, which {reason}; start the session over (forget_affinity) or use a new key")]
+    AffinityLost {
+        /// The session.
+        key: crate::AffinityKey,
+        /// What happened to its worker.
+        reason: crate::AffinityLoss,
+    },
+    /// A fail-fast session's worker is serving another call (or no worker is
+    /// free for a new session), and fail-fast does not wait. Retry later, or
+    /// use `AffinityMode::Strict` to wait.
+    #[error("session {key:?}: its worker is busy and the call asked not to wait (AffinityMode::FailFast)")]
+    Busy {
+        /// The session.
+        key: crate::AffinityKey,
+    },
 }
 
 /// Why one worker start failed.

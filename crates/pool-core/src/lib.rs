@@ -98,8 +98,12 @@
 //! // A pool would be `Pool<Counters, StackStrategy, StackStrategy>`.
 //! ```
 
+mod affinity;
 mod clock;
 mod config;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod entry;
 mod error;
 mod histogram;
 mod pool;
@@ -108,12 +112,15 @@ mod registry;
 mod status;
 mod worker;
 
+pub use affinity::{Affinity, AffinityKey, AffinityLoss, AffinityMode};
+pub use clock::Stamp;
 pub use config::{Backoff, CrashBudget, PoolConfig};
+pub use entry::{Caller, IdleWorker, Waiter};
 pub use error::{BuildError, ConfigError, Error, StartError};
 pub use pool::{
     CallOptions, Checkout, CheckoutOptions, Pool, PoolBuilder, RetryIf, RetryPolicy, WorkerInfo,
 };
-pub use queue::{PriorityLevel, Queue, QueueKey, Strategy};
+pub use queue::{Entry, IdleStrategy, PriorityLevel, Queue, WaitStrategy};
 pub use registry::{PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerState};
 pub use status::{Percentiles, Status, Totals};
 pub use worker::{Call, CallCtx, Factory, Retire, Worker, WorkerCtx, WorkerId};

@@ -23,6 +23,13 @@ pub struct Totals {
     pub start_failures: u64,
     /// Workers retired on their own request (quota, memory, lifetime).
     pub retired: u64,
+    /// Session calls served by the worker that served their key before.
+    pub affinity_hits: u64,
+    /// Session calls whose key moved to another worker (a hint that gave up
+    /// waiting, or a session started over elsewhere).
+    pub affinity_misses: u64,
+    /// Session calls failed with `AffinityLost`.
+    pub affinity_lost: u64,
 }
 
 /// Latency percentiles in microseconds.
@@ -63,8 +70,11 @@ pub struct Status {
     pub retiring: usize,
     /// Workers being shut down.
     pub stopping: usize,
-    /// Callers waiting for a worker.
+    /// Callers waiting for a worker (including those waiting for their
+    /// session's worker).
     pub waiting: usize,
+    /// Session keys remembered (bounded by `affinity_capacity`).
+    pub sessions: usize,
     /// Whether `close` has begun.
     pub closed: bool,
     /// Whether restarts are being held back by the crash budget.

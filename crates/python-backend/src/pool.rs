@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use cenote_core::{CallCtx, CallOptions, Error, Pool, Strategy};
+use cenote_core::{CallCtx, CallOptions, Error, IdleStrategy, Pool, WaitStrategy};
 
 use crate::error::PythonError;
 use crate::factory::PythonFactory;
@@ -36,7 +36,7 @@ pub trait PythonPool {
     ) -> impl Future<Output = Result<PyStream<'static>, Error<PythonError>>> + Send;
 }
 
-impl<I: Strategy, W: Strategy> PythonPool for Pool<PythonFactory, I, W> {
+impl<I: IdleStrategy, W: WaitStrategy> PythonPool for Pool<PythonFactory, I, W> {
     async fn stream(&self, call: PyCall) -> Result<PyStream<'static>, Error<PythonError>> {
         self.stream_with(call, CallOptions::default()).await
     }

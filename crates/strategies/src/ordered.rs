@@ -4,8 +4,10 @@
 //! has grown to the most entries ever queued at once: freed nodes are
 //! reused. A key names its node by slot and proves it by sequence number,
 //! so a stale key (its entry already gone, the node reused) removes nothing.
+//! A pop for a caller with a session key walks the list for the worker
+//! holding it (the only pop that is not O(1)).
 
-use cenote_core::{PriorityLevel as Prio, Queue, QueueKey, Strategy};
+use cenote_core::{Entry, Queue};
 
 const NIL: usize = usize::MAX;
 
@@ -61,16 +63,36 @@ impl<T, const FROM_BACK: bool> OrderedQueue<T, FROM_BACK> {
         self.nodes[at].item.take()
     }
 
-    /// The end `pop` reads, and the direction to walk from it.
-    fn serving_order(&self) -> impl Iterator<Item = usize> + '_ {
-        let first = if FROM_BACK { self.tail } else { self.head };
-        std::iter::successors((first != NIL).then_some(first), move |&at| {
-            let node = &self.nodes[at];
-            let step = if FROM_BACK { node.prev } else { node.next };
-            (step != NIL).then_some(step)
-        })
+    /// The node `pop` reads first.
+    fn first(&self) -> usize {
+        if FROM_BACK {
+            self.tail
+        } else {
+            self.head
+        }
+    }
+
+    /// The node served after node `at`.
+    fn after(&self, at: usize) -> usize {
+        let node = &self.nodes[at];
+        if FROM_BACK {
+            node.prev
+        } else {
+            node.next
+        }
     }
 }
+
+/// The key of an entry in a [`Fifo`](crate::Fifo) or [`Lifo`](crate::Lifo)
+/// queue: its slot, proven by its sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SlotKey {
+    slot: usize,
+    seq: u64,
+}
+
+#[cfg(any(feature = "fifo", feature = "lifo"))]
+use cenote_core::{IdleStrategy, IdleWorker, WaitStrategy, Waiter};
 
 /// The queue [`Fifo`] uses.
 #[cfg(feature = "fifo")]
@@ -86,8 +108,14 @@ pub type LifoQueue<T> = OrderedQueue<T, true>;
 pub struct Fifo;
 
 #[cfg(feature = "fifo")]
-impl Strategy for Fifo {
-    type Queue<T: Send + 'static> = FifoQueue<T>;
+impl IdleStrategy for Fifo {
+    type Queue<W: Send + 'static> = FifoQueue<IdleWorker<W>>;
+    const NAME: &'static str = "fifo";
+}
+
+#[cfg(feature = "fifo")]
+impl WaitStrategy for Fifo {
+    type Queue = FifoQueue<Waiter>;
     const NAME: &'static str = "fifo";
 }
 
@@ -97,20 +125,28 @@ impl Strategy for Fifo {
 pub struct Lifo;
 
 #[cfg(feature = "lifo")]
-impl Strategy for Lifo {
-    type Queue<T: Send + 'static> = LifoQueue<T>;
+impl IdleStrategy for Lifo {
+    type Queue<W: Send + 'static> = LifoQueue<IdleWorker<W>>;
     const NAME: &'static str = "lifo";
 }
 
-impl<T: Send + 'static, const FROM_BACK: bool> Queue<T> for OrderedQueue<T, FROM_BACK> {
-    fn push(&mut self, item: T, priority: Prio) -> QueueKey {
+#[cfg(feature = "lifo")]
+impl WaitStrategy for Lifo {
+    type Queue = LifoQueue<Waiter>;
+    const NAME: &'static str = "lifo";
+}
+
+impl<T: Entry, const FROM_BACK: bool> Queue<T> for OrderedQueue<T, FROM_BACK> {
+    type Key = SlotKey;
+
+    fn push(&mut self, entry: T) -> SlotKey {
         let seq = self.next_seq;
         self.next_seq += 1;
         let node = Node {
             seq,
             prev: self.tail,
             next: NIL,
-            item: Some(item),
+            item: Some(entry),
         };
         let at = match self.free.pop() {
             Some(at) => {
@@ -128,22 +164,32 @@ impl<T: Send + 'static, const FROM_BACK: bool> Queue<T> for OrderedQueue<T, FROM
         }
         self.tail = at;
         self.len += 1;
-        QueueKey {
-            seq,
-            priority,
-            slot: at,
-        }
+        SlotKey { slot: at, seq }
     }
 
-    fn pop(&mut self) -> Option<T> {
-        let at = if FROM_BACK { self.tail } else { self.head };
+    fn pop(&mut self, req: T::Request<'_>) -> Option<T> {
+        let mut at = self.first();
+        if T::claims(req) {
+            let mut look = at;
+            while look != NIL {
+                if self.nodes[look]
+                    .item
+                    .as_ref()
+                    .is_some_and(|e| e.claimed_by(req))
+                {
+                    at = look;
+                    break;
+                }
+                look = self.after(look);
+            }
+        }
         if at == NIL {
             return None;
         }
         self.unlink(at)
     }
 
-    fn remove(&mut self, key: QueueKey) -> Option<T> {
+    fn remove(&mut self, key: SlotKey) -> Option<T> {
         let live = self
             .nodes
             .get(key.slot)
@@ -159,14 +205,16 @@ impl<T: Send + 'static, const FROM_BACK: bool> Queue<T> for OrderedQueue<T, FROM
         self.len
     }
 
-    fn extract(&mut self, pred: &mut dyn FnMut(&mut T) -> bool) -> Vec<T> {
-        let order: Vec<usize> = self.serving_order().collect();
+    fn take_matching(&mut self, limit: usize, pred: &mut dyn FnMut(&mut T) -> bool) -> Vec<T> {
         let mut out = Vec::new();
-        for at in order {
-            let chosen = self.nodes[at].item.as_mut().is_some_and(&mut *pred);
-            if chosen {
+        let mut at = self.first();
+        while at != NIL && out.len() < limit {
+            // Unlinking `at` leaves the node after it where it is.
+            let next = self.after(at);
+            if self.nodes[at].item.as_mut().is_some_and(&mut *pred) {
                 out.extend(self.unlink(at));
             }
+            at = next;
         }
         out
     }
@@ -175,48 +223,62 @@ impl<T: Send + 'static, const FROM_BACK: bool> Queue<T> for OrderedQueue<T, FROM
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_entry::Item;
+
+    fn drain<const B: bool>(q: &mut OrderedQueue<Item, B>) -> Vec<u32> {
+        std::iter::from_fn(|| q.pop(None)).map(|e| e.id).collect()
+    }
 
     #[test]
     fn fifo_and_lifo_read_opposite_ends() {
-        let mut f = OrderedQueue::<u32, false>::default();
-        let mut l = OrderedQueue::<u32, true>::default();
+        let mut f = OrderedQueue::<Item, false>::default();
+        let mut l = OrderedQueue::<Item, true>::default();
         for i in 0..5 {
-            f.push(i, 0);
-            l.push(i, 0);
+            f.push(Item::new(i));
+            l.push(Item::new(i));
         }
-        let f_order: Vec<_> = std::iter::from_fn(|| f.pop()).collect();
-        let l_order: Vec<_> = std::iter::from_fn(|| l.pop()).collect();
-        assert_eq!(f_order, vec![0, 1, 2, 3, 4]);
-        assert_eq!(l_order, vec![4, 3, 2, 1, 0]);
+        assert_eq!(drain(&mut f), vec![0, 1, 2, 3, 4]);
+        assert_eq!(drain(&mut l), vec![4, 3, 2, 1, 0]);
+    }
+
+    #[test]
+    fn a_claimed_entry_is_served_first_then_the_order_resumes() {
+        let mut l = OrderedQueue::<Item, true>::default();
+        for i in 0..4 {
+            l.push(Item::new(i));
+        }
+        assert_eq!(l.pop(Some(1)).map(|e| e.id), Some(1));
+        assert_eq!(l.pop(Some(9)).map(|e| e.id), Some(3), "no claimed entry: LIFO");
+        assert_eq!(drain(&mut l), vec![2, 0]);
     }
 
     #[test]
     fn removed_entry_is_gone_and_key_is_not_reused() {
-        let mut f = OrderedQueue::<&str, false>::default();
-        let a = f.push("a", 0);
-        let b = f.push("b", 0);
-        assert_eq!(f.remove(a), Some("a"));
-        assert_eq!(f.remove(a), None);
-        let c = f.push("c", 0);
+        let mut f = OrderedQueue::<Item, false>::default();
+        let a = f.push(Item::new(0));
+        let b = f.push(Item::new(1));
+        assert_eq!(f.remove(a).map(|e| e.id), Some(0));
+        assert!(f.remove(a).is_none());
+        let c = f.push(Item::new(2));
         assert_ne!(a, c);
         assert_eq!(c.slot, a.slot, "the freed slot is reused");
-        assert_eq!(
-            f.remove(a),
-            None,
+        assert!(
+            f.remove(a).is_none(),
             "a stale key removed the entry now in its slot"
         );
         assert_eq!(f.len(), 2);
-        assert_eq!(f.remove(b), Some("b"));
-        assert_eq!(f.pop(), Some("c"));
+        assert_eq!(f.remove(b).map(|e| e.id), Some(1));
+        assert_eq!(drain(&mut f), vec![2]);
         assert!(f.is_empty());
     }
 
-    /// Random pushes, pops and removals agree with a plain Vec model.
+    /// Random pushes, pops and removals agree with a plain Vec model, and
+    /// the slab never outgrows the most entries queued at once.
     #[test]
     fn matches_a_reference_model() {
         fn run<const BACK: bool>() {
-            let mut q = OrderedQueue::<u32, BACK>::default();
-            let mut model: Vec<(QueueKey, u32)> = Vec::new();
+            let mut q = OrderedQueue::<Item, BACK>::default();
+            let mut model: Vec<(SlotKey, u32)> = Vec::new();
             let mut peak = 0;
             let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
             let mut next = || {
@@ -227,28 +289,26 @@ mod tests {
             };
             for i in 0..20_000u32 {
                 match next() % 4 {
-                    0 | 1 => model.push((q.push(i, 0), i)),
+                    0 | 1 => model.push((q.push(Item::new(i)), i)),
                     2 => {
                         let want = if BACK {
                             model.pop()
                         } else {
                             (!model.is_empty()).then(|| model.remove(0))
                         };
-                        assert_eq!(q.pop(), want.map(|(_, v)| v));
+                        assert_eq!(q.pop(None).map(|e| e.id), want.map(|(_, v)| v));
                     }
                     _ if !model.is_empty() => {
                         let at = (next() as usize) % model.len();
                         let (key, v) = model.remove(at);
-                        assert_eq!(q.remove(key), Some(v));
-                        assert_eq!(q.remove(key), None);
+                        assert_eq!(q.remove(key).map(|e| e.id), Some(v));
+                        assert!(q.remove(key).is_none());
                     }
                     _ => {}
                 }
                 assert_eq!(q.len(), model.len());
                 peak = peak.max(model.len());
             }
-            // Freed nodes are reused: the slab is as large as the most
-            // entries ever queued at once, not as the entries ever pushed.
             assert_eq!(q.nodes.len(), peak);
         }
         run::<false>();
@@ -256,14 +316,20 @@ mod tests {
     }
 
     #[test]
-    fn extract_keeps_serving_order_and_the_rest() {
-        let mut l = OrderedQueue::<u32, true>::default();
+    fn take_matching_keeps_serving_order_limit_and_the_rest() {
+        let mut l = OrderedQueue::<Item, true>::default();
         for i in 0..6 {
-            l.push(i, 0);
+            l.push(Item::new(i));
         }
-        let even = l.extract(&mut |x| *x % 2 == 0);
-        assert_eq!(even, vec![4, 2, 0]);
-        assert_eq!(l.len(), 3);
-        assert_eq!(l.pop(), Some(5));
+        let even: Vec<u32> = l
+            .take_matching(2, &mut |e| e.id % 2 == 0)
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(even, vec![4, 2], "the first two even ones, LIFO");
+        assert!(l.take_matching(0, &mut |_| true).is_empty());
+        let first: Vec<u32> = l.take_first(2).into_iter().map(|e| e.id).collect();
+        assert_eq!(first, vec![5, 3]);
+        assert_eq!(drain(&mut l), vec![1, 0]);
     }
 }

@@ -10,12 +10,12 @@ use super::shared::Shared;
 use super::Pool;
 use crate::config::{Backoff, CrashBudget, PoolConfig};
 use crate::error::BuildError;
-use crate::queue::Strategy;
+use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::registry::{PoolEntry, Registry};
 use crate::worker::Factory;
 
 /// Builds a [`Pool`]. Every setting has a default (see [`PoolConfig`]).
-pub struct PoolBuilder<F: Factory, I: Strategy, W: Strategy> {
+pub struct PoolBuilder<F: Factory, I: IdleStrategy, W: WaitStrategy> {
     factory: F,
     config: PoolConfig,
     registry: Option<Arc<dyn Registry>>,
@@ -34,7 +34,7 @@ macro_rules! setters {
     };
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> PoolBuilder<F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> PoolBuilder<F, I, W> {
     /// A builder with the default configuration.
     pub fn new(factory: F) -> Self {
         PoolBuilder {
@@ -84,6 +84,12 @@ impl<F: Factory, I: Strategy, W: Strategy> PoolBuilder<F, I, W> {
         shutdown_grace: Duration;
         /// Whether `build` waits for the warm workers (default true).
         wait_for_warm: bool;
+        /// The most session keys remembered (least recently used forgotten first).
+        affinity_capacity: usize;
+        /// Forget a session key unused this long (`None`: never by age).
+        affinity_ttl: Option<Duration>;
+        /// How long a `Hint` session call waits for its busy worker.
+        affinity_hint_wait: Duration;
     }
 
     /// Register the pool and its workers in `registry`.
@@ -93,7 +99,7 @@ impl<F: Factory, I: Strategy, W: Strategy> PoolBuilder<F, I, W> {
     }
 
     /// Use another strategy for idle workers.
-    pub fn idle_strategy<I2: Strategy>(self) -> PoolBuilder<F, I2, W> {
+    pub fn idle_strategy<I2: IdleStrategy>(self) -> PoolBuilder<F, I2, W> {
         PoolBuilder {
             factory: self.factory,
             config: self.config,
@@ -103,7 +109,7 @@ impl<F: Factory, I: Strategy, W: Strategy> PoolBuilder<F, I, W> {
     }
 
     /// Use another strategy for waiting callers.
-    pub fn wait_strategy<W2: Strategy>(self) -> PoolBuilder<F, I, W2> {
+    pub fn wait_strategy<W2: WaitStrategy>(self) -> PoolBuilder<F, I, W2> {
         PoolBuilder {
             factory: self.factory,
             config: self.config,
@@ -151,7 +157,7 @@ impl<F: Factory, I: Strategy, W: Strategy> PoolBuilder<F, I, W> {
     }
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
     /// Wait until no start is in its first attempt any more, bounded by
     /// `limit` plus a margin.
     async fn wait_warm(&self, limit: Duration) {

@@ -1,58 +1,60 @@
 //! How a worker reaches a caller who is waiting for one, without an
 //! allocation per wait.
 //!
-//! A waiting caller owns one [`Cell`] in a slab ([`Cells`]) that lives in the
-//! pool's state, and the waiter queue holds a small [`Waiter`] naming that
-//! cell. Whoever serves the waiter (a returning worker, a start that
-//! arrived, the maintenance tick turning it away) pops it and *deposits* the
-//! outcome in its cell under the pool's lock, then wakes the caller's task
-//! once the lock is released. The caller collects the outcome the next time
-//! it is polled, under the lock.
+//! A waiting caller owns one cell in a slab ([`Cells`]) that lives in the
+//! pool's state, and a waiter queue holds a small
+//! [`Waiter`](crate::Waiter) naming that cell. The cell also records where
+//! the waiter is queued ([`Place`]): the pool's waiter queue, or the queue
+//! of callers pinned to one session worker, which it may move between.
+//! Whoever serves the waiter (a returning worker, a start that arrived, the
+//! maintenance tick turning it away, its worker leaving) takes it out of its
+//! queue and *deposits* the outcome in its cell under the pool's lock,
+//! clearing its place, then wakes the caller's task. The caller collects the
+//! outcome the next time it is polled, under the lock.
 //!
 //! Because depositing and collecting both happen under the lock, a caller
-//! that gives up (its future dropped) finds, under the lock, either its
-//! entry still queued (it removes it) or an outcome deposited (a worker: it
-//! passes it on to the next waiter). Nothing is lost and nothing lingers.
-//! Freed cells are reused, so once the slab has grown to the most callers
-//! ever waiting at once, waiting allocates nothing.
+//! that gives up (its future dropped) finds, under the lock, either a place
+//! (its entry still queued: it removes it) or an outcome deposited (a
+//! worker: it passes it on to the next waiter). Nothing is lost and nothing
+//! lingers. Freed cells are reused, so once the slab has grown to the most
+//! callers ever waiting at once, waiting allocates nothing.
 
 use crate::clock::Stamp;
 use std::task::Waker;
 
 use super::live::Live;
 use crate::error::Error;
-use crate::worker::Worker;
+use crate::worker::{Worker, WorkerId};
 
 /// What a waiter gets: a worker (already counted busy) with the instant it
 /// was handed over — the end of the caller's wait, stamped by the giver so
 /// the waiter need not read the clock — or the reason it will never get one.
 pub(crate) type Grant<Wk> = Result<(Live<Wk>, Stamp), Error<<Wk as Worker>::Error>>;
 
-/// A waiting caller, as the waiter queue holds it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Waiter {
-    /// Its cell in [`Cells`].
-    pub cell: usize,
-    /// When it called `get`.
-    pub asked: Stamp,
-    /// When it gives up: the maintenance tick turns it away with
-    /// `CheckoutTimeout` (or its own timer, for a per-checkout timeout).
-    pub deadline: Stamp,
+/// Where a queued waiter is, under the key its queue gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place<K> {
+    /// The pool's waiter queue.
+    General(K),
+    /// The queue of callers waiting for one session worker.
+    Pinned(WorkerId, K),
 }
 
 /// Where one waiting caller's outcome is left for it.
-struct Cell<Wk: Worker> {
+struct Cell<Wk: Worker, K> {
     waker: Option<Waker>,
     grant: Option<Grant<Wk>>,
+    /// Where it is queued; `None` once it left its queue.
+    place: Option<Place<K>>,
 }
 
 /// The slab of cells of the callers waiting now.
-pub(crate) struct Cells<Wk: Worker> {
-    cells: Vec<Cell<Wk>>,
+pub(crate) struct Cells<Wk: Worker, K> {
+    cells: Vec<Cell<Wk, K>>,
     free: Vec<usize>,
 }
 
-impl<Wk: Worker> Default for Cells<Wk> {
+impl<Wk: Worker, K> Default for Cells<Wk, K> {
     fn default() -> Self {
         Cells {
             cells: Vec::new(),
@@ -61,12 +63,14 @@ impl<Wk: Worker> Default for Cells<Wk> {
     }
 }
 
-impl<Wk: Worker> Cells<Wk> {
-    /// A cell for a caller about to wait, woken through `waker`.
+impl<Wk: Worker, K: Copy> Cells<Wk, K> {
+    /// A cell for a caller about to wait, woken through `waker`; its place
+    /// is set once it is queued.
     pub fn open(&mut self, waker: &Waker) -> usize {
         let cell = Cell {
             waker: Some(waker.clone()),
             grant: None,
+            place: None,
         };
         match self.free.pop() {
             Some(at) => {
@@ -80,11 +84,23 @@ impl<Wk: Worker> Cells<Wk> {
         }
     }
 
-    /// Leave `grant` for the caller of cell `at`; returns its waker, to be
-    /// woken (after the lock is released, on the hot path).
+    /// The caller of cell `at` is queued at `place` now.
+    pub fn set_place(&mut self, at: usize, place: Place<K>) {
+        self.cells[at].place = Some(place);
+    }
+
+    /// Where the caller of cell `at` is queued, if it still is.
+    pub fn place(&self, at: usize) -> Option<Place<K>> {
+        self.cells[at].place
+    }
+
+    /// Leave `grant` for the caller of cell `at`, who has left its queue;
+    /// returns its waker, to be woken (after the lock is released, on the
+    /// hot path).
     pub fn deposit(&mut self, at: usize, grant: Grant<Wk>) -> Option<Waker> {
         let cell = &mut self.cells[at];
         cell.grant = Some(grant);
+        cell.place = None;
         cell.waker.take()
     }
 
@@ -106,15 +122,11 @@ impl<Wk: Worker> Cells<Wk> {
         }
     }
 
-    /// Whether an outcome waits in cell `at` (so its entry left the queue).
-    pub fn has_grant(&self, at: usize) -> bool {
-        self.cells[at].grant.is_some()
-    }
-
-    /// The caller of cell `at` gives up: free the cell, returning an outcome
-    /// that was left in it.
+    /// The caller of cell `at` gives up, already out of its queue: free the
+    /// cell, returning an outcome that was left in it.
     pub fn close(&mut self, at: usize) -> Option<Grant<Wk>> {
         let grant = self.cells[at].grant.take();
+        self.cells[at].place = None;
         self.release(at);
         grant
     }

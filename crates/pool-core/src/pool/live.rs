@@ -5,10 +5,10 @@
 //! Only `state.rs` turns one into the other, under the pool's lock, so every
 //! change of shape is also a change of count.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::affinity::{AffinityKey, AffinityLoss};
 use crate::clock::Stamp;
-
 use crate::worker::{Retire, WorkerId};
 
 /// What the pool remembers about a worker besides the worker itself.
@@ -16,7 +16,7 @@ use crate::worker::{Retire, WorkerId};
 pub(crate) struct Meta {
     pub id: WorkerId,
     pub pid: Option<u32>,
-    pub started: Instant,
+    pub started: Stamp,
     pub started_unix_ms: u64,
     pub tasks: u64,
     /// When a caller last gave it back (or it started): overflow retirement
@@ -24,6 +24,13 @@ pub(crate) struct Meta {
     pub idle_since: Stamp,
     /// When it last passed a health check (or started).
     pub checked_at: Stamp,
+    /// The session keys it serves (see `sessions`); may still list keys
+    /// forgotten while it was busy, until it next goes idle.
+    pub keys: Vec<AffinityKey>,
+    /// It has served a session: the session table tracks it (whether it is
+    /// idle, who waits for it) until it leaves. Checked on the hot path
+    /// instead of a map lookup.
+    pub affine: bool,
 }
 
 impl Meta {
@@ -35,11 +42,13 @@ impl Meta {
         Meta {
             id,
             pid,
-            started: Instant::now(),
+            started: stamp,
             started_unix_ms: unix,
             tasks: 0,
             idle_since: stamp,
             checked_at: stamp,
+            keys: Vec::new(),
+            affine: false,
         }
     }
 }
@@ -84,6 +93,19 @@ pub(crate) enum StopReason {
 }
 
 impl StopReason {
+    /// What a session served by a worker leaving for this reason is told.
+    pub fn loss(&self) -> AffinityLoss {
+        match self {
+            StopReason::Broken | StopReason::TimedOut => AffinityLoss::Crashed,
+            StopReason::Retired(_) | StopReason::Replaced => AffinityLoss::Recycled,
+            StopReason::Shrunk
+            | StopReason::IdleOverflow
+            | StopReason::Removed
+            | StopReason::Unneeded => AffinityLoss::Removed,
+            StopReason::Closed | StopReason::AfterClose => AffinityLoss::Closed,
+        }
+    }
+
     /// Whether the worker gets `shutdown_grace` to finish cleanly, or is
     /// killed at once.
     pub fn graceful(&self) -> bool {

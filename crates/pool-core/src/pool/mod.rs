@@ -16,26 +16,31 @@ mod recycle;
 mod registry_writer;
 mod retry;
 mod shared;
+mod sessions;
 mod shutdown;
 mod start;
 mod state;
 mod waiter;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use builder::PoolBuilder;
 pub use checkout::Checkout;
 pub use options::{CallOptions, CheckoutOptions};
 pub use retry::{RetryIf, RetryPolicy};
 
-use live::{Live, StopReason};
+pub(crate) use live::Live;
+#[cfg(feature = "conformance")]
+pub(crate) use live::{Held, Meta};
+use live::StopReason;
 use shared::{Home, Shared, Wk, WkError};
 use waiter::Acquire;
 
+use crate::affinity::AffinityKey;
 use crate::clock::Stamp;
 use crate::error::Error;
-use crate::queue::Strategy;
+use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::status::Status;
 use crate::worker::{Call, Factory, Worker, WorkerId};
 
@@ -60,16 +65,16 @@ pub struct WorkerInfo {
 /// Cloning is cheap and every clone is the same pool. When the last clone is
 /// dropped without [`close`](Pool::close), the pool closes itself in the
 /// background, so no worker outlives it.
-pub struct Pool<F: Factory, I: Strategy, W: Strategy> {
+pub struct Pool<F: Factory, I: IdleStrategy, W: WaitStrategy> {
     owner: Arc<Owner<F, I, W>>,
 }
 
 /// Closes the pool when the last handle goes.
-struct Owner<F: Factory, I: Strategy, W: Strategy> {
+struct Owner<F: Factory, I: IdleStrategy, W: WaitStrategy> {
     shared: Arc<Shared<F, I, W>>,
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> Clone for Pool<F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Clone for Pool<F, I, W> {
     fn clone(&self) -> Self {
         Pool {
             owner: Arc::clone(&self.owner),
@@ -77,7 +82,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Clone for Pool<F, I, W> {
     }
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> Drop for Owner<F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Drop for Owner<F, I, W> {
     fn drop(&mut self) {
         let shared = Arc::clone(&self.shared);
         let rt = shared.rt.clone();
@@ -87,7 +92,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Drop for Owner<F, I, W> {
     }
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
     /// Start building a pool around `factory`.
     pub fn builder(factory: F) -> PoolBuilder<F, I, W> {
         PoolBuilder::new(factory)
@@ -114,8 +119,10 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
     }
 
     /// Check out a worker with options for this checkout: its own timeout
-    /// (instead of `checkout_timeout`) and its waiter priority (used by a
-    /// `Priority` waiter strategy; higher is served first).
+    /// (instead of `checkout_timeout`), its waiter priority (used by a
+    /// `Priority` waiter strategy; higher is served first), and its session
+    /// (served by the worker that served the session before; see
+    /// [`AffinityMode`](crate::AffinityMode)).
     pub async fn get_with(
         &self,
         opts: CheckoutOptions,
@@ -123,7 +130,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         let shared = self.shared();
         loop {
             let asked = Stamp::now();
-            let (mut live, taken) = Acquire::new(shared, opts, asked).await?;
+            let (mut live, taken) = Acquire::new(shared, &opts, asked).await?;
             if live.worker.is_broken() {
                 shared.discard(live, StopReason::Broken);
                 continue;
@@ -167,6 +174,15 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         let limit = opts.timeout.unwrap_or(self.shared().config.call_timeout);
         let mut guard = self.get_with(opts.checkout).await?;
         guard.call_within(req, limit).await
+    }
+
+    /// Forget session `key`: its next call starts a new session on
+    /// whichever worker the idle strategy picks (possibly the same one).
+    /// After [`Error::AffinityLost`] this is how a strict session starts
+    /// over; it also frees the key's entry early. Whether the key was
+    /// remembered.
+    pub fn forget_affinity(&self, key: impl Into<AffinityKey>) -> bool {
+        self.shared().lock().forget_session(&key.into())
     }
 
     /// A snapshot of sizes, totals and latency percentiles.
@@ -236,14 +252,14 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
     /// then start replacements up to the warm size. Returns how many went.
     pub async fn retain(&self, mut keep: impl FnMut(&WorkerInfo) -> bool) -> usize {
         let shared = self.shared();
-        let (now, stamp) = (Instant::now(), Stamp::now());
+        let now = Stamp::now();
         let removed = shared.lock().remove_idle_where(&mut |l: &Live<Wk<F>>| {
             !keep(&WorkerInfo {
                 id: l.meta.id,
                 pid: l.meta.pid,
-                age: now.duration_since(l.meta.started),
+                age: now.since(l.meta.started),
                 tasks_served: l.meta.tasks,
-                idle_for: stamp.since(l.meta.idle_since),
+                idle_for: now.since(l.meta.idle_since),
             })
         });
         let count = removed.len();
@@ -274,7 +290,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
     }
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> std::fmt::Debug for Pool<F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> std::fmt::Debug for Pool<F, I, W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("name", &self.name())

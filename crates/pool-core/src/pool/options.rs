@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use crate::affinity::{Affinity, AffinityKey, AffinityMode};
 use crate::queue::PriorityLevel;
 
 /// Options for one [`Pool::get_with`](crate::Pool::get_with).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckoutOptions {
     /// How long this caller waits for a worker (default: the pool's
     /// `checkout_timeout`). Past it: [`Error::CheckoutTimeout`](crate::Error::CheckoutTimeout).
@@ -14,6 +15,9 @@ pub struct CheckoutOptions {
     /// The waiter priority, used when the waiter strategy is `Priority`
     /// (higher is served first; default 0).
     pub priority: PriorityLevel,
+    /// The session this checkout belongs to, if any (see
+    /// [`AffinityMode`]).
+    pub affinity: Option<Affinity>,
 }
 
 impl CheckoutOptions {
@@ -28,17 +32,27 @@ impl CheckoutOptions {
         self.priority = p;
         self
     }
+
+    /// Belong to session `key`: be served by the worker that served it
+    /// before, as hard as `mode` says.
+    pub fn affinity(mut self, key: impl Into<AffinityKey>, mode: AffinityMode) -> Self {
+        self.affinity = Some(Affinity {
+            key: key.into(),
+            mode,
+        });
+        self
+    }
 }
 
 /// Options for one [`Pool::call_with`](crate::Pool::call_with).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallOptions {
     /// The call's deadline once a worker is in hand (default: the pool's
     /// `call_timeout`). It is the call's only deadline: the worker learns it
     /// through [`CallCtx`](crate::CallCtx), and past it the worker is killed
     /// and replaced ([`Error::CallTimeout`](crate::Error::CallTimeout)).
     pub timeout: Option<Duration>,
-    /// How the worker is checked out: checkout timeout and priority.
+    /// How the worker is checked out: checkout timeout, priority, session.
     pub checkout: CheckoutOptions,
 }
 
@@ -58,6 +72,13 @@ impl CallOptions {
     /// Set the waiter priority (higher is served first).
     pub fn priority(mut self, p: PriorityLevel) -> Self {
         self.checkout.priority = p;
+        self
+    }
+
+    /// Belong to session `key`: be served by the worker that served it
+    /// before, as hard as `mode` says.
+    pub fn affinity(mut self, key: impl Into<AffinityKey>, mode: AffinityMode) -> Self {
+        self.checkout = self.checkout.affinity(key, mode);
         self
     }
 }

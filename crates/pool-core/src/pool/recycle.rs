@@ -8,11 +8,11 @@ use std::time::Duration;
 use super::live::{Live, StopReason};
 use super::shared::{Shared, Wk};
 use crate::clock::Stamp;
-use crate::queue::Strategy;
+use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::registry::WorkerState;
 use crate::worker::{Factory, Worker};
 
-impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
     /// Recycle a busy worker whose operation was cut off. Until `recycle`
     /// succeeds it stays busy: nobody else can be handed a worker that may
     /// still be running a dead caller's job.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::{CallOptions, Pool};
 use crate::config::Backoff;
 use crate::error::Error;
-use crate::queue::Strategy;
+use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::worker::{Call, Factory, Worker};
 
 type Wk<F> = <F as Factory>::Worker;
@@ -79,7 +79,7 @@ impl<E: std::error::Error + 'static> RetryPolicy<E> {
     }
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
     /// [`call_with`](Pool::call_with), tried again under `policy` while it
     /// fails with an error the policy retries. Only for idempotent requests:
     /// a call cut off by its deadline may have had effects.
@@ -94,7 +94,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
     {
         let mut attempt = 1;
         loop {
-            match self.call_with(req.clone(), opts).await {
+            match self.call_with(req.clone(), opts.clone()).await {
                 Err(e) if attempt < policy.attempts && (policy.retry_if)(&e) => {
                     tracing::debug!(pool = %self.name(), attempt, error = %e, "retrying call");
                     tokio::time::sleep(policy.backoff.jittered(attempt)).await;

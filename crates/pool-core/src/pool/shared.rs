@@ -28,7 +28,7 @@ use super::registry_writer::RegistryWriter;
 use super::state::{Effects, Reentry, State};
 use crate::clock::Stamp;
 use crate::config::PoolConfig;
-use crate::queue::Strategy;
+use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::registry::WorkerState;
 use crate::worker::{Factory, Worker};
 
@@ -67,7 +67,7 @@ pub(crate) trait Home<W: Worker>: Send + Sync {
     fn name(&self) -> &str;
 }
 
-pub(crate) struct Shared<F: Factory, I: Strategy, W: Strategy> {
+pub(crate) struct Shared<F: Factory, I: IdleStrategy, W: WaitStrategy> {
     pub name: Arc<str>,
     pub config: PoolConfig,
     pub factory: F,
@@ -86,7 +86,7 @@ pub(crate) struct Shared<F: Factory, I: Strategy, W: Strategy> {
     pub registry: Option<RegistryWriter>,
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
     pub fn new(
         config: PoolConfig,
         factory: F,
@@ -95,7 +95,7 @@ impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
     ) -> Self {
         Shared {
             name: Arc::from(config.name.as_str()),
-            state: Mutex::new(State::new(config.size, config.max_overflow)),
+            state: Mutex::new(State::new(&config)),
             config,
             factory,
             rt,
@@ -219,7 +219,7 @@ fn wake(waiter: Option<Waker>) {
     }
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> Home<Wk<F>> for Shared<F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Home<Wk<F>> for Shared<F, I, W> {
     fn put_back(self: Arc<Self>, mut live: Live<Wk<F>>, how: Return, served: Served) {
         live.meta.tasks += 1;
         tracing::trace!(pool = %self.name, worker = %live.meta.id, ?how, "worker returned");

@@ -20,13 +20,13 @@ use std::time::Duration;
 
 use super::shared::{Shared, Wk};
 use super::state::State;
-use crate::queue::Strategy;
+use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::worker::Factory;
 
 /// How long past the grace `close` waits for workers' shutdowns to report.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
 
-impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
     pub async fn close(self: &Arc<Self>) {
         let grace = self.config.shutdown_grace;
         let now = tokio::time::Instant::now();

@@ -16,11 +16,11 @@ use super::shared::{Shared, Wk};
 use super::state::StartTicket;
 use crate::clock::Stamp;
 use crate::error::StartError;
-use crate::queue::Strategy;
+use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::registry::WorkerState;
 use crate::worker::{Factory, Worker, WorkerCtx, WorkerId};
 
-impl<F: Factory, I: Strategy, W: Strategy> Shared<F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
     /// Run a start the state has counted, in a task the pool owns.
     pub fn start(self: &Arc<Self>, ticket: StartTicket) {
         let me = Arc::clone(self);

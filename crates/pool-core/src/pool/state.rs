@@ -27,6 +27,15 @@
 //! to do once the lock is released (send a worker to a waiter, shut workers
 //! down, spawn starts). Deciding under the lock and acting outside it keeps
 //! the lock short and the decisions atomic.
+//!
+//! **Sessions.** A caller with an affinity key is routed by the session
+//! table ([`Sessions`]): to its worker through the idle queue (which sees
+//! the caller's key and must serve the worker holding it), or pinned to
+//! its busy worker's own waiter queue, or failed (`AffinityLost`, `Busy`).
+//! A returning session worker serves the callers pinned to it first. When a
+//! worker leaves, in [`State::leave`] whatever the reason, its keys are
+//! lost: strict callers pinned to it fail with `AffinityLost`, hint callers
+//! move to the general queue (or to an idle worker).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -35,15 +44,21 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::handoff::{Cells, Grant, Waiter};
-use super::live::{Leaving, Live, Served, StopReason};
+use super::handoff::{Cells, Grant, Place};
+use super::live::{Leaving, Live, Meta, Served, StopReason};
+use super::sessions::{Bound, Owner, Route, Sessions};
+use crate::affinity::{AffinityKey, AffinityLoss, AffinityMode};
 use crate::clock::Stamp;
-use crate::config::CrashBudget;
+use crate::config::{CrashBudget, PoolConfig};
+use crate::entry::{Caller, IdleWorker, Waiter};
 use crate::error::{Error, StartError};
 use crate::histogram::Metrics;
-use crate::queue::{PriorityLevel, Queue, QueueKey, Strategy};
+use crate::queue::{IdleStrategy, Queue, WaitStrategy};
 use crate::status::{Status, Totals};
 use crate::worker::{Retire, Worker, WorkerId};
+
+/// The key a waiter queue of strategy `W` hands out.
+pub(crate) type WaitKey<W> = <<W as WaitStrategy>::Queue as Queue<Waiter>>::Key;
 
 /// A start the state has counted: the only way a new worker can come into
 /// the pool. Not `Clone`; the start task hands it back through
@@ -107,12 +122,30 @@ pub(crate) struct Maintenance<Wk: Worker> {
     pub effects: Effects<Wk>,
 }
 
+/// What a checkout with a session key does, decided under the lock.
+pub(crate) enum SessionRoute<Wk: Worker> {
+    /// Its worker was idle: here it is.
+    Served(Live<Wk>),
+    /// It fails now.
+    Failed(Error<Wk::Error>),
+    /// Its worker is busy: wait for it (a hint, only until `hint_until`).
+    Wait {
+        owner: WorkerId,
+        hint_until: Option<Stamp>,
+    },
+    /// A new session, or a hint not worth waiting for: any worker.
+    Any,
+}
+
 /// Everything the pool's mutex guards.
-pub(crate) struct State<Wk: Worker, I: Strategy, W: Strategy> {
-    idle: I::Queue<Live<Wk>>,
-    waiters: W::Queue<Waiter>,
+pub(crate) struct State<Wk: Worker, I: IdleStrategy, W: WaitStrategy> {
+    idle: I::Queue<Wk>,
+    waiters: W::Queue,
     /// Where waiting callers' outcomes are left (see `handoff`).
-    cells: Cells<Wk>,
+    cells: Cells<Wk, WaitKey<W>>,
+    /// Which worker serves each session key; callers pinned to them.
+    sessions: Sessions<W::Queue>,
+    hint_wait: Duration,
     /// Warm size (changed by `resize`).
     size: usize,
     max_overflow: usize,
@@ -136,14 +169,16 @@ pub(crate) struct State<Wk: Worker, I: Strategy, W: Strategy> {
     metrics: Metrics,
 }
 
-impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
-    pub fn new(size: usize, max_overflow: usize) -> Self {
+impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
+    pub fn new(config: &PoolConfig) -> Self {
         State {
             idle: Default::default(),
             waiters: Default::default(),
             cells: Cells::default(),
-            size,
-            max_overflow,
+            sessions: Sessions::new(config.affinity_capacity, config.affinity_ttl),
+            hint_wait: config.affinity_hint_wait,
+            size: config.size,
+            max_overflow: config.max_overflow,
             starts: BTreeMap::new(),
             failing: 0,
             busy: 0,
@@ -222,8 +257,9 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         }
     }
 
+    /// Callers waiting: in the waiter queue and pinned to session workers.
     pub fn waiting(&self) -> usize {
-        self.waiters.len()
+        self.waiters.len() + self.sessions.pinned()
     }
 
     /// A serde snapshot of the pool.
@@ -240,7 +276,8 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
             starting: self.starts.len(),
             retiring: self.retiring.len(),
             stopping: self.stopping,
-            waiting: self.waiters.len(),
+            waiting: self.waiting(),
+            sessions: self.sessions.len(),
             closed: self.closed,
             crash_looping: self.crash_looping(budget),
             totals: self.totals.clone(),
@@ -272,8 +309,8 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
                 self.failing
             ));
         }
-        if self.closed && !self.waiters.is_empty() {
-            return Err(format!("closed with {} waiters", self.waiters.len()));
+        if self.closed && self.waiting() > 0 {
+            return Err(format!("closed with {} waiters", self.waiting()));
         }
         if !self.idle.is_empty() && !self.waiters.is_empty() {
             return Err(format!(
@@ -282,16 +319,98 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
                 self.waiters.len()
             ));
         }
-        Ok(())
+        self.sessions.check(self.idle.len())
     }
 
     // ---- checkout ----
 
-    /// Take the idle worker the strategy serves next; it is now busy.
-    pub fn take_idle(&mut self) -> Option<Live<Wk>> {
-        let live = self.idle.pop()?;
+    /// Take the idle worker the strategy picks for `caller` (the one
+    /// holding its session key, if idle); it is now busy.
+    pub fn take_idle(&mut self, caller: &Caller) -> Option<Live<Wk>> {
+        let IdleWorker(live) = self.idle.pop(caller)?;
+        Some(self.lend(live, caller))
+    }
+
+    /// A worker out of the idle queue goes to `caller`: busy, and serving
+    /// the caller's session from now on.
+    fn lend(&mut self, mut live: Live<Wk>, caller: &Caller) -> Live<Wk> {
         self.busy += 1;
-        Some(live)
+        if live.meta.affine {
+            self.sessions.set_idle(live.meta.id, false);
+        }
+        if let Some(a) = caller.affinity() {
+            self.bind(&a.key, &mut live.meta, caller.arrival());
+        }
+        live
+    }
+
+    /// Worker `meta` serves session `key` from now on.
+    fn bind(&mut self, key: &AffinityKey, meta: &mut Meta, now: Stamp) {
+        match self.sessions.bind(key, meta, now) {
+            Bound::Hit => self.totals.affinity_hits += 1,
+            Bound::Miss => self.totals.affinity_misses += 1,
+            Bound::New => {}
+        }
+    }
+
+    /// Route a caller with a session key: to its idle worker, to wait for
+    /// its busy one, to fail, or to any worker.
+    pub fn route_session(&mut self, caller: &Caller) -> SessionRoute<Wk> {
+        let Some(a) = caller.affinity() else {
+            return SessionRoute::Any;
+        };
+        let (key, mode) = (&a.key, a.mode);
+        match self.sessions.route(key, caller.arrival()) {
+            Route::New => SessionRoute::Any,
+            Route::Lost(_) if !mode.is_strict() => SessionRoute::Any,
+            Route::Lost(reason) => {
+                self.totals.affinity_lost += 1;
+                SessionRoute::Failed(Error::AffinityLost {
+                    key: key.clone(),
+                    reason,
+                })
+            }
+            Route::Idle(owner) => match self.take_owner(caller, owner) {
+                Some(live) => SessionRoute::Served(live),
+                None => SessionRoute::Any,
+            },
+            Route::Busy(owner) => match mode {
+                AffinityMode::FailFast => SessionRoute::Failed(Error::Busy { key: key.clone() }),
+                AffinityMode::Strict => SessionRoute::Wait {
+                    owner,
+                    hint_until: None,
+                },
+                AffinityMode::Hint if self.hint_wait.is_zero() => SessionRoute::Any,
+                AffinityMode::Hint => SessionRoute::Wait {
+                    owner,
+                    hint_until: Some(
+                        caller
+                            .arrival()
+                            .add(self.hint_wait)
+                            .min(caller.deadline()),
+                    ),
+                },
+            },
+        }
+    }
+
+    /// Take idle worker `owner` for `caller`, whose key it holds, through
+    /// the idle queue, which must serve it (its contract). A queue that
+    /// serves another breaks it; the pool still keeps its promise.
+    fn take_owner(&mut self, caller: &Caller, owner: WorkerId) -> Option<Live<Wk>> {
+        let picked = self.idle.pop(caller)?;
+        if picked.id() == owner {
+            return Some(self.lend(picked.0, caller));
+        }
+        tracing::error!(strategy = I::NAME, worker = %owner, served = %picked.id(),
+            "idle queue served another worker than the one holding the caller's session key: \
+             it breaks the Queue contract (run cenote_core::conformance on it)");
+        self.idle.push(picked);
+        let IdleWorker(live) = self
+            .idle
+            .take_matching(1, &mut |w: &mut IdleWorker<Wk>| w.id() == owner)
+            .pop()?;
+        Some(self.lend(live, caller))
     }
 
     /// A caller found no idle worker: start one for it if there is room and
@@ -303,31 +422,36 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         self.begin_start(None, false, parent)
     }
 
+    /// Forget session `key`: its next call starts a new session on any
+    /// worker. Whether it was remembered.
+    pub fn forget_session(&mut self, key: &AffinityKey) -> bool {
+        self.sessions.forget(key)
+    }
+
     /// Turn a caller away because `max_waiters` are waiting; how many are.
     pub fn reject(&mut self) -> usize {
         self.totals.rejected += 1;
-        self.waiters.len()
+        self.waiting()
     }
 
-    /// Queue a caller that asked at `asked`, waits until `deadline` and is
-    /// woken through `waker`; returns its cell and its queue key.
-    pub fn push_waiter(
-        &mut self,
-        waker: &Waker,
-        asked: Stamp,
-        deadline: Stamp,
-        priority: PriorityLevel,
-    ) -> (usize, QueueKey) {
+    /// Queue `caller`, woken through `waker`; returns its cell.
+    pub fn push_waiter(&mut self, waker: &Waker, caller: Caller) -> usize {
         let cell = self.cells.open(waker);
-        let key = self.waiters.push(
-            Waiter {
-                cell,
-                asked,
-                deadline,
-            },
-            priority,
-        );
-        (cell, key)
+        let key = self.waiters.push(Waiter { cell, caller });
+        self.cells.set_place(cell, Place::General(key));
+        cell
+    }
+
+    /// Queue `caller` for its session's busy worker `owner`; returns its
+    /// cell.
+    pub fn pin_waiter(&mut self, waker: &Waker, caller: Caller, owner: WorkerId) -> usize {
+        let cell = self.cells.open(waker);
+        match self.sessions.pin(owner, Waiter { cell, caller }) {
+            Ok(key) => self.cells.set_place(cell, Place::Pinned(owner, key)),
+            // Not a session worker (unreachable: routed under this lock).
+            Err(waiter) => self.requeue(waiter),
+        }
+        cell
     }
 
     /// A waiting caller is polled: its outcome, if one was left in its cell.
@@ -335,75 +459,165 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         self.cells.collect(cell, waker)
     }
 
-    /// A waiting caller gives up (its future dropped): out of the queue, or,
+    /// Take the caller of `cell` out of whichever queue it is in.
+    fn unqueue(&mut self, cell: usize) -> Option<Waiter> {
+        match self.cells.place(cell)? {
+            Place::General(key) => self.waiters.remove(key),
+            Place::Pinned(owner, key) => self.sessions.unpin(owner, key),
+        }
+    }
+
+    /// A waiting caller gives up (its future dropped): out of its queue, or,
     /// if it was already left a worker, that worker goes to the next waiter
     /// (whose waker is returned) or the idle queue.
-    pub fn abandon_waiter(&mut self, cell: usize, key: QueueKey) -> Option<Waker> {
-        if !self.cells.has_grant(cell) {
-            self.waiters.remove(key);
-        }
+    pub fn abandon_waiter(&mut self, cell: usize) -> Option<Waker> {
+        self.unqueue(cell);
         match self.cells.close(cell) {
             Some(Ok((live, at))) => self.hand_off(live, at),
             _ => None,
         }
     }
 
-    /// A waiter's own timer fired: out of the queue, counted as a checkout
+    /// A waiter's own timer fired: out of its queue, counted as a checkout
     /// timeout, and the error it gets. `None` if it was already left an
     /// outcome, which it then collects.
-    pub fn time_out_waiter(&mut self, cell: usize, key: QueueKey) -> Option<Error<Wk::Error>> {
-        if self.cells.has_grant(cell) {
-            return None;
-        }
-        let waiter = self.waiters.remove(key)?;
+    pub fn time_out_waiter(&mut self, cell: usize) -> Option<Error<Wk::Error>> {
+        let waiter = self.unqueue(cell)?;
         self.cells.close(cell);
         self.totals.checkout_timeouts += 1;
         self.totals.timeouts += 1;
         Some(Error::CheckoutTimeout {
-            waited: waiter.asked.elapsed(),
+            waited: waiter.arrival().elapsed(),
             last_start_error: self.last_start_error.clone(),
         })
     }
 
+    /// A hint caller waited long enough for its session's worker: it takes
+    /// an idle worker if there is one (left in its cell, to collect now), or
+    /// joins the general queue, with a start for it if one is wanted.
+    pub fn give_up_hint(&mut self, cell: usize, parent: &CancellationToken) -> Option<StartTicket> {
+        let Some(Place::Pinned(..)) = self.cells.place(cell) else {
+            // Served, or moved to the general queue already.
+            return None;
+        };
+        let waiter = self.unqueue(cell)?;
+        self.requeue(waiter);
+        match self.cells.place(cell) {
+            Some(Place::General(_)) => self.grow_for_waiter(parent),
+            _ => None,
+        }
+    }
+
+    /// A caller out of its pinned queue waits on as any caller: served by
+    /// an idle worker now (its waker woken) or queued in the general queue.
+    fn requeue(&mut self, waiter: Waiter) {
+        if let Some(live) = self.take_idle(&waiter.caller) {
+            if let Some(waker) = self.cells.deposit(waiter.cell, Ok((live, Stamp::now()))) {
+                waker.wake();
+            }
+            return;
+        }
+        let cell = waiter.cell;
+        let key = self.waiters.push(waiter);
+        self.cells.set_place(cell, Place::General(key));
+    }
+
     /// Turn away every waiter whose deadline has passed; returns how many.
     pub fn expire_waiters(&mut self, now: Stamp) -> usize {
-        let expired = self
-            .waiters
-            .extract(&mut |w: &mut Waiter| w.deadline <= now);
+        let mut past = |w: &mut Waiter| w.deadline() <= now;
+        let mut expired = self.waiters.take_matching(usize::MAX, &mut past);
+        expired.extend(self.sessions.take_pinned(&mut past));
         let n = expired.len();
         for waiter in expired {
             let err = Error::CheckoutTimeout {
-                waited: now.since(waiter.asked),
+                waited: now.since(waiter.arrival()),
                 last_start_error: self.last_start_error.clone(),
             };
             // Rare, so woken here rather than after the lock.
-            if let Some(waker) = self.cells.deposit(waiter.cell, Err(err)) {
-                waker.wake();
-            }
+            self.fail_waiter(waiter, err);
         }
         self.totals.checkout_timeouts += n as u64;
         self.totals.timeouts += n as u64;
         n
     }
 
-    /// Give a busy worker, free since `at`, to the first waiter (whose
+    /// Leave `err` for a waiter already out of its queue, and wake it (a
+    /// rare path: under the lock).
+    fn fail_waiter(&mut self, waiter: Waiter, err: Error<Wk::Error>) {
+        if let Some(waker) = self.cells.deposit(waiter.cell, Err(err)) {
+            waker.wake();
+        }
+    }
+
+    /// Give a busy worker, free since `at`, to the next waiter (whose
     /// waker is returned, to be woken once the lock is released), or make it
-    /// idle.
-    pub fn hand_off(&mut self, live: Live<Wk>, at: Stamp) -> Option<Waker> {
-        if let Some(waiter) = self.waiters.pop() {
-            return self.cells.deposit(waiter.cell, Ok((live, at)));
+    /// idle. A session worker serves the callers waiting for it first.
+    pub fn hand_off(&mut self, mut live: Live<Wk>, at: Stamp) -> Option<Waker> {
+        if live.meta.affine {
+            if let Some(waiter) = self.sessions.pop_pinned(live.meta.id) {
+                if let Some(a) = waiter.affinity() {
+                    self.bind(&a.key, &mut live.meta, at);
+                }
+                return self.cells.deposit(waiter.cell, Ok((live, at)));
+            }
+        }
+        while let Some(waiter) = self.waiters.pop(()) {
+            let cell = if waiter.affinity().is_none() {
+                Some(waiter.cell)
+            } else {
+                self.admit(waiter, &mut live, at)
+            };
+            if let Some(cell) = cell {
+                return self.cells.deposit(cell, Ok((live, at)));
+            }
         }
         self.busy -= 1;
-        self.idle.push(live, 0);
+        if live.meta.affine {
+            self.sessions.prune(&mut live.meta);
+            self.sessions.set_idle(live.meta.id, true);
+        }
+        self.idle.push(IdleWorker(live));
         None
+    }
+
+    /// Whether a general waiter with a session key may have `live`, which
+    /// then serves its session: the waiter's cell if so. A strict session
+    /// bound meanwhile to another worker waits for that one instead; one
+    /// whose worker is gone fails.
+    fn admit(&mut self, waiter: Waiter, live: &mut Live<Wk>, at: Stamp) -> Option<usize> {
+        let cell = waiter.cell;
+        let Some(a) = waiter.affinity() else {
+            return Some(cell);
+        };
+        if a.mode.is_strict() {
+            match self.sessions.owner(&a.key) {
+                Some(Owner::Worker(other)) if other != live.meta.id => {
+                    match self.sessions.pin(other, waiter) {
+                        Ok(key) => self.cells.set_place(cell, Place::Pinned(other, key)),
+                        // Not a session worker (unreachable): wait on as any caller.
+                        Err(waiter) => self.requeue(waiter),
+                    }
+                    return None;
+                }
+                Some(Owner::Lost(reason)) => {
+                    let key = a.key.clone();
+                    self.totals.affinity_lost += 1;
+                    self.fail_waiter(waiter, Error::AffinityLost { key, reason });
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        self.bind(&a.key, &mut live.meta, at);
+        Some(cell)
     }
 
     /// Tell every waiter it will not be served.
     fn fail_waiters(&mut self, err: impl Fn() -> Error<Wk::Error>) {
-        while let Some(waiter) = self.waiters.pop() {
-            if let Some(waker) = self.cells.deposit(waiter.cell, Err(err())) {
-                waker.wake();
-            }
+        let mut all = self.waiters.take_first(usize::MAX);
+        all.extend(self.sessions.take_pinned(&mut |_| true));
+        for waiter in all {
+            self.fail_waiter(waiter, err());
         }
     }
 
@@ -539,7 +753,47 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
     fn leave(&mut self, live: Live<Wk>, reason: StopReason) -> Leaving<Wk> {
         self.stopping += 1;
         self.retiring.remove(&live.meta.id);
+        if live.meta.affine {
+            self.sessions_lost(&live.meta, reason.loss());
+        }
         Leaving { live, reason }
+    }
+
+    /// A session worker leaves: its keys are lost. Strict callers waiting
+    /// for it fail with `AffinityLost`; hint callers wait on as any caller.
+    fn sessions_lost(&mut self, meta: &Meta, loss: AffinityLoss) {
+        for waiter in self.sessions.worker_left(meta, loss) {
+            match waiter.affinity() {
+                Some(a) if a.mode.is_strict() => {
+                    let key = a.key.clone();
+                    self.totals.affinity_lost += 1;
+                    self.fail_waiter(waiter, Error::AffinityLost { key, reason: loss });
+                }
+                _ if self.closed => self.fail_waiter(waiter, Error::Closed),
+                _ => self.requeue(waiter),
+            }
+        }
+    }
+
+    /// Take out of the idle queue, in serving order, up to `limit` workers
+    /// `pred` picks; session workers among them are no longer idle.
+    fn take_idle_where(
+        &mut self,
+        limit: usize,
+        pred: &mut dyn FnMut(&mut Live<Wk>) -> bool,
+    ) -> Vec<Live<Wk>> {
+        let taken = self
+            .idle
+            .take_matching(limit, &mut |w: &mut IdleWorker<Wk>| pred(&mut w.0));
+        taken
+            .into_iter()
+            .map(|IdleWorker(live)| {
+                if live.meta.affine {
+                    self.sessions.set_idle(live.meta.id, false);
+                }
+                live
+            })
+            .collect()
     }
 
     /// A worker's shutdown returned (or a cancelled start's task ended).
@@ -625,7 +879,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         if let Some(old) = start.replaces {
             if let Some(replaced) = self.retiring.get_mut(&old) {
                 *replaced = true;
-                let found = self.idle.extract(&mut |l: &mut Live<Wk>| l.meta.id == old);
+                let found = self.take_idle_where(1, &mut |l| l.meta.id == old);
                 for idle in found {
                     fx.stop.push(self.leave(idle, StopReason::Replaced));
                 }
@@ -707,7 +961,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         self.size = size;
         let ceiling = self.capacity().max(self.busy);
         while self.live() > ceiling {
-            if let Some(live) = self.idle.pop() {
+            if let Some(live) = self.take_idle_where(1, &mut |_| true).pop() {
                 fx.stop.push(self.leave(live, StopReason::Shrunk));
                 continue;
             }
@@ -734,13 +988,12 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
     /// Take up to `n` idle workers out for good, lowering the warm size by
     /// as many.
     pub fn remove_idle(&mut self, n: usize) -> Vec<Leaving<Wk>> {
-        let mut out = Vec::new();
-        while out.len() < n.min(self.size) {
-            let Some(live) = self.idle.pop() else { break };
-            out.push(self.leave(live, StopReason::Removed));
-        }
-        self.size -= out.len();
-        out
+        let taken = self.take_idle_where(n.min(self.size), &mut |_| true);
+        self.size -= taken.len();
+        taken
+            .into_iter()
+            .map(|live| self.leave(live, StopReason::Removed))
+            .collect()
     }
 
     /// Take out every idle worker `drop_it` picks.
@@ -748,7 +1001,7 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
         &mut self,
         drop_it: &mut dyn FnMut(&Live<Wk>) -> bool,
     ) -> Vec<Leaving<Wk>> {
-        let out = self.idle.extract(&mut |l: &mut Live<Wk>| drop_it(l));
+        let out = self.take_idle_where(usize::MAX, &mut |l| drop_it(l));
         out.into_iter()
             .map(|l| self.leave(l, StopReason::Removed))
             .collect()
@@ -768,23 +1021,18 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
     ) -> Maintenance<Wk> {
         let mut fx = Effects::default();
         self.expire_waiters(now);
-        let broken = self
-            .idle
-            .extract(&mut |l: &mut Live<Wk>| l.worker.is_broken());
+        self.sessions.expire(now);
+        let broken = self.take_idle_where(usize::MAX, &mut |l| l.worker.is_broken());
         self.busy += broken.len();
-        let mut excess = self.settled_live().saturating_sub(self.size);
-        if excess > 0 {
-            let idle_too_long = self.idle.extract(&mut |l: &mut Live<Wk>| {
-                let take = excess > 0 && now.since(l.meta.idle_since) >= overflow_idle;
-                excess -= usize::from(take);
-                take
-            });
-            for live in idle_too_long {
-                fx.stop.push(self.leave(live, StopReason::IdleOverflow));
-            }
+        let excess = self.settled_live().saturating_sub(self.size);
+        let idle_too_long = self.take_idle_where(excess, &mut |l| {
+            now.since(l.meta.idle_since) >= overflow_idle
+        });
+        for live in idle_too_long {
+            fx.stop.push(self.leave(live, StopReason::IdleOverflow));
         }
         let due = match health {
-            Some(every) => self.idle.extract(&mut |l: &mut Live<Wk>| {
+            Some(every) => self.take_idle_where(usize::MAX, &mut |l| {
                 now.since(l.meta.idle_since.max(l.meta.checked_at)) >= every
             }),
             None => Vec::new(),
@@ -802,10 +1050,9 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
     pub fn close(&mut self) -> Vec<Leaving<Wk>> {
         self.closed = true;
         self.fail_waiters(|| Error::Closed);
-        let mut out = Vec::new();
-        while let Some(live) = self.idle.pop() {
-            out.push(self.leave(live, StopReason::Closed));
-        }
-        out
+        let idle = self.take_idle_where(usize::MAX, &mut |_| true);
+        idle.into_iter()
+            .map(|live| self.leave(live, StopReason::Closed))
+            .collect()
     }
 }

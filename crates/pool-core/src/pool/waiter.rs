@@ -4,17 +4,21 @@
 //! Its first poll looks at the pool under the lock: it takes an idle
 //! worker, or fails at once (closed, saturated, nothing can start), or
 //! queues the caller as a waiter with its task's waker (see `handoff`: no
-//! allocation per wait). Later polls collect what was left in its cell.
+//! allocation per wait). Later polls collect what was left in its cell. A
+//! caller with a session key is routed first (see `state`): its session's
+//! idle worker, a typed failure, or a wait pinned to its busy worker.
 //!
 //! Dropped while queued, it takes the lock and finds one of two things:
-//! its entry still queued (it removes it, by key), or a worker left in its
-//! cell (it passes it on to the next waiter or the idle queue). Either way
-//! no worker is lost and no entry lingers until a later pop.
+//! its entry still queued, wherever it is (it removes it, by the place its
+//! cell records), or a worker left in its cell (it passes it on to the next
+//! waiter or the idle queue). Either way no worker is lost and no entry
+//! lingers until a later pop.
 //!
 //! There is no timer per waiter: each waiter carries its deadline, and the
 //! pool's maintenance tick turns away those past it (at most 1/16 of
-//! `checkout_timeout` late). Only a checkout that sets its own timeout pays
-//! for a timer of its own.
+//! `checkout_timeout` late). Only a checkout that sets its own timeout, or
+//! a hint waiting a bounded time for its session's worker, pays for a timer
+//! of its own.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,59 +30,83 @@ use tokio::time::Sleep;
 use super::handoff::Grant;
 use super::options::CheckoutOptions;
 use super::shared::{Shared, Wk};
+use super::state::{SessionRoute, State};
+use crate::affinity::AffinityMode;
 use crate::clock::Stamp;
+use crate::entry::Caller;
 use crate::error::Error;
-use crate::queue::{QueueKey, Strategy};
+use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::worker::Factory;
 
 /// A checkout under way. Borrows the pool rather than holding a clone of
 /// its `Arc`: every wait would otherwise bump a reference count that all
 /// callers contend on.
-pub(crate) struct Acquire<'a, F: Factory, I: Strategy, W: Strategy> {
+pub(crate) struct Acquire<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> {
     shared: &'a Arc<Shared<F, I, W>>,
-    opts: CheckoutOptions,
-    asked: Stamp,
-    /// Set while queued as a waiter.
-    queued: Option<Queued>,
-    /// The checkout's own timeout, when it has one and is queued.
+    caller: Caller,
+    /// The checkout set its own timeout, so it has a timer of its own.
+    own_timeout: bool,
+    /// Its cell, while queued.
+    cell: Option<usize>,
+    /// While queued: the checkout's own timeout, or the end of a hint's
+    /// wait for its session's worker, whichever is set and sooner.
     timer: Option<Pin<Box<Sleep>>>,
+    /// While a hint waits for its session's busy worker: until when.
+    hint_until: Option<Stamp>,
 }
 
-/// A queued waiter's cell and queue key.
-#[derive(Debug, Clone, Copy)]
-struct Queued {
-    cell: usize,
-    key: QueueKey,
-}
-
-impl<'a, F: Factory, I: Strategy, W: Strategy> Acquire<'a, F, I, W> {
-    pub fn new(shared: &'a Arc<Shared<F, I, W>>, opts: CheckoutOptions, asked: Stamp) -> Self {
+impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
+    pub fn new(shared: &'a Arc<Shared<F, I, W>>, opts: &CheckoutOptions, asked: Stamp) -> Self {
+        let limit = opts.timeout.unwrap_or(shared.config.checkout_timeout);
         Acquire {
             shared,
-            opts,
-            asked,
-            queued: None,
+            caller: Caller::new(asked, limit)
+                .with_priority(opts.priority)
+                .with_affinity(opts.affinity.clone()),
+            own_timeout: opts.timeout.is_some(),
+            cell: None,
             timer: None,
+            hint_until: None,
         }
     }
 
     /// First poll: take an idle worker, fail at once, or queue.
     fn first(&mut self, cx: &Context<'_>) -> Option<Grant<Wk<F>>> {
         let shared = self.shared;
+        let asked = self.caller.arrival();
         let mut st = shared.lock();
         if st.closed() {
             return Some(Err(Error::Closed));
         }
-        if let Some(live) = st.take_idle() {
-            return Some(Ok((live, self.asked)));
+        if self.caller.affinity().is_some() {
+            match st.route_session(&self.caller) {
+                SessionRoute::Served(live) => return Some(Ok((live, asked))),
+                SessionRoute::Failed(err) => return Some(Err(err)),
+                SessionRoute::Wait { owner, hint_until } => {
+                    if let Some(err) = self.saturated(&mut st) {
+                        return Some(Err(err));
+                    }
+                    let cell = st.pin_waiter(cx.waker(), self.caller.clone(), owner);
+                    drop(st);
+                    self.queued(cell, hint_until);
+                    return None;
+                }
+                SessionRoute::Any => {}
+            }
+        }
+        if let Some(live) = st.take_idle(&self.caller) {
+            return Some(Ok((live, asked)));
+        }
+        if let Some(a) = self.caller.affinity() {
+            if a.mode == AffinityMode::FailFast {
+                return Some(Err(Error::Busy { key: a.key.clone() }));
+            }
         }
         if let Some(err) = st.start_error() {
             return Some(Err(Error::Start(err)));
         }
-        if st.waiting() >= shared.config.max_waiters {
-            let waiting = st.reject();
-            tracing::debug!(pool = %shared.name, waiting, "caller rejected: pool saturated");
-            return Some(Err(Error::Saturated { waiting }));
+        if let Some(err) = self.saturated(&mut st) {
+            return Some(Err(err));
         }
         if let Some(ticket) = st.grow_for_waiter(&shared.closing) {
             drop(st);
@@ -86,67 +114,103 @@ impl<'a, F: Factory, I: Strategy, W: Strategy> Acquire<'a, F, I, W> {
             shared.start(ticket);
             st = shared.lock();
             // A worker may have come back meanwhile.
-            if let Some(live) = st.take_idle() {
-                return Some(Ok((live, self.asked)));
+            if let Some(live) = st.take_idle(&self.caller) {
+                return Some(Ok((live, asked)));
             }
         }
-        let limit = self.opts.timeout.unwrap_or(shared.config.checkout_timeout);
-        let (cell, key) = st.push_waiter(
-            cx.waker(),
-            self.asked,
-            self.asked.add(limit),
-            self.opts.priority,
-        );
+        let cell = st.push_waiter(cx.waker(), self.caller.clone());
         drop(st);
-        self.queued = Some(Queued { cell, key });
-        if let Some(limit) = self.opts.timeout {
-            self.timer = Some(Box::pin(tokio::time::sleep_until(
-                self.asked.add(limit).to_instant(),
-            )));
-        }
+        self.queued(cell, None);
         None
+    }
+
+    /// `max_waiters` callers wait already: the error this one gets.
+    fn saturated(&self, st: &mut State<Wk<F>, I, W>) -> Option<Error<<Wk<F> as crate::Worker>::Error>> {
+        if st.waiting() < self.shared.config.max_waiters {
+            return None;
+        }
+        let waiting = st.reject();
+        tracing::debug!(pool = %self.shared.name, waiting, "caller rejected: pool saturated");
+        Some(Error::Saturated { waiting })
+    }
+
+    /// Now queued in `cell`; a hint waits for its session's worker until
+    /// `hint_until`.
+    fn queued(&mut self, cell: usize, hint_until: Option<Stamp>) {
+        self.cell = Some(cell);
+        self.hint_until = hint_until;
+        self.arm_timer();
+    }
+
+    /// Set the timer to the hint's end, else to the checkout's own timeout.
+    fn arm_timer(&mut self) {
+        let until = match self.hint_until {
+            Some(hint) => Some(hint),
+            None if self.own_timeout => Some(self.caller.deadline()),
+            None => None,
+        };
+        self.timer = until.map(|t| Box::pin(tokio::time::sleep_until(t.to_instant())));
     }
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> Future for Acquire<'_, F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Future for Acquire<'_, F, I, W> {
     type Output = Grant<Wk<F>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every field is Unpin (the timer is boxed).
         let me = self.get_mut();
-        let Some(q) = me.queued else {
+        let Some(cell) = me.cell else {
             if let Some(done) = me.first(cx) {
                 return Poll::Ready(done);
             }
             return me.poll_timer(cx);
         };
-        let got = me.shared.lock().collect(q.cell, cx.waker());
+        let got = me.shared.lock().collect(cell, cx.waker());
         if let Some(grant) = got {
-            me.queued = None;
+            me.cell = None;
             return Poll::Ready(grant);
         }
         me.poll_timer(cx)
     }
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> Acquire<'_, F, I, W> {
-    /// While queued: has the checkout's own timeout passed?
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'_, F, I, W> {
+    /// While queued: has the hint's wait or the checkout's own timeout
+    /// passed?
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Grant<Wk<F>>> {
-        let (Some(timer), Some(q)) = (self.timer.as_mut(), self.queued) else {
+        let (Some(timer), Some(cell)) = (self.timer.as_mut(), self.cell) else {
             return Poll::Pending;
         };
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
+        if self.hint_until.take().is_some() {
+            // The hint waited long enough for its session's worker: any
+            // worker will do now.
+            let (ticket, got) = {
+                let mut st = self.shared.lock();
+                let ticket = st.give_up_hint(cell, &self.shared.closing);
+                (ticket, st.collect(cell, cx.waker()))
+            };
+            if let Some(ticket) = ticket {
+                self.shared.start(ticket);
+            }
+            if let Some(grant) = got {
+                self.cell = None;
+                return Poll::Ready(grant);
+            }
+            self.arm_timer();
+            return self.poll_timer(cx);
+        }
         let mut st = self.shared.lock();
-        if let Some(err) = st.time_out_waiter(q.cell, q.key) {
-            self.queued = None;
+        if let Some(err) = st.time_out_waiter(cell) {
+            self.cell = None;
             return Poll::Ready(Err(err));
         }
         // An outcome was left just now: take it.
-        match st.collect(q.cell, cx.waker()) {
+        match st.collect(cell, cx.waker()) {
             Some(grant) => {
-                self.queued = None;
+                self.cell = None;
                 Poll::Ready(grant)
             }
             None => Poll::Pending,
@@ -154,10 +218,10 @@ impl<F: Factory, I: Strategy, W: Strategy> Acquire<'_, F, I, W> {
     }
 }
 
-impl<F: Factory, I: Strategy, W: Strategy> Drop for Acquire<'_, F, I, W> {
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Drop for Acquire<'_, F, I, W> {
     fn drop(&mut self) {
-        if let Some(q) = self.queued.take() {
-            let next = self.shared.lock().abandon_waiter(q.cell, q.key);
+        if let Some(cell) = self.cell.take() {
+            let next = self.shared.lock().abandon_waiter(cell);
             if let Some(waker) = next {
                 waker.wake();
             }
