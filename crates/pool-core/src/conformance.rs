@@ -10,7 +10,7 @@
 //! # impl<W: Send + 'static> Queue<IdleWorker<W>> for Stack<IdleWorker<W>> {
 //! #     type Key = u64;
 //! #     fn push(&mut self, e: IdleWorker<W>) -> u64 { self.1 += 1; self.0.push((self.1, e)); self.1 }
-//! #     fn pop(&mut self, c: &cenote_core::Caller) -> Option<IdleWorker<W>> {
+//! #     fn pop(&mut self, c: cenote_core::Caller<'_>) -> Option<IdleWorker<W>> {
 //! #         let claimed = c.affinity().and_then(|a| self.0.iter().position(|(_, w)| w.holds(&a.key)));
 //! #         match claimed { Some(at) => Some(self.0.remove(at).1), None => self.0.pop().map(|(_, w)| w) }
 //! #     }
@@ -92,8 +92,8 @@ fn traced_worker(id: u64, tasks: u64, keys: &[&str], probe: Probe) -> IdleWorker
 }
 
 /// A waiting caller for a test of a waiter queue's order.
-pub fn waiter(caller: Caller) -> Waiter {
-    Waiter { cell: 0, caller }
+pub fn waiter(caller: Caller<'_>) -> Waiter {
+    Waiter::new(0, caller)
 }
 
 /// Run every check on the idle queue of strategy `S`.
@@ -142,7 +142,7 @@ trait Kit {
 
 struct IdleKit {
     probe: Probe,
-    plain: Caller,
+    plain: Caller<'static>,
 }
 
 impl Kit for IdleKit {
@@ -159,7 +159,7 @@ impl Kit for IdleKit {
     }
 
     fn pop<Q: Queue<Self::T>>(&self, q: &mut Q) -> Option<Self::T> {
-        q.pop(&self.plain)
+        q.pop(self.plain)
     }
 
     fn alive(&self) -> usize {
@@ -177,23 +177,21 @@ impl Kit for WaitKit {
     type T = Waiter;
 
     fn make(&self, id: u64, salt: u64) -> Waiter {
+        let session = Affinity {
+            key: self.tracer.clone(),
+            mode: AffinityMode::Hint,
+        };
         let caller = Caller::new(
             self.base.add(Duration::from_nanos(salt % 977)),
             Duration::from_millis(salt % 13),
         )
         .with_priority((salt % 5) as i32 - 2)
-        .with_affinity(Some(Affinity {
-            key: self.tracer.clone(),
-            mode: AffinityMode::Hint,
-        }));
-        Waiter {
-            cell: id as usize,
-            caller,
-        }
+        .with_affinity(Some(&session));
+        Waiter::new(id as usize, caller)
     }
 
     fn id(entry: &Waiter) -> u64 {
-        entry.cell as u64
+        entry.cell() as u64
     }
 
     fn pop<Q: Queue<Waiter>>(&self, q: &mut Q) -> Option<Waiter> {
@@ -434,13 +432,13 @@ fn check_claims<Q: Queue<IdleWorker<Probe>>>(kit: &IdleKit) -> Result<(), Violat
         q.push(traced_worker(i as u64, i as u64 % 3, &[key], kit.probe.clone()));
     }
     for key in ["d", "a", "f", "c"] {
-        let caller = Caller::new(Stamp::now(), Duration::from_secs(1)).with_affinity(Some(
-            Affinity {
-                key: AffinityKey::from(key),
-                mode: AffinityMode::Strict,
-            },
-        ));
-        match q.pop(&caller) {
+        let session = Affinity {
+            key: AffinityKey::from(key),
+            mode: AffinityMode::Strict,
+        };
+        let caller =
+            Caller::new(Stamp::now(), Duration::from_secs(1)).with_affinity(Some(&session));
+        match q.pop(caller) {
             Some(w) if w.holds(&AffinityKey::from(key)) => {}
             other => {
                 return fail(
@@ -450,13 +448,12 @@ fn check_claims<Q: Queue<IdleWorker<Probe>>>(kit: &IdleKit) -> Result<(), Violat
             }
         }
     }
-    let stranger = Caller::new(Stamp::now(), Duration::from_secs(1)).with_affinity(Some(
-        Affinity {
-            key: AffinityKey::from("nobody"),
-            mode: AffinityMode::Hint,
-        },
-    ));
-    if q.pop(&stranger).is_none() || q.len() != 1 {
+    let nobody = Affinity {
+        key: AffinityKey::from("nobody"),
+        mode: AffinityMode::Hint,
+    };
+    let stranger = Caller::new(Stamp::now(), Duration::from_secs(1)).with_affinity(Some(&nobody));
+    if q.pop(stranger).is_none() || q.len() != 1 {
         return fail(
             "session claim",
             "a key no worker holds must be served by the strategy's order",

@@ -110,17 +110,18 @@ pub trait WaitStrategy: Send + Sync + 'static {
 }
 
 impl<W: Send + 'static> Entry for IdleWorker<W> {
-    type Request<'a> = &'a Caller;
+    type Request<'a> = Caller<'a>;
 
     fn priority(&self) -> PriorityLevel {
         0
     }
 
-    fn claims(req: &Caller) -> bool {
+    #[inline]
+    fn claims(req: Caller<'_>) -> bool {
         req.affinity().is_some()
     }
 
-    fn claimed_by(&self, req: &Caller) -> bool {
+    fn claimed_by(&self, req: Caller<'_>) -> bool {
         req.affinity().is_some_and(|a| self.holds(&a.key))
     }
 }
@@ -129,9 +130,10 @@ impl Entry for Waiter {
     type Request<'a> = ();
 
     fn priority(&self) -> PriorityLevel {
-        self.caller.priority()
+        self.priority()
     }
 
+    #[inline]
     fn claims((): ()) -> bool {
         false
     }

@@ -72,6 +72,22 @@ impl<T, const FROM_BACK: bool> OrderedQueue<T, FROM_BACK> {
         }
     }
 
+    /// The node `req` claims, else the first.
+    #[cold]
+    fn claimed(&self, req: T::Request<'_>) -> usize
+    where
+        T: Entry,
+    {
+        let mut at = self.first();
+        while at != NIL {
+            if self.nodes[at].item.as_ref().is_some_and(|e| e.claimed_by(req)) {
+                return at;
+            }
+            at = self.after(at);
+        }
+        self.first()
+    }
+
     /// The node served after node `at`.
     fn after(&self, at: usize) -> usize {
         let node = &self.nodes[at];
@@ -168,21 +184,11 @@ impl<T: Entry, const FROM_BACK: bool> Queue<T> for OrderedQueue<T, FROM_BACK> {
     }
 
     fn pop(&mut self, req: T::Request<'_>) -> Option<T> {
-        let mut at = self.first();
-        if T::claims(req) {
-            let mut look = at;
-            while look != NIL {
-                if self.nodes[look]
-                    .item
-                    .as_ref()
-                    .is_some_and(|e| e.claimed_by(req))
-                {
-                    at = look;
-                    break;
-                }
-                look = self.after(look);
-            }
-        }
+        let at = if T::claims(req) {
+            self.claimed(req)
+        } else {
+            self.first()
+        };
         if at == NIL {
             return None;
         }

@@ -55,7 +55,7 @@ fn deadline_removes_by_key_and_ignores_priority() {
         Caller::new(t0, Duration::from_secs(9)).with_priority(100),
     ));
     let soon = q.push(waiter(Caller::new(t0, Duration::from_secs(1))));
-    assert_eq!(q.remove(soon).map(|w| w.timeout()), Some(Duration::from_secs(1)));
+    assert_eq!(q.remove(soon).map(|w| w.caller().timeout()), Some(Duration::from_secs(1)));
     assert!(q.remove(soon).is_none());
     assert_eq!(q.pop(()).map(|w| w.priority()), Some(100));
     assert!(q.remove(late).is_none());
@@ -102,7 +102,7 @@ mod broken {
             key
         }
 
-        fn pop(&mut self, caller: &Caller) -> Option<IdleWorker<Probe>> {
+        fn pop(&mut self, caller: Caller<'_>) -> Option<IdleWorker<Probe>> {
             let claimed = caller
                 .affinity()
                 .filter(|_| FLAW != IGNORES_CLAIMS)

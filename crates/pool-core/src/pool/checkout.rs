@@ -1,5 +1,6 @@
 //! [`Checkout`]: a worker on loan to one caller, returned when dropped.
 
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +21,10 @@ use crate::worker::{Call, CallCtx, Worker, WorkerId};
 ///   anyone else gets it;
 /// * its call passed its deadline: it is killed and replaced.
 pub struct Checkout<W: Worker> {
-    /// Taken by Drop; `Some` until then.
-    loan: Option<Loan<W>>,
+    /// Moved out by Drop, and only there: a `ManuallyDrop` rather than an
+    /// `Option`, so no check of it is left in every access and in the
+    /// guard's drop glue (the checkout's hot path).
+    loan: ManuallyDrop<Loan<W>>,
     /// Nanoseconds the caller waited.
     waited_ns: u64,
     taken: Stamp,
@@ -38,7 +41,7 @@ struct Loan<W: Worker> {
 impl<W: Worker> Checkout<W> {
     pub(crate) fn new(live: Live<W>, home: Arc<dyn Home<W>>, waited_ns: u64, taken: Stamp) -> Self {
         Checkout {
-            loan: Some(Loan { live, home }),
+            loan: ManuallyDrop::new(Loan { live, home }),
             waited_ns,
             taken,
             in_flight: false,
@@ -98,9 +101,7 @@ impl<W: Worker> Checkout<W> {
     {
         let ctx = CallCtx::within(limit);
         let deadline = ctx.deadline();
-        let Some(Loan { live, home }) = self.loan.as_mut() else {
-            unreachable!("Checkout used after drop")
-        };
+        let Loan { live, home } = &mut *self.loan;
         self.in_flight = true;
         let outcome = tokio::select! {
             biased;
@@ -147,25 +148,15 @@ impl<W: Worker> Checkout<W> {
     }
 
     fn home(&self) -> &Arc<dyn Home<W>> {
-        match &self.loan {
-            Some(loan) => &loan.home,
-            None => unreachable!("Checkout used after drop"),
-        }
+        &self.loan.home
     }
 
     fn live(&self) -> &Live<W> {
-        // `loan` is Some from construction until Drop takes it.
-        match &self.loan {
-            Some(loan) => &loan.live,
-            None => unreachable!("Checkout used after drop"),
-        }
+        &self.loan.live
     }
 
     fn live_mut(&mut self) -> &mut Live<W> {
-        match &mut self.loan {
-            Some(loan) => &mut loan.live,
-            None => unreachable!("Checkout used after drop"),
-        }
+        &mut self.loan.live
     }
 }
 
@@ -185,29 +176,30 @@ impl<W: Worker> DerefMut for Checkout<W> {
 
 impl<W: Worker> Drop for Checkout<W> {
     fn drop(&mut self) {
-        if let Some(Loan { live, home }) = self.loan.take() {
-            let how = if self.kill {
-                Return::Kill
-            } else if self.in_flight {
-                Return::Interrupted
-            } else {
-                Return::Clean
-            };
-            let returned = Stamp::now();
-            let served = Served {
-                waited_ns: self.waited_ns,
-                ran_ns: returned.nanos_since(self.taken),
-                returned,
-            };
-            home.put_back(live, how, served);
-        }
+        // SAFETY: `loan` is initialised from construction until here, and
+        // nothing reads it after this line: drop runs once.
+        let Loan { live, home } = unsafe { ManuallyDrop::take(&mut self.loan) };
+        let how = if self.kill {
+            Return::Kill
+        } else if self.in_flight {
+            Return::Interrupted
+        } else {
+            Return::Clean
+        };
+        let returned = Stamp::now();
+        let served = Served {
+            waited_ns: self.waited_ns,
+            ran_ns: returned.nanos_since(self.taken),
+            returned,
+        };
+        home.put_back(live, how, served);
     }
 }
 
 impl<W: Worker + std::fmt::Debug> std::fmt::Debug for Checkout<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkout")
-            .field("worker", &self.loan.as_ref().map(|l| &l.live.worker))
+            .field("worker", &self.loan.live.worker)
             .field("waited", &self.waited())
             .finish()
     }

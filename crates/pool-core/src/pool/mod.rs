@@ -115,7 +115,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
 
     /// Check out a worker, waiting up to the pool's `checkout_timeout`.
     pub async fn get(&self) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
-        self.get_with(CheckoutOptions::default()).await
+        self.checkout(&options::NO_CHECKOUT_OPTIONS).await
     }
 
     /// Check out a worker with options for this checkout: its own timeout
@@ -127,10 +127,19 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
         &self,
         opts: CheckoutOptions,
     ) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
+        self.checkout(&opts).await
+    }
+
+    /// `get_with` by reference: `get` and `call` pass shared defaults, so
+    /// their futures own nothing to drop.
+    async fn checkout(
+        &self,
+        opts: &CheckoutOptions,
+    ) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
         let shared = self.shared();
         loop {
             let asked = Stamp::now();
-            let (mut live, taken) = Acquire::new(shared, &opts, asked).await?;
+            let (mut live, taken) = Acquire::new(shared, opts, asked).await?;
             if live.worker.is_broken() {
                 shared.discard(live, StopReason::Broken);
                 continue;
@@ -152,7 +161,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
     where
         Wk<F>: Call<Req>,
     {
-        self.call_with(req, CallOptions::default()).await
+        self.call_by_ref(req, &options::NO_CALL_OPTIONS).await
     }
 
     /// [`call`](Pool::call) with options for this call: its deadline, its
@@ -171,8 +180,20 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
     where
         Wk<F>: Call<Req>,
     {
+        self.call_by_ref(req, &opts).await
+    }
+
+    /// `call_with` by reference (see [`checkout`](Pool::checkout)).
+    async fn call_by_ref<Req>(
+        &self,
+        req: Req,
+        opts: &CallOptions,
+    ) -> Result<<Wk<F> as Call<Req>>::Response, Error<WkError<F>>>
+    where
+        Wk<F>: Call<Req>,
+    {
         let limit = opts.timeout.unwrap_or(self.shared().config.call_timeout);
-        let mut guard = self.get_with(opts.checkout).await?;
+        let mut guard = self.checkout(&opts.checkout).await?;
         guard.call_within(req, limit).await
     }
 

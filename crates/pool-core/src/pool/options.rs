@@ -6,6 +6,24 @@ use std::time::Duration;
 use crate::affinity::{Affinity, AffinityKey, AffinityMode};
 use crate::queue::PriorityLevel;
 
+/// What `get` uses: the pool's defaults. A static, so a checkout borrows it
+/// rather than owning (and dropping) options of its own.
+pub(crate) static NO_CHECKOUT_OPTIONS: CheckoutOptions = CheckoutOptions {
+    timeout: None,
+    priority: 0,
+    affinity: None,
+};
+
+/// What `call` uses: the pool's defaults (see [`NO_CHECKOUT_OPTIONS`]).
+pub(crate) static NO_CALL_OPTIONS: CallOptions = CallOptions {
+    timeout: None,
+    checkout: CheckoutOptions {
+        timeout: None,
+        priority: 0,
+        affinity: None,
+    },
+};
+
 /// Options for one [`Pool::get_with`](crate::Pool::get_with).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckoutOptions {

@@ -326,22 +326,32 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
 
     /// Take the idle worker the strategy picks for `caller` (the one
     /// holding its session key, if idle); it is now busy.
-    pub fn take_idle(&mut self, caller: &Caller) -> Option<Live<Wk>> {
+    #[inline]
+    pub fn take_idle(&mut self, caller: Caller<'_>) -> Option<Live<Wk>> {
         let IdleWorker(live) = self.idle.pop(caller)?;
         Some(self.lend(live, caller))
     }
 
     /// A worker out of the idle queue goes to `caller`: busy, and serving
     /// the caller's session from now on.
-    fn lend(&mut self, mut live: Live<Wk>, caller: &Caller) -> Live<Wk> {
+    #[inline]
+    fn lend(&mut self, mut live: Live<Wk>, caller: Caller<'_>) -> Live<Wk> {
         self.busy += 1;
+        if live.meta.affine || caller.affinity().is_some() {
+            self.lend_in_session(&mut live, caller);
+        }
+        live
+    }
+
+    /// `lend`'s part for session workers and session callers.
+    #[cold]
+    fn lend_in_session(&mut self, live: &mut Live<Wk>, caller: Caller<'_>) {
         if live.meta.affine {
             self.sessions.set_idle(live.meta.id, false);
         }
         if let Some(a) = caller.affinity() {
             self.bind(&a.key, &mut live.meta, caller.arrival());
         }
-        live
     }
 
     /// Worker `meta` serves session `key` from now on.
@@ -355,7 +365,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
 
     /// Route a caller with a session key: to its idle worker, to wait for
     /// its busy one, to fail, or to any worker.
-    pub fn route_session(&mut self, caller: &Caller) -> SessionRoute<Wk> {
+    pub fn route_session(&mut self, caller: Caller<'_>) -> SessionRoute<Wk> {
         let Some(a) = caller.affinity() else {
             return SessionRoute::Any;
         };
@@ -397,7 +407,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// Take idle worker `owner` for `caller`, whose key it holds, through
     /// the idle queue, which must serve it (its contract). A queue that
     /// serves another breaks it; the pool still keeps its promise.
-    fn take_owner(&mut self, caller: &Caller, owner: WorkerId) -> Option<Live<Wk>> {
+    fn take_owner(&mut self, caller: Caller<'_>, owner: WorkerId) -> Option<Live<Wk>> {
         let picked = self.idle.pop(caller)?;
         if picked.id() == owner {
             return Some(self.lend(picked.0, caller));
@@ -435,18 +445,18 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     }
 
     /// Queue `caller`, woken through `waker`; returns its cell.
-    pub fn push_waiter(&mut self, waker: &Waker, caller: Caller) -> usize {
+    pub fn push_waiter(&mut self, waker: &Waker, caller: Caller<'_>) -> usize {
         let cell = self.cells.open(waker);
-        let key = self.waiters.push(Waiter { cell, caller });
+        let key = self.waiters.push(Waiter::new(cell, caller));
         self.cells.set_place(cell, Place::General(key));
         cell
     }
 
     /// Queue `caller` for its session's busy worker `owner`; returns its
     /// cell.
-    pub fn pin_waiter(&mut self, waker: &Waker, caller: Caller, owner: WorkerId) -> usize {
+    pub fn pin_waiter(&mut self, waker: &Waker, caller: Caller<'_>, owner: WorkerId) -> usize {
         let cell = self.cells.open(waker);
-        match self.sessions.pin(owner, Waiter { cell, caller }) {
+        match self.sessions.pin(owner, Waiter::new(cell, caller)) {
             Ok(key) => self.cells.set_place(cell, Place::Pinned(owner, key)),
             // Not a session worker (unreachable: routed under this lock).
             Err(waiter) => self.requeue(waiter),
@@ -511,13 +521,13 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// A caller out of its pinned queue waits on as any caller: served by
     /// an idle worker now (its waker woken) or queued in the general queue.
     fn requeue(&mut self, waiter: Waiter) {
-        if let Some(live) = self.take_idle(&waiter.caller) {
-            if let Some(waker) = self.cells.deposit(waiter.cell, Ok((live, Stamp::now()))) {
+        if let Some(live) = self.take_idle(waiter.caller()) {
+            if let Some(waker) = self.cells.deposit(waiter.cell(), Ok((live, Stamp::now()))) {
                 waker.wake();
             }
             return;
         }
-        let cell = waiter.cell;
+        let cell = waiter.cell();
         let key = self.waiters.push(waiter);
         self.cells.set_place(cell, Place::General(key));
     }
@@ -544,7 +554,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// Leave `err` for a waiter already out of its queue, and wake it (a
     /// rare path: under the lock).
     fn fail_waiter(&mut self, waiter: Waiter, err: Error<Wk::Error>) {
-        if let Some(waker) = self.cells.deposit(waiter.cell, Err(err)) {
+        if let Some(waker) = self.cells.deposit(waiter.cell(), Err(err)) {
             waker.wake();
         }
     }
@@ -552,22 +562,43 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// Give a busy worker, free since `at`, to the next waiter (whose
     /// waker is returned, to be woken once the lock is released), or make it
     /// idle. A session worker serves the callers waiting for it first.
-    pub fn hand_off(&mut self, mut live: Live<Wk>, at: Stamp) -> Option<Waker> {
+    #[inline(always)]
+    pub fn hand_off(&mut self, live: Live<Wk>, at: Stamp) -> Option<Waker> {
         if live.meta.affine {
+            return self.hand_off_in_session(None, live, at);
+        }
+        match self.waiters.pop(()) {
+            Some(waiter) if waiter.affinity().is_none() => {
+                self.cells.deposit(waiter.cell(), Ok((live, at)))
+            }
+            Some(waiter) => self.hand_off_in_session(Some(waiter), live, at),
+            None => {
+                self.busy -= 1;
+                self.idle.push(IdleWorker(live));
+                None
+            }
+        }
+    }
+
+    /// `hand_off` for a session worker, or to a waiter with a session
+    /// (`popped`, already out of the general queue).
+    #[cold]
+    fn hand_off_in_session(
+        &mut self,
+        mut popped: Option<Waiter>,
+        mut live: Live<Wk>,
+        at: Stamp,
+    ) -> Option<Waker> {
+        if popped.is_none() && live.meta.affine {
             if let Some(waiter) = self.sessions.pop_pinned(live.meta.id) {
                 if let Some(a) = waiter.affinity() {
                     self.bind(&a.key, &mut live.meta, at);
                 }
-                return self.cells.deposit(waiter.cell, Ok((live, at)));
+                return self.cells.deposit(waiter.cell(), Ok((live, at)));
             }
         }
-        while let Some(waiter) = self.waiters.pop(()) {
-            let cell = if waiter.affinity().is_none() {
-                Some(waiter.cell)
-            } else {
-                self.admit(waiter, &mut live, at)
-            };
-            if let Some(cell) = cell {
+        while let Some(waiter) = popped.take().or_else(|| self.waiters.pop(())) {
+            if let Some(cell) = self.admit(waiter, &mut live, at) {
                 return self.cells.deposit(cell, Ok((live, at)));
             }
         }
@@ -585,7 +616,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// bound meanwhile to another worker waits for that one instead; one
     /// whose worker is gone fails.
     fn admit(&mut self, waiter: Waiter, live: &mut Live<Wk>, at: Stamp) -> Option<usize> {
-        let cell = waiter.cell;
+        let cell = waiter.cell();
         let Some(a) = waiter.affinity() else {
             return Some(cell);
         };

@@ -43,9 +43,8 @@ use crate::worker::Factory;
 /// callers contend on.
 pub(crate) struct Acquire<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> {
     shared: &'a Arc<Shared<F, I, W>>,
-    caller: Caller,
-    /// The checkout set its own timeout, so it has a timer of its own.
-    own_timeout: bool,
+    opts: &'a CheckoutOptions,
+    asked: Stamp,
     /// Its cell, while queued.
     cell: Option<usize>,
     /// While queued: the checkout's own timeout, or the end of a hint's
@@ -56,48 +55,47 @@ pub(crate) struct Acquire<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> {
 }
 
 impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
-    pub fn new(shared: &'a Arc<Shared<F, I, W>>, opts: &CheckoutOptions, asked: Stamp) -> Self {
-        let limit = opts.timeout.unwrap_or(shared.config.checkout_timeout);
+    pub fn new(shared: &'a Arc<Shared<F, I, W>>, opts: &'a CheckoutOptions, asked: Stamp) -> Self {
         Acquire {
             shared,
-            caller: Caller::new(asked, limit)
-                .with_priority(opts.priority)
-                .with_affinity(opts.affinity.clone()),
-            own_timeout: opts.timeout.is_some(),
+            opts,
+            asked,
             cell: None,
             timer: None,
             hint_until: None,
         }
     }
 
+    /// The checkout as queues see it.
+    fn caller(&self) -> Caller<'a> {
+        Caller {
+            arrival: self.asked,
+            timeout: self
+                .opts
+                .timeout
+                .unwrap_or(self.shared.config.checkout_timeout),
+            priority: self.opts.priority,
+            affinity: self.opts.affinity.as_ref(),
+        }
+    }
+
     /// First poll: take an idle worker, fail at once, or queue.
     fn first(&mut self, cx: &Context<'_>) -> Option<Grant<Wk<F>>> {
         let shared = self.shared;
-        let asked = self.caller.arrival();
+        let (asked, caller) = (self.asked, self.caller());
         let mut st = shared.lock();
         if st.closed() {
             return Some(Err(Error::Closed));
         }
-        if self.caller.affinity().is_some() {
-            match st.route_session(&self.caller) {
-                SessionRoute::Served(live) => return Some(Ok((live, asked))),
-                SessionRoute::Failed(err) => return Some(Err(err)),
-                SessionRoute::Wait { owner, hint_until } => {
-                    if let Some(err) = self.saturated(&mut st) {
-                        return Some(Err(err));
-                    }
-                    let cell = st.pin_waiter(cx.waker(), self.caller.clone(), owner);
-                    drop(st);
-                    self.queued(cell, hint_until);
-                    return None;
-                }
-                SessionRoute::Any => {}
+        if caller.affinity().is_some() {
+            if let Some(decided) = self.route_session(&mut st, caller, cx) {
+                return decided;
             }
         }
-        if let Some(live) = st.take_idle(&self.caller) {
+        if let Some(live) = st.take_idle(caller) {
             return Some(Ok((live, asked)));
         }
-        if let Some(a) = self.caller.affinity() {
+        if let Some(a) = caller.affinity() {
             if a.mode == AffinityMode::FailFast {
                 return Some(Err(Error::Busy { key: a.key.clone() }));
             }
@@ -114,17 +112,43 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
             shared.start(ticket);
             st = shared.lock();
             // A worker may have come back meanwhile.
-            if let Some(live) = st.take_idle(&self.caller) {
+            if let Some(live) = st.take_idle(caller) {
                 return Some(Ok((live, asked)));
             }
         }
-        let cell = st.push_waiter(cx.waker(), self.caller.clone());
+        let cell = st.push_waiter(cx.waker(), caller);
         drop(st);
         self.queued(cell, None);
         None
     }
 
+    /// First poll of a checkout with a session key: served by its idle
+    /// worker, failed, or queued for its busy worker (`Some`: decided, with
+    /// `Some(None)` for queued); `None` to be served as any caller.
+    #[cold]
+    fn route_session(
+        &mut self,
+        st: &mut State<Wk<F>, I, W>,
+        caller: Caller<'_>,
+        cx: &Context<'_>,
+    ) -> Option<Option<Grant<Wk<F>>>> {
+        match st.route_session(caller) {
+            SessionRoute::Served(live) => Some(Some(Ok((live, self.asked)))),
+            SessionRoute::Failed(err) => Some(Some(Err(err))),
+            SessionRoute::Wait { owner, hint_until } => {
+                if let Some(err) = self.saturated(st) {
+                    return Some(Some(Err(err)));
+                }
+                let cell = st.pin_waiter(cx.waker(), caller, owner);
+                self.queued(cell, hint_until);
+                Some(None)
+            }
+            SessionRoute::Any => None,
+        }
+    }
+
     /// `max_waiters` callers wait already: the error this one gets.
+    #[inline]
     fn saturated(&self, st: &mut State<Wk<F>, I, W>) -> Option<Error<<Wk<F> as crate::Worker>::Error>> {
         if st.waiting() < self.shared.config.max_waiters {
             return None;
@@ -136,6 +160,7 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
 
     /// Now queued in `cell`; a hint waits for its session's worker until
     /// `hint_until`.
+    #[inline]
     fn queued(&mut self, cell: usize, hint_until: Option<Stamp>) {
         self.cell = Some(cell);
         self.hint_until = hint_until;
@@ -143,10 +168,11 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
     }
 
     /// Set the timer to the hint's end, else to the checkout's own timeout.
+    #[inline]
     fn arm_timer(&mut self) {
         let until = match self.hint_until {
             Some(hint) => Some(hint),
-            None if self.own_timeout => Some(self.caller.deadline()),
+            None if self.opts.timeout.is_some() => Some(self.caller().deadline()),
             None => None,
         };
         self.timer = until.map(|t| Box::pin(tokio::time::sleep_until(t.to_instant())));
