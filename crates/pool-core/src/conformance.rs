@@ -2,33 +2,11 @@
 //! `conformance`). Run them in a test:
 //!
 //! ```
-//! # #[cfg(feature = "conformance")] {
 //! use cenote_core::conformance;
-//! # use cenote_core::{IdleStrategy, IdleWorker, Queue};
-//! # #[derive(Default)]
-//! # struct Stack<T>(Vec<(u64, T)>, u64);
-//! # impl<W: Send + 'static> Queue<IdleWorker<W>> for Stack<IdleWorker<W>> {
-//! #     type Key = u64;
-//! #     fn push(&mut self, e: IdleWorker<W>) -> u64 { self.1 += 1; self.0.push((self.1, e)); self.1 }
-//! #     fn pop(&mut self, c: cenote_core::Caller<'_>) -> Option<IdleWorker<W>> {
-//! #         let claimed = c.affinity().and_then(|a| self.0.iter().position(|(_, w)| w.holds(&a.key)));
-//! #         match claimed { Some(at) => Some(self.0.remove(at).1), None => self.0.pop().map(|(_, w)| w) }
-//! #     }
-//! #     fn remove(&mut self, k: u64) -> Option<IdleWorker<W>> {
-//! #         let at = self.0.iter().position(|(s, _)| *s == k)?; Some(self.0.remove(at).1)
-//! #     }
-//! #     fn len(&self) -> usize { self.0.len() }
-//! #     fn take_matching(&mut self, limit: usize, pred: &mut dyn FnMut(&mut IdleWorker<W>) -> bool) -> Vec<IdleWorker<W>> {
-//! #         let mut out = Vec::new();
-//! #         let mut i = self.0.len();
-//! #         while i > 0 && out.len() < limit { i -= 1; if pred(&mut self.0[i].1) { out.push(self.0.remove(i).1) } }
-//! #         out
-//! #     }
-//! # }
-//! # struct MyStrategy;
-//! # impl IdleStrategy for MyStrategy { type Queue<W: Send + 'static> = Stack<IdleWorker<W>>; const NAME: &'static str = "stack"; }
-//! conformance::check_idle_strategy::<MyStrategy>().unwrap();
-//! # }
+//! use cenote_strategies::Lifo; // your strategy here
+//!
+//! conformance::check_idle_strategy::<Lifo>().unwrap();
+//! conformance::check_wait_strategy::<Lifo>().unwrap();
 //! ```
 //!
 //! Each check returns the first [`Violation`] it finds, naming the rule:

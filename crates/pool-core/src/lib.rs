@@ -53,49 +53,68 @@
 //!
 //! ## A queue of your own
 //!
-//! Both queues are pluggable: a [`Strategy`] names a [`Queue`] type per
-//! entry type. This one is a stack, searched linearly on removal (fine for
-//! a handful of entries):
+//! Both queues are pluggable: an [`IdleStrategy`] names the [`Queue`] of
+//! idle workers ([`IdleWorker`] entries), a [`WaitStrategy`] the queue of
+//! waiting callers ([`Waiter`] entries). A queue sees entries only through
+//! their read-only accessors, and must serve a caller the idle worker
+//! holding its session key, if one is idle ([`Entry::claimed_by`]). This
+//! one is a stack, searched linearly (fine for a handful of entries);
+//! `examples/custom_strategy.rs` orders idle workers by tasks served, and
+//! `cenote_core::conformance` (feature `conformance`) checks a queue against the
+//! contract:
 //!
 //! ```
-//! use cenote_core::{PriorityLevel, Queue, QueueKey, Strategy};
+//! use cenote_core::{Entry, IdleStrategy, IdleWorker, Queue, WaitStrategy, Waiter};
 //!
-//! struct Stack<T>(Vec<(u64, T)>, u64);
+//! struct Stack<T> { entries: Vec<(u64, T)>, next: u64 }
 //! impl<T> Default for Stack<T> {
-//!     fn default() -> Self { Stack(Vec::new(), 0) }
+//!     fn default() -> Self { Stack { entries: Vec::new(), next: 0 } }
 //! }
-//! impl<T: Send + 'static> Queue<T> for Stack<T> {
-//!     fn push(&mut self, item: T, priority: PriorityLevel) -> QueueKey {
-//!         self.1 += 1;
-//!         self.0.push((self.1, item));
-//!         QueueKey { seq: self.1, priority, slot: 0 }
+//!
+//! impl<T: Entry> Queue<T> for Stack<T> {
+//!     type Key = u64;
+//!     fn push(&mut self, entry: T) -> u64 {
+//!         self.next += 1;
+//!         self.entries.push((self.next, entry));
+//!         self.next
 //!     }
-//!     fn pop(&mut self) -> Option<T> { self.0.pop().map(|(_, t)| t) }
-//!     fn remove(&mut self, key: QueueKey) -> Option<T> {
-//!         let at = self.0.iter().position(|(s, _)| *s == key.seq)?;
-//!         Some(self.0.remove(at).1)
+//!     fn pop(&mut self, req: T::Request<'_>) -> Option<T> {
+//!         let claimed = T::claims(req)
+//!             .then(|| self.entries.iter().position(|(_, e)| e.claimed_by(req)))
+//!             .flatten();
+//!         let at = claimed.or(self.entries.len().checked_sub(1))?;
+//!         Some(self.entries.remove(at).1)
 //!     }
-//!     fn len(&self) -> usize { self.0.len() }
-//!     fn extract(&mut self, pred: &mut dyn FnMut(&mut T) -> bool) -> Vec<T> {
-//!         let mut out = Vec::new();
-//!         let mut i = 0;
-//!         while i < self.0.len() {
-//!             if pred(&mut self.0[i].1) { out.push(self.0.remove(i).1) } else { i += 1 }
+//!     fn remove(&mut self, key: u64) -> Option<T> {
+//!         let at = self.entries.iter().position(|(k, _)| *k == key)?;
+//!         Some(self.entries.remove(at).1)
+//!     }
+//!     fn len(&self) -> usize { self.entries.len() }
+//!     fn take_matching(&mut self, limit: usize, pred: &mut dyn FnMut(&mut T) -> bool) -> Vec<T> {
+//!         let (mut out, mut i) = (Vec::new(), self.entries.len());
+//!         while i > 0 && out.len() < limit {
+//!             i -= 1;
+//!             if pred(&mut self.entries[i].1) { out.push(self.entries.remove(i).1) }
 //!         }
 //!         out
 //!     }
 //! }
+//!
 //! struct StackStrategy;
-//! impl Strategy for StackStrategy {
-//!     type Queue<T: Send + 'static> = Stack<T>;
+//! impl IdleStrategy for StackStrategy {
+//!     type Queue<W: Send + 'static> = Stack<IdleWorker<W>>;
 //!     const NAME: &'static str = "stack";
 //! }
-//!
-//! let mut q = Stack::default();
-//! q.push("a", 0);
-//! q.push("b", 0);
-//! assert_eq!(q.pop(), Some("b"));
+//! impl WaitStrategy for StackStrategy {
+//!     type Queue = Stack<Waiter>;
+//!     const NAME: &'static str = "stack";
+//! }
 //! // A pool would be `Pool<Counters, StackStrategy, StackStrategy>`.
+//! # #[cfg(feature = "conformance")]
+//! # {
+//! # cenote_core::conformance::check_idle_strategy::<StackStrategy>().unwrap();
+//! # cenote_core::conformance::check_wait_strategy::<StackStrategy>().unwrap();
+//! # }
 //! ```
 
 mod affinity;
