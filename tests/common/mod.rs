@@ -3,7 +3,7 @@
 //! prove that no worker is lost, doubled or leaked.
 #![allow(dead_code)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +27,9 @@ pub enum Op {
     Crash,
     /// Panic inside the call (the worker's own bug).
     Panic,
+    /// Count one more call of session `n` in this worker's memory and
+    /// answer the count: state that only the session's own worker has.
+    Bump(u64),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -105,6 +108,8 @@ pub struct TestWorker {
     /// A call was cut off mid-way and has not been cleaned up by recycle.
     dirty: bool,
     down: bool,
+    /// Calls counted per session (`Op::Bump`).
+    sessions: HashMap<u64, u64>,
 }
 
 impl Worker for TestWorker {
@@ -192,6 +197,11 @@ impl Call<Op> for TestWorker {
                 Err(TestError::Crashed)
             }
             Op::Panic => panic!("worker {} panicked on purpose", self.id),
+            Op::Bump(session) => {
+                let n = self.sessions.entry(session).or_insert(0);
+                *n += 1;
+                Ok(*n)
+            }
         };
         self.dirty = false;
         out
@@ -227,6 +237,7 @@ impl Factory for TestFactory {
             served: 0,
             dirty: false,
             down: false,
+            sessions: HashMap::new(),
         })
     }
 }
