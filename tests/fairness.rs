@@ -1,5 +1,6 @@
 //! Fairness of the two queues: FIFO waiters are served in arrival order,
-//! Priority waiters highest first (ties in arrival order); LIFO idle workers
+//! Priority waiters highest first (ties in arrival order), Deadline waiters
+//! nearest checkout deadline first; LIFO idle workers
 //! reuse the one most recently returned, FIFO idle workers rotate through all.
 
 mod common;
@@ -23,17 +24,30 @@ where
     I: cenote::IdleStrategy,
     W: cenote::WaitStrategy,
 {
+    let opts = priorities
+        .iter()
+        .map(|&p| cenote::CheckoutOptions::default().priority(p))
+        .collect();
+    served_order_with(pool, opts).await
+}
+
+/// [`served_order`] with each waiter's own checkout options.
+async fn served_order_with<I, W>(
+    pool: &cenote::Pool<TestFactory, I, W>,
+    options: Vec<cenote::CheckoutOptions>,
+) -> Vec<usize>
+where
+    I: cenote::IdleStrategy,
+    W: cenote::WaitStrategy,
+{
     let held = pool.get().await.unwrap();
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut waiters = Vec::new();
-    for (i, &prio) in priorities.iter().enumerate() {
+    for (i, opts) in options.into_iter().enumerate() {
         let p = pool.clone();
         let order = Arc::clone(&order);
         waiters.push(tokio::spawn(async move {
-            let co = p
-                .get_with(cenote::CheckoutOptions::default().priority(prio))
-                .await
-                .unwrap();
+            let co = p.get_with(opts).await.unwrap();
             // Only one worker exists: whoever holds it is the one served now.
             order.lock().unwrap().push(i);
             tokio::task::yield_now().await;
@@ -113,6 +127,35 @@ async fn priority_waiters_are_served_highest_first_ties_in_arrival_order() {
         assert_eq!(c.await.unwrap(), held_id);
     }
     assert_eq!(pool.status().waiting, 0);
+    pool.close().await;
+    assert_eq!(f.book.alive(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_waiters_are_served_nearest_deadline_first() {
+    let f = TestFactory::default();
+    let pool: cenote::Pool<TestFactory, cenote::Lifo, cenote::Deadline> = builder(f.clone(), 1)
+        .wait_strategy::<cenote::Deadline>()
+        .build()
+        .await
+        .unwrap();
+    // Checkout timeouts in seconds, arriving in this order; priorities are
+    // ignored. Queued a few ms apart, so later arrivals with the same
+    // timeout have later deadlines.
+    let timeouts = [9u64, 3, 7, 3, 5, 1, 9, 2];
+    let opts = timeouts
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            cenote::CheckoutOptions::default()
+                .timeout(Duration::from_secs(s))
+                .priority(i as PriorityLevel)
+        })
+        .collect();
+    let order = served_order_with(&pool, opts).await;
+    let mut expected: Vec<usize> = (0..timeouts.len()).collect();
+    expected.sort_by_key(|&i| timeouts[i]);
+    assert_eq!(order, expected, "timeouts {timeouts:?}");
     pool.close().await;
     assert_eq!(f.book.alive(), 0);
 }
