@@ -332,3 +332,127 @@ impl<Q: Queue<Waiter>> Sessions<Q> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain FIFO for the table's pinned callers (the strategies crate's
+    /// queues implement another build of this crate's traits).
+    #[derive(Default)]
+    struct Line(Vec<(u64, Waiter)>, u64);
+
+    impl Queue<Waiter> for Line {
+        type Key = u64;
+        fn push(&mut self, w: Waiter) -> u64 {
+            self.1 += 1;
+            self.0.push((self.1, w));
+            self.1
+        }
+        fn pop(&mut self, (): ()) -> Option<Waiter> {
+            (!self.0.is_empty()).then(|| self.0.remove(0).1)
+        }
+        fn remove(&mut self, key: u64) -> Option<Waiter> {
+            let at = self.0.iter().position(|(k, _)| *k == key)?;
+            Some(self.0.remove(at).1)
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn take_matching(
+            &mut self,
+            limit: usize,
+            pred: &mut dyn FnMut(&mut Waiter) -> bool,
+        ) -> Vec<Waiter> {
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < self.0.len() && out.len() < limit {
+                if pred(&mut self.0[i].1) {
+                    out.push(self.0.remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
+            out
+        }
+    }
+
+    type Table = Sessions<Line>;
+
+    fn key(k: &str) -> AffinityKey {
+        AffinityKey::from(k)
+    }
+
+    fn at(ms: u64) -> Stamp {
+        Stamp::now().add(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn a_bound_key_routes_to_its_worker_idle_or_busy() {
+        let mut t = Table::new(8, None);
+        let now = at(0);
+        let mut w = Meta::new(WorkerId(1), None);
+        assert_eq!(t.route(&key("a"), now), Route::New);
+        assert_eq!(t.bind(&key("a"), &mut w, now), Bound::New);
+        assert!(w.affine && w.keys == vec![key("a")]);
+        assert_eq!(t.route(&key("a"), now), Route::Busy(WorkerId(1)));
+        t.set_idle(WorkerId(1), true);
+        assert_eq!(t.route(&key("a"), now), Route::Idle(WorkerId(1)));
+        assert_eq!(t.bind(&key("a"), &mut w, now), Bound::Hit);
+        assert_eq!(w.keys.len(), 1, "a key is listed once");
+        t.check(1).unwrap();
+    }
+
+    #[test]
+    fn a_key_moved_away_is_pruned_from_its_old_worker() {
+        let mut t = Table::new(8, None);
+        let now = at(0);
+        let (mut w1, mut w2) = (Meta::new(WorkerId(1), None), Meta::new(WorkerId(2), None));
+        t.bind(&key("a"), &mut w1, now);
+        t.bind(&key("b"), &mut w1, now);
+        assert_eq!(t.bind(&key("a"), &mut w2, now), Bound::Miss);
+        t.prune(&mut w1);
+        assert_eq!(w1.keys, vec![key("b")]);
+        assert_eq!(w2.keys, vec![key("a")]);
+        t.check(0).unwrap();
+    }
+
+    #[test]
+    fn keys_die_with_their_worker_and_its_waiters_come_back() {
+        let mut t = Table::new(8, None);
+        let now = at(0);
+        let mut w = Meta::new(WorkerId(1), None);
+        t.bind(&key("a"), &mut w, now);
+        let caller = crate::Caller::new(now, Duration::from_secs(1));
+        assert!(t.pin(WorkerId(1), Waiter::new(7, caller)).is_ok());
+        assert!(t.pin(WorkerId(2), Waiter::new(8, caller)).is_err(), "not a holder");
+        assert_eq!(t.pinned(), 1);
+        let back = t.worker_left(&w, AffinityLoss::Crashed);
+        assert_eq!(back.iter().map(|w| w.cell()).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(t.pinned(), 0);
+        assert_eq!(t.route(&key("a"), now), Route::Lost(AffinityLoss::Crashed));
+        assert!(t.forget(&key("a")));
+        assert_eq!(t.route(&key("a"), now), Route::New);
+        t.check(0).unwrap();
+    }
+
+    #[test]
+    fn the_least_recently_used_key_goes_first_and_idle_keys_expire() {
+        let mut t = Table::new(2, Some(Duration::from_millis(100)));
+        let mut w = Meta::new(WorkerId(1), None);
+        t.bind(&key("a"), &mut w, at(0));
+        t.bind(&key("b"), &mut w, at(10));
+        // A use makes "a" the most recent: "b" goes when "c" comes.
+        t.route(&key("a"), at(20));
+        t.bind(&key("c"), &mut w, at(30));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.owner(&key("b")), None);
+        assert!(t.owner(&key("a")).is_some());
+        t.check(0).unwrap();
+        t.expire(at(125));
+        assert_eq!(t.len(), 1, "a (last used at 20) expired, c (30) not yet");
+        t.expire(at(200));
+        assert_eq!(t.len(), 0);
+        t.check(0).unwrap();
+    }
+}
