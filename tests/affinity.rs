@@ -116,10 +116,15 @@ async fn hint_waits_its_bound_then_takes_any_worker_and_the_session_moves() {
         .build()
         .await
         .unwrap();
-    let held = pool.get_with(session("h", AffinityMode::Hint)).await.unwrap();
+    let held = pool
+        .get_with(session("h", AffinityMode::Hint))
+        .await
+        .unwrap();
     let owner = held.id();
     let asked = Instant::now();
-    let other = serve(&pool, session("h", AffinityMode::Hint)).await.unwrap();
+    let other = serve(&pool, session("h", AffinityMode::Hint))
+        .await
+        .unwrap();
     let waited = asked.elapsed();
     assert_ne!(other, owner);
     assert!(
@@ -147,7 +152,10 @@ async fn hint_served_by_its_worker_within_the_bound() {
         .build()
         .await
         .unwrap();
-    let held = pool.get_with(session("h", AffinityMode::Hint)).await.unwrap();
+    let held = pool
+        .get_with(session("h", AffinityMode::Hint))
+        .await
+        .unwrap();
     let owner = held.id();
     let p = pool.clone();
     let waiter = tokio::spawn(async move { serve(&p, session("h", AffinityMode::Hint)).await });
@@ -171,7 +179,10 @@ async fn fail_fast_is_busy_at_once_and_served_when_its_worker_is_free() {
     let err = serve(&pool, session("f", AffinityMode::FailFast))
         .await
         .unwrap_err();
-    assert!(matches!(&err, Error::Busy { key } if key.as_str() == "f"), "{err:?}");
+    assert!(
+        matches!(&err, Error::Busy { key } if key.as_str() == "f"),
+        "{err:?}"
+    );
     assert!(asked.elapsed() < Duration::from_millis(500));
     assert_eq!(pool.status().waiting, 0);
     drop(held);
@@ -238,7 +249,10 @@ async fn strict_waiter_learns_its_worker_crashed_and_the_session_stays_lost() {
     );
     assert!(pool.forget_affinity("c"));
     let fresh = pool
-        .call_with(Op::Bump(7), CallOptions::default().affinity("c", AffinityMode::Strict))
+        .call_with(
+            Op::Bump(7),
+            CallOptions::default().affinity("c", AffinityMode::Strict),
+        )
         .await
         .unwrap();
     assert_eq!(fresh, 1, "the session starts over on a fresh count");
@@ -255,7 +269,10 @@ async fn hint_waiter_whose_worker_crashes_is_served_by_another() {
         .build()
         .await
         .unwrap();
-    let mut held = pool.get_with(session("h", AffinityMode::Hint)).await.unwrap();
+    let mut held = pool
+        .get_with(session("h", AffinityMode::Hint))
+        .await
+        .unwrap();
     let owner = held.id();
     let p = pool.clone();
     let waiter = tokio::spawn(async move { serve(&p, session("h", AffinityMode::Hint)).await });
@@ -291,7 +308,9 @@ async fn strict_waiter_learns_its_worker_was_recycled_at_the_cap() {
 async fn a_session_worker_replaced_warm_serves_its_waiter_then_the_session_is_lost() {
     let f = TestFactory::default();
     f.book.quota.store(1, std::sync::atomic::Ordering::SeqCst);
-    f.book.start_ms.store(100, std::sync::atomic::Ordering::SeqCst);
+    f.book
+        .start_ms
+        .store(100, std::sync::atomic::Ordering::SeqCst);
     let pool = builder(f.clone(), 1).max_overflow(1).build().await.unwrap();
     let (mut held, owner, waiter) = strict_waiter_on_held_worker(&pool, "w").await;
     held.call(Op::Ok).await.unwrap();
@@ -433,7 +452,8 @@ async fn strict_sessions_under_a_storm_never_see_a_wrong_count() {
                 let call = pool.call_with(op, opts);
                 if (seed >> 33) % 11 == 0 {
                     // Cancelled at whatever point the timeout finds it.
-                    let _ = tokio::time::timeout(Duration::from_micros((seed >> 40) % 300), call).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_micros((seed >> 40) % 300), call).await;
                     slack += 1;
                     continue;
                 }
@@ -491,7 +511,11 @@ async fn the_key_map_is_bounded_by_capacity_and_ttl() {
     assert!(pool.forget_affinity("e"));
     tokio::time::sleep(Duration::from_millis(150)).await;
     serve(&pool, strict("f")).await.unwrap();
-    assert_eq!(pool.status().sessions, 1, "keys unused for the ttl forgotten");
+    assert_eq!(
+        pool.status().sessions,
+        1,
+        "keys unused for the ttl forgotten"
+    );
     settled(&pool, 2).await;
     pool.close().await;
 }
@@ -508,12 +532,13 @@ async fn bad_affinity_config_is_refused() {
 }
 
 async fn sessions_stick_with<I: cenote::IdleStrategy>() {
-    let pool: cenote::Pool<TestFactory, I, cenote::Fifo> = cenote::Pool::builder(TestFactory::default())
-        .size(4)
-        .health_interval(None)
-        .build()
-        .await
-        .unwrap();
+    let pool: cenote::Pool<TestFactory, I, cenote::Fifo> =
+        cenote::Pool::builder(TestFactory::default())
+            .size(4)
+            .health_interval(None)
+            .build()
+            .await
+            .unwrap();
     let mut owners = std::collections::HashMap::new();
     for round in 0..5 {
         for s in 0..8u64 {

@@ -231,7 +231,10 @@ impl<Q: Queue<K::T>, K: Kit> Model<Q, K> {
         for e in entries {
             let id = K::id(&e);
             let Some(at) = self.live.iter().position(|(i, _)| *i == id) else {
-                return fail("exactly once", format!("{what} gave entry {id}, not queued"));
+                return fail(
+                    "exactly once",
+                    format!("{what} gave entry {id}, not queued"),
+                );
             };
             let (_, key) = self.live.swap_remove(at);
             self.gone.push(key);
@@ -284,7 +287,14 @@ fn check_queue<Q: Queue<K::T>, K: Kit>(kit: &K) -> Result<(), Violation> {
             3 => {
                 let got = kit.pop(&mut m.q);
                 if got.is_none() != m.live.is_empty() {
-                    return fail("exactly once", format!("step {step}: pop gave {:?} entries with {} queued", got.is_some(), m.live.len()));
+                    return fail(
+                        "exactly once",
+                        format!(
+                            "step {step}: pop gave {:?} entries with {} queued",
+                            got.is_some(),
+                            m.live.len()
+                        ),
+                    );
                 }
                 m.out("pop", got.into_iter().collect())?;
                 "pop"
@@ -319,7 +329,14 @@ fn check_queue<Q: Queue<K::T>, K: Kit>(kit: &K) -> Result<(), Violation> {
                 let want = n.min(m.live.len());
                 let got = m.q.take_first(n);
                 if got.len() != want {
-                    return fail("take_first", format!("step {step}: take_first({n}) gave {}, {} queued", got.len(), m.live.len()));
+                    return fail(
+                        "take_first",
+                        format!(
+                            "step {step}: take_first({n}) gave {}, {} queued",
+                            got.len(),
+                            m.live.len()
+                        ),
+                    );
                 }
                 m.out("take_first", got)?;
                 "take_first"
@@ -329,15 +346,28 @@ fn check_queue<Q: Queue<K::T>, K: Kit>(kit: &K) -> Result<(), Violation> {
                 let modulo = 2 + rng.below(3) as u64;
                 let got = m.q.take_matching(limit, &mut |e| K::id(e) % modulo == 0);
                 if got.len() > limit {
-                    return fail("take_matching", format!("step {step}: {} entries over its limit {limit}", got.len()));
+                    return fail(
+                        "take_matching",
+                        format!("step {step}: {} entries over its limit {limit}", got.len()),
+                    );
                 }
                 let matching = m.live.iter().filter(|(i, _)| i % modulo == 0).count();
                 if got.len() < limit.min(matching) {
-                    return fail("take_matching", format!("step {step}: {} entries of {} matching, limit {limit}", got.len(), matching));
+                    return fail(
+                        "take_matching",
+                        format!(
+                            "step {step}: {} entries of {} matching, limit {limit}",
+                            got.len(),
+                            matching
+                        ),
+                    );
                 }
                 for id in m.out("take_matching", got)? {
                     if id % modulo != 0 {
-                        return fail("take_matching", format!("step {step}: took {id}, which its predicate refuses"));
+                        return fail(
+                            "take_matching",
+                            format!("step {step}: took {id}, which its predicate refuses"),
+                        );
                     }
                 }
                 "take_matching"
@@ -386,7 +416,10 @@ fn check_no_residue<Q: Queue<K::T>, K: Kit>(kit: &K, mut m: Model<Q, K>) -> Resu
             let (id, key) = m.live[0];
             let got = m.q.remove(key);
             if got.as_ref().map(K::id) != Some(id) {
-                return fail("remove by key", format!("cycle {cycle}: the key of {id} did not remove it"));
+                return fail(
+                    "remove by key",
+                    format!("cycle {cycle}: the key of {id} did not remove it"),
+                );
             }
             m.out("remove", got.into_iter().collect())?;
         }
@@ -396,7 +429,10 @@ fn check_no_residue<Q: Queue<K::T>, K: Kit>(kit: &K, mut m: Model<Q, K>) -> Resu
     m.out("pop", rest)?;
     m.check(kit, "draining")?;
     if !m.live.is_empty() {
-        return fail("no residue", format!("{} entries never came out", m.live.len()));
+        return fail(
+            "no residue",
+            format!("{} entries never came out", m.live.len()),
+        );
     }
     Ok(())
 }
@@ -407,7 +443,12 @@ fn check_claims<Q: Queue<IdleWorker<Probe>>>(kit: &IdleKit) -> Result<(), Violat
     let mut q = Q::default();
     let keys = ["a", "b", "c", "d", "e", "f"];
     for (i, key) in keys.iter().enumerate() {
-        q.push(traced_worker(i as u64, i as u64 % 3, &[key], kit.probe.clone()));
+        q.push(traced_worker(
+            i as u64,
+            i as u64 % 3,
+            &[key],
+            kit.probe.clone(),
+        ));
     }
     for key in ["d", "a", "f", "c"] {
         let session = Affinity {

@@ -80,7 +80,11 @@ impl<T, const FROM_BACK: bool> OrderedQueue<T, FROM_BACK> {
     {
         let mut at = self.first();
         while at != NIL {
-            if self.nodes[at].item.as_ref().is_some_and(|e| e.claimed_by(req)) {
+            if self.nodes[at]
+                .item
+                .as_ref()
+                .is_some_and(|e| e.claimed_by(req))
+            {
                 return at;
             }
             at = self.after(at);
@@ -254,7 +258,11 @@ mod tests {
             l.push(Item::new(i));
         }
         assert_eq!(l.pop(Some(1)).map(|e| e.id), Some(1));
-        assert_eq!(l.pop(Some(9)).map(|e| e.id), Some(3), "no claimed entry: LIFO");
+        assert_eq!(
+            l.pop(Some(9)).map(|e| e.id),
+            Some(3),
+            "no claimed entry: LIFO"
+        );
         assert_eq!(drain(&mut l), vec![2, 0]);
     }
 

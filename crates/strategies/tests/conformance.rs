@@ -55,7 +55,10 @@ fn deadline_removes_by_key_and_ignores_priority() {
         Caller::new(t0, Duration::from_secs(9)).with_priority(100),
     ));
     let soon = q.push(waiter(Caller::new(t0, Duration::from_secs(1))));
-    assert_eq!(q.remove(soon).map(|w| w.caller().timeout()), Some(Duration::from_secs(1)));
+    assert_eq!(
+        q.remove(soon).map(|w| w.caller().timeout()),
+        Some(Duration::from_secs(1))
+    );
     assert!(q.remove(soon).is_none());
     assert_eq!(q.pop(()).map(|w| w.priority()), Some(100));
     assert!(q.remove(late).is_none());
@@ -130,7 +133,11 @@ mod broken {
             limit: usize,
             pred: &mut dyn FnMut(&mut IdleWorker<Probe>) -> bool,
         ) -> Vec<IdleWorker<Probe>> {
-            let limit = if FLAW == OVER_LIMIT { usize::MAX } else { limit };
+            let limit = if FLAW == OVER_LIMIT {
+                usize::MAX
+            } else {
+                limit
+            };
             let mut out = Vec::new();
             let mut i = self.entries.len();
             while i > 0 && out.len() < limit {
@@ -144,7 +151,9 @@ mod broken {
     }
 
     fn rule_broken<Q: Queue<IdleWorker<Probe>>>() -> String {
-        check_idle_queue::<Q>().expect_err("a broken queue passed").0
+        check_idle_queue::<Q>()
+            .expect_err("a broken queue passed")
+            .0
     }
 
     #[test]
@@ -152,9 +161,15 @@ mod broken {
         assert!(rule_broken::<Flawed<IGNORES_CLAIMS>>().starts_with("session claim"));
         assert!(rule_broken::<Flawed<LAZY_REMOVE>>().starts_with("remove by key"));
         let over = rule_broken::<Flawed<OVER_LIMIT>>();
-        assert!(over.starts_with("take_matching") || over.starts_with("take_first"), "{over}");
+        assert!(
+            over.starts_with("take_matching") || over.starts_with("take_first"),
+            "{over}"
+        );
         let reused = rule_broken::<Flawed<REUSES_KEYS>>();
-        assert!(reused.starts_with("remove by key") || reused.starts_with("stale key"), "{reused}");
+        assert!(
+            reused.starts_with("remove by key") || reused.starts_with("stale key"),
+            "{reused}"
+        );
     }
 
     #[test]

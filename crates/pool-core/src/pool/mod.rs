@@ -15,8 +15,8 @@ mod options;
 mod recycle;
 mod registry_writer;
 mod retry;
-mod shared;
 mod sessions;
+mod shared;
 mod shutdown;
 mod start;
 mod state;
@@ -31,9 +31,9 @@ pub use options::{CallOptions, CheckoutOptions};
 pub use retry::{RetryIf, RetryPolicy};
 
 pub(crate) use live::Live;
+use live::StopReason;
 #[cfg(feature = "conformance")]
 pub(crate) use live::{Held, Meta};
-use live::StopReason;
 use shared::{Home, Shared, Wk, WkError};
 use waiter::Acquire;
 
@@ -132,10 +132,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
 
     /// `get_with` by reference: `get` and `call` pass shared defaults, so
     /// their futures own nothing to drop.
-    async fn checkout(
-        &self,
-        opts: &CheckoutOptions,
-    ) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
+    async fn checkout(&self, opts: &CheckoutOptions) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
         let shared = self.shared();
         loop {
             let asked = Stamp::now();

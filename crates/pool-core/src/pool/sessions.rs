@@ -190,10 +190,7 @@ impl<Q: Queue<Waiter>> Sessions<Q> {
     pub fn expire(&mut self, now: Stamp) {
         let Some(ttl) = self.ttl else { return };
         while let Some((_, key)) = self.order.first_key_value() {
-            let stale = self
-                .keys
-                .get(key)
-                .is_none_or(|s| now.since(s.used) >= ttl);
+            let stale = self.keys.get(key).is_none_or(|s| now.since(s.used) >= ttl);
             if !stale {
                 break;
             }
@@ -425,7 +422,10 @@ mod tests {
         t.bind(&key("a"), &mut w, now);
         let caller = crate::Caller::new(now, Duration::from_secs(1));
         assert!(t.pin(WorkerId(1), Waiter::new(7, caller)).is_ok());
-        assert!(t.pin(WorkerId(2), Waiter::new(8, caller)).is_err(), "not a holder");
+        assert!(
+            t.pin(WorkerId(2), Waiter::new(8, caller)).is_err(),
+            "not a holder"
+        );
         assert_eq!(t.pinned(), 1);
         let back = t.worker_left(&w, AffinityLoss::Crashed);
         assert_eq!(back.iter().map(|w| w.cell()).collect::<Vec<_>>(), vec![7]);

@@ -149,7 +149,10 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
 
     /// `max_waiters` callers wait already: the error this one gets.
     #[inline]
-    fn saturated(&self, st: &mut State<Wk<F>, I, W>) -> Option<Error<<Wk<F> as crate::Worker>::Error>> {
+    fn saturated(
+        &self,
+        st: &mut State<Wk<F>, I, W>,
+    ) -> Option<Error<<Wk<F> as crate::Worker>::Error>> {
         if st.waiting() < self.shared.config.max_waiters {
             return None;
         }
