@@ -178,3 +178,14 @@ def gen_sys_exit(after):
 def interrupt():
     sys.stderr.write("about to raise KeyboardInterrupt\n")
     raise KeyboardInterrupt("from a handler")
+
+
+# Session state, for the affinity tests: each process counts calls per
+# session, so a call that reaches another worker than its session's answers
+# a count that does not follow.
+_sessions = {}
+
+
+def session_bump(session):
+    _sessions[session] = _sessions.get(session, 0) + 1
+    return [os.getpid(), _sessions[session]]
