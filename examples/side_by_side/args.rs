@@ -15,7 +15,8 @@ pub struct Args {
 }
 
 const USAGE: &str = "usage: side_by_side [--size N] [--secs S] [--load F] [--burst-load F] \
-[--long-share F] [--short-ms N] [--long-ms N] [--seed N] [--refresh-ms N] [--etcd URL]";
+[--long-share F] [--short-ms N] [--long-ms N] [--tight-ms N] [--loose-ms N] [--tight-share F] \
+[--seed N] [--refresh-ms N] [--etcd URL]";
 
 impl Args {
     pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -48,6 +49,13 @@ impl Args {
                     a.mix.short = Duration::from_secs_f64(num(&value)?.max(0.0) / 1000.0)
                 }
                 "--long-ms" => a.mix.long = Duration::from_secs_f64(num(&value)?.max(0.0) / 1000.0),
+                "--tight-ms" => {
+                    a.mix.tight = Duration::from_secs_f64(num(&value)?.max(1.0) / 1000.0)
+                }
+                "--loose-ms" => {
+                    a.mix.loose = Duration::from_secs_f64(num(&value)?.max(1.0) / 1000.0)
+                }
+                "--tight-share" => a.mix.tight_share = num(&value)?.clamp(0.0, 1.0),
                 "--seed" => a.seed = num(&value)? as u64,
                 "--refresh-ms" => a.refresh = Duration::from_millis(num(&value)?.max(50.0) as u64),
                 "--etcd" => a.etcd = Some(value),

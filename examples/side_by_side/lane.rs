@@ -1,12 +1,12 @@
 //! A lane is one pool as the driver sees it: strategy types erased, so the
-//! three pools can be driven by one loop.
+//! pools can be driven by one loop.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cenote::python::{PyCall, PythonConfig, PythonFactory};
-use cenote::{CheckoutOptions, IdleStrategy, Pool, Registry, Status, WaitStrategy};
+use cenote::{CheckoutOptions, Error, IdleStrategy, Pool, Registry, Status, WaitStrategy};
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
@@ -17,21 +17,29 @@ use super::workload::{Job, CLASSES};
 /// How long one call may take before it counts as failed.
 const CALL_LIMIT: Duration = Duration::from_secs(10);
 
-/// One call's result: the wait for a worker, the time on it, and whether it
-/// succeeded.
+/// How one call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Ok,
+    /// No worker within the caller's checkout timeout.
+    TimedOut,
+    Failed,
+}
+
+/// One call's result: the wait for a worker, the time on it, how it ended.
 pub struct Done {
     pub lane: usize,
-    pub class: usize,
+    pub job: Job,
     pub waited: Duration,
     pub ran: Duration,
-    pub ok: bool,
+    pub end: End,
 }
 
 pub trait Lane: Send + Sync {
     fn name(&self) -> &'static str;
     fn strategy(&self) -> &'static str;
     fn status(&self) -> Status;
-    fn run(&self, job: Job) -> BoxFuture<'static, (Duration, Duration, bool)>;
+    fn run(&self, job: Job) -> BoxFuture<'static, (Duration, Duration, End)>;
     fn close(&self) -> BoxFuture<'_, ()>;
 }
 
@@ -53,17 +61,19 @@ impl<I: IdleStrategy, W: WaitStrategy> Lane for PoolLane<I, W> {
         self.pool.status()
     }
 
-    fn run(&self, job: Job) -> BoxFuture<'static, (Duration, Duration, bool)> {
+    fn run(&self, job: Job) -> BoxFuture<'static, (Duration, Duration, End)> {
         let pool = self.pool.clone();
         Box::pin(async move {
             let asked = Instant::now();
-            let priority = CLASSES[job.class].1;
-            let mut worker = match pool
-                .get_with(CheckoutOptions::default().priority(priority))
-                .await
-            {
+            let opts = CheckoutOptions::default()
+                .priority(CLASSES[job.class].1)
+                .timeout(job.patience);
+            let mut worker = match pool.get_with(opts).await {
                 Ok(w) => w,
-                Err(_) => return (asked.elapsed(), Duration::ZERO, false),
+                Err(Error::CheckoutTimeout { .. }) => {
+                    return (asked.elapsed(), Duration::ZERO, End::TimedOut)
+                }
+                Err(_) => return (asked.elapsed(), Duration::ZERO, End::Failed),
             };
             let waited = worker.waited();
             let began = Instant::now();
@@ -71,11 +81,11 @@ impl<I: IdleStrategy, W: WaitStrategy> Lane for PoolLane<I, W> {
                 "sleep",
                 serde_json::json!({ "seconds": job.work.as_secs_f64() }),
             );
-            let ok = matches!(
-                tokio::time::timeout(CALL_LIMIT, worker.call(req)).await,
-                Ok(Ok(_))
-            );
-            (waited, began.elapsed(), ok)
+            let end = match tokio::time::timeout(CALL_LIMIT, worker.call(req)).await {
+                Ok(Ok(_)) => End::Ok,
+                _ => End::Failed,
+            };
+            (waited, began.elapsed(), end)
         })
     }
 
@@ -124,14 +134,16 @@ pub async fn etcd_registry(_url: &str) -> Result<Arc<dyn Registry>, Box<dyn std:
 pub async fn calibrate(lane: &Arc<dyn Lane>, work: Duration) -> Duration {
     let mut ran = Vec::new();
     for _ in 0..25 {
-        let (_, r, ok) = lane
+        let (_, r, end) = lane
             .run(Job {
                 at: Duration::ZERO,
                 class: 0,
                 work,
+                hurried: false,
+                patience: CALL_LIMIT,
             })
             .await;
-        if ok {
+        if end == End::Ok {
             ran.push(r);
         }
     }
@@ -173,14 +185,14 @@ pub async fn drive(
                     let (tx, call) = (tx.clone(), lane.run(job));
                     outstanding += 1;
                     tokio::spawn(async move {
-                        let (waited, ran, ok) = call.await;
-                        let _ = tx.send(Done { lane: i, class: job.class, waited, ran, ok });
+                        let (waited, ran, end) = call.await;
+                        let _ = tx.send(Done { lane: i, job, waited, ran, end });
                     });
                 }
             }
             Some(done) = rx.recv() => {
                 outstanding -= 1;
-                tallies[done.lane].record(done.class, done.waited, done.ran, done.ok);
+                tallies[done.lane].record(&done);
             }
             _ = ticker.tick() => {
                 drawn_lines = draw(lanes, &tallies, start.elapsed(), tty, drawn_lines);

@@ -1,6 +1,7 @@
-//! The main job: three pools of Python workers side by side in one registry,
-//! the same workload through each, and a table showing how their waiter
-//! strategies differ.
+//! The main job: four pools of Python workers side by side in one registry,
+//! the same workload through each (callers with priorities and a mix of
+//! checkout deadlines), and a table showing how their waiter strategies
+//! differ: waits per priority class, and callers timed out per pool.
 //!
 //! ```sh
 //! cargo run --release --example side_by_side
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cenote::registry::LocalRegistry;
-use cenote::{Fifo, Lifo, Priority, Registry};
+use cenote::{Deadline, Fifo, Lifo, Priority, Registry};
 
 use lane::Lane;
 use report::Tally;
@@ -46,7 +47,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         None => Arc::new(LocalRegistry::new("side_by_side")),
     };
     println!(
-        "starting 3 pools x {} Python workers (registry: {}) ...",
+        "starting 4 pools x {} Python workers (registry: {}) ...",
         args.size,
         if args.etcd.is_some() { "etcd" } else { "local" }
     );
@@ -55,6 +56,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         lane::start::<Lifo, Fifo>("fifo", &args, &registry).await?,
         lane::start::<Lifo, Lifo>("lifo", &args, &registry).await?,
         lane::start::<Lifo, Priority>("priority", &args, &registry).await?,
+        lane::start::<Lifo, Deadline>("deadline", &args, &registry).await?,
     ];
     println!(
         "ready in {:.2}s; registry lists: {:?}",
@@ -65,12 +67,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let overhead = lane::calibrate(&lanes[0], args.mix.short).await;
     let jobs = workload::schedule(&args.mix, args.size, overhead, args.length, args.seed);
     println!(
-        "workload: {} calls over {:?}; {:.0}% of capacity, bursts to {:.0}% (measured per-call cost {:.2} ms)\n",
+        "workload: {} calls over {:?}; {:.0}% of capacity, bursts to {:.0}% (measured per-call cost {:.2} ms);\n\
+         {:.0}% of callers wait at most {:?} for a worker, the rest {:?}\n",
         jobs.len(),
         args.length,
         args.mix.load * 100.0,
         args.mix.burst_load * 100.0,
-        overhead.as_secs_f64() * 1000.0
+        overhead.as_secs_f64() * 1000.0,
+        args.mix.tight_share * 100.0,
+        args.mix.tight,
+        args.mix.loose,
     );
     let (tallies, elapsed) = lane::drive(&lanes, &jobs, args.refresh).await;
     println!("{}", report::final_table(&tallies, elapsed, args.size));

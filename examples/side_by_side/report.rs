@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::lane::{Done, End};
 use super::workload::CLASSES;
 
 /// One pool's results, as its callers measured them.
@@ -14,6 +15,11 @@ pub struct Tally {
     pub wait: Vec<Histogram<u64>>,
     pub done: u64,
     pub errors: u64,
+    /// Callers that got no worker within their checkout timeout: those in
+    /// a hurry, and the patient ones.
+    pub timed_out: [u64; 2],
+    /// Callers in a hurry, and patient ones.
+    pub callers: [u64; 2],
     /// Sum of time workers spent on calls.
     pub busy_time: Duration,
 }
@@ -31,17 +37,23 @@ impl Tally {
                 .collect(),
             done: 0,
             errors: 0,
+            timed_out: [0; 2],
+            callers: [0; 2],
             busy_time: Duration::ZERO,
         }
     }
 
-    pub fn record(&mut self, class: usize, wait: Duration, ran: Duration, ok: bool) {
-        self.wait[class].saturating_record(wait.as_micros().max(1) as u64);
-        self.busy_time += ran;
-        if ok {
-            self.done += 1;
-        } else {
-            self.errors += 1;
+    pub fn record(&mut self, d: &Done) {
+        let patient = usize::from(!d.job.hurried);
+        self.callers[patient] += 1;
+        self.busy_time += d.ran;
+        match d.end {
+            End::Ok => {
+                self.done += 1;
+                self.wait[d.job.class].saturating_record(d.waited.as_micros().max(1) as u64);
+            }
+            End::TimedOut => self.timed_out[patient] += 1,
+            End::Failed => self.errors += 1,
         }
     }
 
@@ -61,7 +73,7 @@ fn ms(us: u64) -> String {
 /// One line per pool: live sizes from `status()`, results so far.
 pub fn live_table(rows: &[(&Tally, cenote::Status)], elapsed: Duration) -> String {
     let mut out = format!(
-        "t={:>5.1}s  {:<10} {:<9} {:>4} {:>4} {:>7} {:>7} {:>8} {:>9} {:>9}\n",
+        "t={:>5.1}s  {:<10} {:<9} {:>4} {:>4} {:>7} {:>7} {:>9} {:>8} {:>9} {:>9}\n",
         elapsed.as_secs_f64(),
         "pool",
         "waiters",
@@ -69,6 +81,7 @@ pub fn live_table(rows: &[(&Tally, cenote::Status)], elapsed: Duration) -> Strin
         "busy",
         "waiting",
         "done",
+        "timed out",
         "calls/s",
         "wait p50",
         "wait p99"
@@ -76,13 +89,14 @@ pub fn live_table(rows: &[(&Tally, cenote::Status)], elapsed: Duration) -> Strin
     for (t, s) in rows {
         let all = t.all_waits();
         out += &format!(
-            "          {:<10} {:<9} {:>4} {:>4} {:>7} {:>7} {:>8.0} {:>8}ms {:>8}ms\n",
+            "          {:<10} {:<9} {:>4} {:>4} {:>7} {:>7} {:>9} {:>8.0} {:>8}ms {:>8}ms\n",
             t.name,
             t.strategy,
             s.idle,
             s.busy,
             s.waiting,
             t.done,
+            t.timed_out[0] + t.timed_out[1],
             t.done as f64 / elapsed.as_secs_f64().max(1e-3),
             ms(all.value_at_quantile(0.5)),
             ms(all.value_at_quantile(0.99)),
@@ -91,12 +105,13 @@ pub fn live_table(rows: &[(&Tally, cenote::Status)], elapsed: Duration) -> Strin
     out
 }
 
-/// The closing comparison: throughput, wait per class, utilization, errors.
+/// The closing comparison: throughput, callers timed out (in a hurry and
+/// patient), wait per class of those served, utilization, errors.
 pub fn final_table(rows: &[Tally], elapsed: Duration, workers: usize) -> String {
     let mut out = String::from("\n== comparison ==\n");
     out += &format!(
-        "{:<10} {:<9} {:>8} {:>6} {:>7}",
-        "pool", "waiters", "calls/s", "util", "errors"
+        "{:<10} {:<9} {:>8} {:>6} {:>7} {:>22}",
+        "pool", "waiters", "calls/s", "util", "errors", "timed out hurried/patient"
     );
     for (class, _) in CLASSES {
         out += &format!(" {:>16}", format!("{class} p50/p99 ms"));
@@ -105,12 +120,16 @@ pub fn final_table(rows: &[Tally], elapsed: Duration, workers: usize) -> String 
     for t in rows {
         let util = t.busy_time.as_secs_f64() / (workers as f64 * elapsed.as_secs_f64());
         out += &format!(
-            "{:<10} {:<9} {:>8.0} {:>5.0}% {:>7}",
+            "{:<10} {:<9} {:>8.0} {:>5.0}% {:>7} {:>22}",
             t.name,
             t.strategy,
             t.done as f64 / elapsed.as_secs_f64(),
             util * 100.0,
-            t.errors
+            t.errors,
+            format!(
+                "{}/{} of {}/{}",
+                t.timed_out[0], t.timed_out[1], t.callers[0], t.callers[1]
+            ),
         );
         for h in &t.wait {
             out += &format!(
@@ -126,6 +145,8 @@ pub fn final_table(rows: &[Tally], elapsed: Duration, workers: usize) -> String 
     }
     out += "\nFIFO waiters: arrival order, so every class waits alike. LIFO waiters: the newest\n";
     out += "caller is served first, so medians drop and the tail grows. Priority waiters: high\n";
-    out += "waits least, low absorbs the bursts.\n";
+    out += "waits least, low absorbs the bursts. Deadline waiters: the caller whose checkout\n";
+    out += "deadline is nearest goes first, so fewer callers in a hurry time out while patient\n";
+    out += "ones still make it. Wait percentiles are of the callers served.\n";
     out
 }

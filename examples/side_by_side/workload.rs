@@ -1,5 +1,7 @@
 //! The workload every pool receives: one schedule of jobs, made once from a
-//! seed and replayed into each pool at the same instants.
+//! seed and replayed into each pool at the same instants. Each job has a
+//! priority class and a checkout deadline: some callers are in a hurry,
+//! the rest patient.
 
 use std::time::Duration;
 
@@ -17,6 +19,10 @@ pub struct Job {
     pub class: usize,
     /// How long the Python handler works on it.
     pub work: Duration,
+    /// Whether its caller is in a hurry (`Mix::tight`) or patient.
+    pub hurried: bool,
+    /// How long its caller waits for a worker (its checkout timeout).
+    pub patience: Duration,
 }
 
 /// The knobs of the workload.
@@ -36,6 +42,12 @@ pub struct Mix {
     pub burst_every: Duration,
     /// How long a burst lasts.
     pub burst_len: Duration,
+    /// The checkout timeout of callers in a hurry.
+    pub tight: Duration,
+    /// The checkout timeout of patient callers.
+    pub loose: Duration,
+    /// Share of callers in a hurry, 0..=1.
+    pub tight_share: f64,
 }
 
 impl Default for Mix {
@@ -48,6 +60,9 @@ impl Default for Mix {
             burst_load: 1.8,
             burst_every: Duration::from_secs(5),
             burst_len: Duration::from_millis(800),
+            tight: Duration::from_millis(100),
+            loose: Duration::from_secs(2),
+            tight_share: 0.5,
         }
     }
 }
@@ -90,10 +105,13 @@ pub fn schedule(
         let gap = -(1.0 - rng.gen::<f64>()).ln() / rate;
         t += Duration::from_secs_f64(gap);
         let long = rng.gen_bool(mix.long_share.clamp(0.0, 1.0));
+        let hurried = rng.gen_bool(mix.tight_share.clamp(0.0, 1.0));
         jobs.push(Job {
             at: t,
             class: rng.gen_range(0..CLASSES.len()),
             work: if long { mix.long } else { mix.short },
+            hurried,
+            patience: if hurried { mix.tight } else { mix.loose },
         });
     }
     jobs

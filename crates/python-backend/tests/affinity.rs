@@ -98,7 +98,10 @@ async fn session_pool(config: PythonConfig, hint_wait: Duration) -> PyPool {
 async fn close_and_reap(pool: PyPool, tag: &str) {
     pool.check_invariants().unwrap();
     pool.close().await;
-    assert_eq!(wait_gone(tag, Duration::from_secs(10)).await, Vec::<u32>::new());
+    assert_eq!(
+        wait_gone(tag, Duration::from_secs(10)).await,
+        Vec::<u32>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +120,11 @@ async fn strict_sessions_always_get_their_own_count() {
     );
     assert_eq!(answers, SESSIONS * CALLS);
     assert_eq!(wrong, 0);
-    assert_eq!(same, SESSIONS * (CALLS - 1), "a session moved between workers");
+    assert_eq!(
+        same,
+        SESSIONS * (CALLS - 1),
+        "a session moved between workers"
+    );
     let totals = pool.status().totals;
     assert_eq!(totals.affinity_hits, SESSIONS * (CALLS - 1));
     assert_eq!((totals.affinity_misses, totals.affinity_lost), (0, 0));
@@ -169,7 +176,10 @@ async fn strict_sessions_through_sigkills_and_recycles_lose_their_worker_never_t
     }
     assert_eq!(
         totals.affinity_lost,
-        lost.iter().filter(|(k, _)| *k != "in flight").map(|(_, n)| n).sum::<u64>()
+        lost.iter()
+            .filter(|(k, _)| *k != "in flight")
+            .map(|(_, n)| n)
+            .sum::<u64>()
     );
     close_and_reap(pool, &tag).await;
 }
