@@ -17,6 +17,19 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Stamp(u64);
 
+impl std::ops::Add<Duration> for Stamp {
+    type Output = Stamp;
+
+    /// This stamp plus `d` (saturating: a far deadline stays far).
+    #[inline]
+    fn add(self, d: Duration) -> Stamp {
+        Stamp(
+            self.0
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
 impl Stamp {
     /// Now.
     #[cfg(unix)]
@@ -55,14 +68,6 @@ impl Stamp {
         Stamp::now().since(self)
     }
 
-    /// This stamp plus `d` (saturating).
-    pub fn add(self, d: Duration) -> Stamp {
-        Stamp(
-            self.0
-                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-        )
-    }
-
     /// The same point as a tokio `Instant`, for tokio's timers.
     pub(crate) fn to_instant(self) -> tokio::time::Instant {
         let now = Stamp::now();
@@ -90,7 +95,7 @@ mod tests {
         assert!(diff < Duration::from_millis(2), "{ours:?} vs {std:?}");
         assert_eq!(a.since(b), Duration::ZERO);
         assert_eq!(
-            a.add(Duration::from_millis(5)).since(a),
+            (a + Duration::from_millis(5)).since(a),
             Duration::from_millis(5)
         );
     }

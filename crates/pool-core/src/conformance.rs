@@ -128,7 +128,7 @@ impl Kit for IdleKit {
 
     fn make(&self, id: u64, salt: u64) -> Self::T {
         let mut w = traced_worker(id, salt % 7, &[], self.probe.clone());
-        w.0.meta.idle_since = self.plain.arrival().add(Duration::from_nanos(salt % 1000));
+        w.0.meta.idle_since = self.plain.arrival() + Duration::from_nanos(salt % 1000);
         w
     }
 
@@ -160,7 +160,7 @@ impl Kit for WaitKit {
             mode: AffinityMode::Hint,
         };
         let caller = Caller::new(
-            self.base.add(Duration::from_nanos(salt % 977)),
+            self.base + Duration::from_nanos(salt % 977),
             Duration::from_millis(salt % 13),
         )
         .with_priority((salt % 5) as i32 - 2)

@@ -129,7 +129,7 @@ impl<'a> Caller<'a> {
     /// When it gives up waiting (`CheckoutTimeout`).
     #[inline]
     pub fn deadline(&self) -> Stamp {
-        self.arrival.add(self.timeout)
+        self.arrival + self.timeout
     }
 
     /// How long it waits at most.

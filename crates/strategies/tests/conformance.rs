@@ -33,7 +33,7 @@ fn deadline_conforms() {
 #[test]
 fn deadline_serves_the_nearest_deadline_then_arrival_order() {
     let t0 = Stamp::now();
-    let at = |ms: u64| t0.add(Duration::from_millis(ms));
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
     let mut q = DeadlineQueue::default();
     // (arrival ms, timeout ms): deadlines 500, 130, 300, 130, 20.
     for (arrival, timeout) in [(0, 500), (10, 120), (20, 280), (30, 100), (40, 0)] {

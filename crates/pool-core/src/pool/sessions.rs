@@ -381,7 +381,7 @@ mod tests {
     }
 
     fn at(ms: u64) -> Stamp {
-        Stamp::now().add(Duration::from_millis(ms))
+        Stamp::now() + Duration::from_millis(ms)
     }
 
     #[test]

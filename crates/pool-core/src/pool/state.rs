@@ -393,7 +393,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
                 AffinityMode::Hint if self.hint_wait.is_zero() => SessionRoute::Any,
                 AffinityMode::Hint => SessionRoute::Wait {
                     owner,
-                    hint_until: Some(caller.arrival().add(self.hint_wait).min(caller.deadline())),
+                    hint_until: Some((caller.arrival() + self.hint_wait).min(caller.deadline())),
                 },
             },
         }
