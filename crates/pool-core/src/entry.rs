@@ -50,8 +50,8 @@ impl<W> IdleWorker<W> {
 
     /// The session keys it holds: the sessions whose calls it served last.
     #[inline]
-    pub fn affinity_keys(&self) -> &[AffinityKey] {
-        &self.0.meta.keys
+    pub fn affinity_keys(&self) -> impl Iterator<Item = &AffinityKey> {
+        self.0.meta.keys.iter()
     }
 
     /// Whether it holds session `key`.
@@ -66,7 +66,7 @@ impl<W> std::fmt::Debug for IdleWorker<W> {
         f.debug_struct("IdleWorker")
             .field("id", &self.id())
             .field("tasks_served", &self.tasks_served())
-            .field("affinity_keys", &self.affinity_keys())
+            .field("affinity_keys", &self.0.meta.keys)
             .finish()
     }
 }

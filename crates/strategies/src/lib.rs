@@ -46,13 +46,12 @@
 //!
 //! | strategy | `push` | `pop` | `pop` for a session key | `remove` by key | `take_first(m)` | `take_matching` |
 //! |---|---|---|---|---|---|---|
-//! | [`Fifo`], [`Lifo`] | O(1) | O(1) | O(n·k) | O(1) | O(m) | O(n) |
-//! | [`Priority`], [`Deadline`] | O(log n) | O(log n) | O(n·k) | O(log n) | O(m log n) | O(n + m log n) |
+//! | [`Fifo`], [`Lifo`] | O(1) | O(1) | O(n) | O(1) | O(m) | O(n) |
+//! | [`Priority`], [`Deadline`] | O(log n) | O(log n) | O(n) | O(log n) | O(m log n) | O(n + m log n) |
 //!
-//! k is the most session keys one idle worker holds (a session pop checks
-//! each worker's keys; without sessions it is O(1) and never happens for
-//! waiters). `take_matching` taking m entries; its O(n) is a walk that
-//! stops once it has its limit. [`Fifo`] and [`Lifo`] keep a linked list in
+//! A pop for a caller with a session key (idle queues only) looks for the
+//! worker holding the key, one hash lookup per idle worker; `take_matching`
+//! takes m entries in a walk that stops once it has its limit. [`Fifo`] and [`Lifo`] keep a linked list in
 //! a slab and allocate nothing once the slab has grown to the most entries
 //! ever queued at once; [`Priority`] and [`Deadline`] keep a `BTreeMap`
 //! keyed by (rank, arrival). In all four a removed entry leaves nothing

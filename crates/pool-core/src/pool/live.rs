@@ -5,6 +5,7 @@
 //! Only `state.rs` turns one into the other, under the pool's lock, so every
 //! change of shape is also a change of count.
 
+use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::affinity::{AffinityKey, AffinityLoss};
@@ -24,9 +25,9 @@ pub(crate) struct Meta {
     pub idle_since: Stamp,
     /// When it last passed a health check (or started).
     pub checked_at: Stamp,
-    /// The session keys it serves (see `sessions`); may still list keys
-    /// forgotten while it was busy, until it next goes idle.
-    pub keys: Vec<AffinityKey>,
+    /// The session keys it serves (see `sessions`); may also hold keys
+    /// forgotten or moved since, until they are pruned.
+    pub keys: HashSet<AffinityKey>,
     /// It has served a session: the session table tracks it (whether it is
     /// idle, who waits for it) until it leaves. Checked on the hot path
     /// instead of a map lookup.
@@ -47,7 +48,7 @@ impl Meta {
             tasks: 0,
             idle_since: stamp,
             checked_at: stamp,
-            keys: Vec::new(),
+            keys: HashSet::new(),
             affine: false,
         }
     }

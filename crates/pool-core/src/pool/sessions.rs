@@ -145,7 +145,13 @@ impl<Q: Queue<Waiter>> Sessions<Q> {
             pinned: Q::default(),
         });
         if !meta.keys.contains(key) {
-            meta.keys.push(key.clone());
+            // Keep a worker that never goes idle (where it is pruned) from
+            // collecting forgotten keys: prune as the set doubles.
+            let n = meta.keys.len();
+            if n >= 64 && n.is_power_of_two() {
+                self.prune(meta);
+            }
+            meta.keys.insert(key.clone());
         }
         let before = self.touch(key, now);
         match self.keys.get_mut(key) {
@@ -391,7 +397,7 @@ mod tests {
         let mut w = Meta::new(WorkerId(1), None);
         assert_eq!(t.route(&key("a"), now), Route::New);
         assert_eq!(t.bind(&key("a"), &mut w, now), Bound::New);
-        assert!(w.affine && w.keys == vec![key("a")]);
+        assert!(w.affine && w.keys.len() == 1 && w.keys.contains(&key("a")));
         assert_eq!(t.route(&key("a"), now), Route::Busy(WorkerId(1)));
         t.set_idle(WorkerId(1), true);
         assert_eq!(t.route(&key("a"), now), Route::Idle(WorkerId(1)));
@@ -409,8 +415,20 @@ mod tests {
         t.bind(&key("b"), &mut w1, now);
         assert_eq!(t.bind(&key("a"), &mut w2, now), Bound::Miss);
         t.prune(&mut w1);
-        assert_eq!(w1.keys, vec![key("b")]);
-        assert_eq!(w2.keys, vec![key("a")]);
+        assert_eq!(w1.keys.iter().collect::<Vec<_>>(), vec![&key("b")]);
+        assert_eq!(w2.keys.iter().collect::<Vec<_>>(), vec![&key("a")]);
+        t.check(0).unwrap();
+    }
+
+    #[test]
+    fn a_worker_that_never_idles_does_not_collect_forgotten_keys() {
+        let mut t = Table::new(16, None);
+        let mut w = Meta::new(WorkerId(1), None);
+        for i in 0..10_000 {
+            t.bind(&key(&i.to_string()), &mut w, at(0));
+        }
+        assert_eq!(t.len(), 16);
+        assert!(w.keys.len() <= 128, "{} keys listed", w.keys.len());
         t.check(0).unwrap();
     }
 
