@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cenote::Error;
+use cenote::{CheckoutOptions, Error};
 use common::*;
 use futures::FutureExt;
 
@@ -66,10 +66,16 @@ async fn batch(pool: &TestPool) -> usize {
             tokio::spawn(async move { p.get().await.map(|co| co.id()) })
         })
         .collect();
-    // A quarter as futures polled once (queued), then dropped.
+    // A quarter as futures polled once (queued), then dropped. They wait
+    // longer than the test runs: one the maintenance tick had already
+    // turned away before its drop would count as a timeout nobody saw
+    // (under load, the batch can take longer than `CHECKOUT_TIMEOUT` to
+    // queue).
+    let patient = CheckoutOptions::default().timeout(SETTLE);
     #[allow(clippy::type_complexity)]
-    let mut dropped: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> =
-        (0..quarter).map(|_| pool.get().boxed()).collect();
+    let mut dropped: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> = (0..quarter)
+        .map(|_| pool.get_with(patient.clone()).boxed())
+        .collect();
     for f in &mut dropped {
         assert!(f.as_mut().now_or_never().is_none(), "served while held");
     }
