@@ -1,7 +1,8 @@
 //! The command lines Python processes are launched with.
 //!
-//! Two processes are launched for a pool: the one-off probe that resolves the
-//! interpreter (the factory's) and each worker's bridge. Both must see the
+//! Three kinds of processes are launched for a pool: the one-off probe that
+//! resolves the interpreter (the factory's), each worker's bridge in spawn
+//! mode, and the fork server (`bridge.py --zygote`) in fork-server mode. Both must see the
 //! same env and working directory (pyenv picks versions by both), so both
 //! are built here; the factory and the worker depend on this module and
 //! never on each other's internals.
@@ -48,6 +49,26 @@ pub(crate) fn bridge(interpreter: &Path, config: &PythonConfig) -> Command {
         .arg(std::process::id().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    cmd
+}
+
+/// The fork server for `config`'s handler, in its own process group, its
+/// control socket to be put on fd 3 by the caller:
+/// `<interpreter> -u -c <bridge> --zygote <handler> <max frame> <host pid> <preload,...>`.
+pub(crate) fn zygote(interpreter: &Path, config: &PythonConfig) -> Command {
+    let mut cmd = python(interpreter, config);
+    cmd.arg("-u")
+        .arg("-c")
+        .arg(crate::bridge::script())
+        .arg("--zygote")
+        .arg(config.handler.arg())
+        .arg(config.max_frame_size.to_string())
+        .arg(std::process::id().to_string())
+        .arg(config.preload.join(","))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .process_group(0);
     cmd

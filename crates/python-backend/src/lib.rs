@@ -82,11 +82,12 @@ mod protocol;
 mod request;
 mod stream;
 mod worker;
+mod zygote;
 
 pub use bridge::script as bridge_script;
-pub use config::{Handler, PythonConfig, THREAD_ENV};
+pub use config::{Handler, PythonConfig, StartMode, THREAD_ENV};
 pub use error::{Exit, PythonError, StderrTail};
-pub use factory::PythonFactory;
+pub use factory::{PythonFactory, StartReport};
 pub use frame::{Decoder as FrameDecoder, FrameError};
 pub use pool::PythonPool;
 pub use protocol::BridgeExit;
