@@ -108,6 +108,12 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         &self.shared().name
     }
 
+    /// The factory that makes the pool's workers: for what it reports about
+    /// itself (a Python pool's start mode, say).
+    pub fn factory(&self) -> &F {
+        &self.shared().factory
+    }
+
     /// Check out a worker, waiting up to the pool's `checkout_timeout`.
     pub async fn get(&self) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
         self.get_with(CheckoutOptions::default()).await

@@ -42,6 +42,17 @@ pub fn chaos(tag: &str) -> PythonConfig {
     PythonConfig::new(chaos_path())
         .env(TAG_VAR, tag)
         .startup_timeout(Duration::from_secs(20))
+        .start_mode(test_start_mode())
+}
+
+/// The start mode the suite runs in: `Auto` (the fork server here), or
+/// `CENOTE_TEST_START_MODE=spawn` / `fork_server` to run it in either.
+pub fn test_start_mode() -> cenote_python::StartMode {
+    match std::env::var("CENOTE_TEST_START_MODE").as_deref() {
+        Ok("spawn") => cenote_python::StartMode::Spawn,
+        Ok("fork_server") => cenote_python::StartMode::ForkServer,
+        _ => cenote_python::StartMode::Auto,
+    }
 }
 
 /// Pids of live (non-zombie) processes carrying `tag` in their env.
