@@ -93,6 +93,7 @@ pub async fn start<I: Strategy, W: Strategy>(
 ) -> Result<Arc<dyn Lane>, Box<dyn std::error::Error>> {
     let handlers = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/handlers.py");
     let factory = PythonFactory::new(PythonConfig::new(handlers));
+    let began = Instant::now();
     let pool: Pool<PythonFactory, I, W> = Pool::builder(factory)
         .name(name)
         .size(args.size)
@@ -101,6 +102,17 @@ pub async fn start<I: Strategy, W: Strategy>(
         .registry(Arc::clone(registry))
         .build()
         .await?;
+    let start = pool.factory().start_mode();
+    println!(
+        "  {name:<9} {} workers ready in {:>6.1} ms, start mode {:?}{}",
+        pool.status().idle,
+        began.elapsed().as_secs_f64() * 1000.0,
+        start.mode,
+        start
+            .fallback
+            .map(|why| format!(" (fell back: {why})"))
+            .unwrap_or_default()
+    );
     Ok(Arc::new(PoolLane { name, pool }))
 }
 
