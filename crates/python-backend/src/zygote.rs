@@ -266,6 +266,9 @@ impl Zygote {
     /// still has and exit; it is killed if it does not within `grace`, and
     /// reaped either way.
     pub async fn shut_down(&self, grace: Duration) {
+        // Closed on purpose: no fork is asked for any more, and the reader
+        // need not warn when it sees end-of-file.
+        self.link.state.lock().closed = true;
         // SAFETY: shutdown(2) on the socket this link owns; the descriptor
         // stays open (and registered) until the link is dropped.
         unsafe {
@@ -395,19 +398,23 @@ async fn read(link: Arc<Link>) {
     }
     // The zygote is gone: its workers' watchdogs end them, and no report
     // will come for them.
-    let (pending, workers) = {
+    let (pending, workers, expected) = {
         let mut st = link.state.lock();
+        let expected = st.closed;
         st.closed = true;
         (
             std::mem::take(&mut st.pending),
             std::mem::take(&mut st.workers),
+            expected,
         )
     };
     drop(pending);
     for forked in workers.values().filter_map(Weak::upgrade) {
         forked.record(Exit::Unknown);
     }
-    tracing::warn!("fork server gone; the next worker start launches a new one");
+    if !expected {
+        tracing::warn!("fork server gone; the next worker start launches a new one");
+    }
 }
 
 impl Link {
