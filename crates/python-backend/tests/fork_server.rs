@@ -252,3 +252,50 @@ async fn a_pool_dropped_without_close_leaves_no_fork_server() {
     .await;
     assert!(gone, "{:?} {:?}", tagged(&tag), fork_servers(&tag));
 }
+
+#[tokio::test]
+async fn preloaded_modules_are_imported_once_in_the_fork_server() {
+    init_tracing();
+    let tag = new_tag("preload");
+    let pool = chaos_builder(
+        forking(&tag, StartMode::ForkServer).preload(["csv", "decimal"]),
+        2,
+    )
+    .build()
+    .await
+    .unwrap();
+    for module in ["csv", "decimal"] {
+        let v = pool
+            .call(PyCall::new("loaded", json!([module])))
+            .await
+            .unwrap();
+        assert_eq!(v, json!(true), "{module} not preloaded");
+    }
+    // Not preloaded, not imported by the handler: absent.
+    let v = pool
+        .call(PyCall::new("loaded", json!(["tomllib"])))
+        .await
+        .unwrap();
+    assert_eq!(v, json!(false));
+    pool.close().await;
+    assert!(fork_servers(&tag).is_empty());
+}
+
+#[tokio::test]
+async fn an_event_loop_made_at_import_falls_back_to_spawn() {
+    init_tracing();
+    let tag = new_tag("loop");
+    let config = PythonConfig::new(py_dir().join("loop_at_import.py"))
+        .env(TAG_VAR, &tag)
+        .start_mode(StartMode::ForkServer);
+    let pool = chaos_builder(config, 1).build().await.unwrap();
+    let report = pool.factory().start_mode();
+    assert_eq!(report.mode, StartMode::Spawn, "{report:?}");
+    assert!(report.fallback.unwrap_or_default().contains("event loop"));
+    assert_eq!(
+        pool.call(PyCall::new("ping", json!(null))).await.unwrap(),
+        json!("pong")
+    );
+    pool.close().await;
+    assert!(tagged(&tag).is_empty());
+}

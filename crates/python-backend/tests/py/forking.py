@@ -26,3 +26,8 @@ def spawn_child():
     import subprocess
     child = subprocess.Popen(["sleep", "60"])
     return child.pid
+
+
+def loaded(name):
+    import sys
+    return name in sys.modules
