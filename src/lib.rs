@@ -38,10 +38,10 @@
 
 pub use cenote_core::{
     Backoff, BuildError, Call, CallCtx, CallOptions, Checkout, CheckoutOptions, ConfigError,
-    CrashBudget, Error, Factory, Percentiles, PoolBuilder, PoolConfig, PoolEntry, PriorityLevel,
-    Queue, QueueKey, Registry, RegistryError, RegistryEvent, Retire, RetryIf, RetryPolicy,
-    StartError, Status, Strategy, Totals, Worker, WorkerCtx, WorkerEntry, WorkerId, WorkerInfo,
-    WorkerState,
+    CrashBudget, EndpointEntry, Error, Factory, Load, Percentiles, PoolBuilder, PoolConfig,
+    PoolEntry, PriorityLevel, Queue, QueueKey, Registry, RegistryError, RegistryEvent, Retire,
+    RetryIf, RetryPolicy, StartError, Status, Strategy, Totals, Worker, WorkerCtx, WorkerEntry,
+    WorkerId, WorkerInfo, WorkerState,
 };
 
 #[cfg(feature = "fifo")]

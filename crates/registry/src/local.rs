@@ -3,7 +3,9 @@
 use std::any::Any;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cenote_core::{PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerId};
+use cenote_core::{
+    EndpointEntry, PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerId,
+};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures::stream::BoxStream;
@@ -59,6 +61,8 @@ struct Inner {
     node: String,
     pools: DashMap<String, PoolEntry>,
     workers: DashMap<String, DashMap<WorkerId, WorkerEntry>>,
+    /// Keyed by `(service, node)`.
+    endpoints: DashMap<(String, String), EndpointEntry>,
     handles: DashMap<String, Handle>,
     events: broadcast::Sender<RegistryEvent>,
     /// Held by every write across its change and its event, so watchers see
@@ -81,6 +85,7 @@ impl LocalRegistry {
                 node: node.into(),
                 pools: DashMap::new(),
                 workers: DashMap::new(),
+                endpoints: DashMap::new(),
                 handles: DashMap::new(),
                 events,
                 writes: Mutex::new(()),
@@ -253,6 +258,36 @@ impl Registry for LocalRegistry {
         };
         workers.sort_by_key(|w| w.id);
         Ok(workers)
+    }
+
+    async fn put_endpoint(&self, entry: EndpointEntry) -> Result<(), RegistryError> {
+        let _writes = self.write_lock();
+        self.inner
+            .endpoints
+            .insert((entry.service.clone(), entry.node.clone()), entry.clone());
+        self.emit(RegistryEvent::EndpointUp(entry));
+        Ok(())
+    }
+
+    async fn remove_endpoint(&self, service: &str, node: &str) -> Result<(), RegistryError> {
+        let _writes = self.write_lock();
+        let key = (service.to_string(), node.to_string());
+        if self.inner.endpoints.remove(&key).is_some() {
+            let (service, node) = key;
+            self.emit(RegistryEvent::EndpointDown { service, node });
+        }
+        Ok(())
+    }
+
+    async fn endpoints(&self) -> Result<Vec<EndpointEntry>, RegistryError> {
+        let mut endpoints: Vec<_> = self
+            .inner
+            .endpoints
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
+        endpoints.sort_by(|a, b| (&a.service, &a.node).cmp(&(&b.service, &b.node)));
+        Ok(endpoints)
     }
 
     /// Changes from now on, in the order they were made. A watcher more
