@@ -51,35 +51,33 @@ where
 {
     type Response = <Wk<F> as Call<Req>>::Response;
 
-    fn serve(
+    async fn serve(
         &self,
         req: Req,
         opts: CallOptions,
         deadline: Option<Instant>,
-    ) -> impl Future<Output = Result<Self::Response, CallError>> + Send {
-        async move {
-            let Some(deadline) = deadline else {
-                return Ok(self.call_with(req, opts).await?);
-            };
-            // The checkout and the call share what is left of the deadline.
-            let left = || deadline.saturating_duration_since(Instant::now());
-            let checkout = CheckoutOptions {
-                timeout: Some(opts.checkout.timeout.map_or(left(), |t| t.min(left()))),
-                priority: opts.checkout.priority,
-            };
-            let mut worker = self.get_with(checkout).await?;
-            let limit = opts
-                .timeout
-                .unwrap_or_else(|| worker.call_ctx().timeout())
-                .min(left());
-            if limit.is_zero() {
-                // Nothing left to run it in: the worker goes back unused
-                // rather than be killed by a deadline it never had a chance
-                // to meet.
-                return Err(CallError::CallTimeout { after: limit });
-            }
-            Ok(worker.call_within(req, limit).await?)
+    ) -> Result<Self::Response, CallError> {
+        let Some(deadline) = deadline else {
+            return Ok(self.call_with(req, opts).await?);
+        };
+        // The checkout and the call share what is left of the deadline.
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let checkout = CheckoutOptions {
+            timeout: Some(opts.checkout.timeout.map_or(left(), |t| t.min(left()))),
+            priority: opts.checkout.priority,
+        };
+        let mut worker = self.get_with(checkout).await?;
+        let limit = opts
+            .timeout
+            .unwrap_or_else(|| worker.call_ctx().timeout())
+            .min(left());
+        if limit.is_zero() {
+            // Nothing left to run it in: the worker goes back unused
+            // rather than be killed by a deadline it never had a chance
+            // to meet.
+            return Err(CallError::CallTimeout { after: limit });
         }
+        Ok(worker.call_within(req, limit).await?)
     }
 
     fn load(&self) -> Load {

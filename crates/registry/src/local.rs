@@ -38,7 +38,9 @@ pub enum HandleError {
 
 /// A registry in this process's memory: the default, with no server.
 ///
-/// Cloning is cheap and every clone sees the same entries.
+/// Cloning is cheap and every clone sees the same entries. So does
+/// [`as_node`](Self::as_node), which writes under another node's name: several
+/// nodes in one process (a test, a single-machine cluster) share one registry.
 ///
 /// Besides the [`Registry`] entries it can hold a typed handle per name
 /// ([`attach`](Self::attach), [`pool`](Self::pool), [`handle`](Self::handle)),
@@ -55,10 +57,10 @@ pub enum HandleError {
 #[derive(Clone)]
 pub struct LocalRegistry {
     inner: Arc<Inner>,
+    node: Arc<str>,
 }
 
 struct Inner {
-    node: String,
     pools: DashMap<String, PoolEntry>,
     workers: DashMap<String, DashMap<WorkerId, WorkerEntry>>,
     /// Keyed by `(service, node)`.
@@ -81,8 +83,8 @@ impl LocalRegistry {
     pub fn new(node: impl Into<String>) -> Self {
         let (events, _) = broadcast::channel(WATCH_BUFFER);
         LocalRegistry {
+            node: node.into().into(),
             inner: Arc::new(Inner {
-                node: node.into(),
                 pools: DashMap::new(),
                 workers: DashMap::new(),
                 endpoints: DashMap::new(),
@@ -90,6 +92,15 @@ impl LocalRegistry {
                 events,
                 writes: Mutex::new(()),
             }),
+        }
+    }
+
+    /// The same registry, as node `node` sees it: every entry and handle is
+    /// shared, and [`Registry::node`] names `node`.
+    pub fn as_node(&self, node: impl Into<String>) -> Self {
+        LocalRegistry {
+            inner: Arc::clone(&self.inner),
+            node: node.into().into(),
         }
     }
 
@@ -170,7 +181,7 @@ impl LocalRegistry {
 impl std::fmt::Debug for LocalRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalRegistry")
-            .field("node", &self.inner.node)
+            .field("node", &self.node)
             .field("pools", &self.inner.pools.len())
             .field("handles", &self.inner.handles.len())
             .finish()
@@ -180,7 +191,7 @@ impl std::fmt::Debug for LocalRegistry {
 #[async_trait::async_trait]
 impl Registry for LocalRegistry {
     fn node(&self) -> &str {
-        &self.inner.node
+        &self.node
     }
 
     async fn register_pool(&self, entry: PoolEntry) -> Result<(), RegistryError> {
@@ -344,5 +355,27 @@ mod tests {
         let other = reg.clone();
         reg.attach("x", 1_i32).unwrap();
         assert_eq!(other.pool::<i32>("x"), Some(1));
+    }
+
+    #[tokio::test]
+    async fn another_nodes_view_shares_entries_under_its_own_name() {
+        let a = LocalRegistry::new("a");
+        let b = a.as_node("b");
+        assert_eq!((a.node(), b.node()), ("a", "b"));
+        let mut events = a.watch();
+        let entry = cenote_core::EndpointEntry {
+            service: "s".into(),
+            node: b.node().into(),
+            addr: "http://127.0.0.1:1".into(),
+            load: Default::default(),
+        };
+        b.put_endpoint(entry.clone()).await.unwrap();
+        assert_eq!(a.endpoints().await.unwrap(), std::slice::from_ref(&entry));
+        assert_eq!(
+            futures::StreamExt::next(&mut events).await,
+            Some(RegistryEvent::EndpointUp(entry))
+        );
+        b.attach("h", 2_u8).unwrap();
+        assert_eq!(a.pool::<u8>("h"), Some(2));
     }
 }
