@@ -33,7 +33,9 @@ async fn a_wrong_or_missing_token_is_unauthorized_and_the_node_serves_on() {
         let registry = LocalRegistry::new("-");
         let node = serve_jobs(as_node(&registry, "n1"), job_pool("n1", 1).await).await;
         for token in [Some("wrong-token"), Some("test-token-"), Some(""), None] {
-            let jobs = caller_with(&registry, token).await.pool::<Job, String>("jobs");
+            let jobs = caller_with(&registry, token)
+                .await
+                .pool::<Job, String>("jobs");
             assert_eq!(
                 jobs.call(Job::Whoami).await.unwrap_err(),
                 CallError::Unauthorized { node: "n1".into() },
@@ -84,9 +86,15 @@ async fn an_open_node_says_so_loudly() {
     let closed = serve_jobs(as_node(&registry, "closed"), job_pool("closed", 1).await).await;
     closed.shutdown().await;
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WITHOUT a token")).collect();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WITHOUT a token"))
+        .collect();
     assert_eq!(warnings.len(), 1, "{text}");
-    assert!(warnings[0].contains("WARN") && warnings[0].contains("open"), "{text}");
+    assert!(
+        warnings[0].contains("WARN") && warnings[0].contains("open"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,8 +110,14 @@ async fn messages_over_the_frame_limit_are_too_large_and_the_node_serves_on() {
             .await
             .pool::<Job, String>("jobs");
         let err = jobs.call(Job::Echo("x".repeat(4096))).await.unwrap_err();
-        assert!(matches!(&err, CallError::TooLarge { detail } if detail.contains("1024")), "{err:?}");
-        assert_eq!(jobs.call(Job::Echo("x".repeat(900))).await.unwrap().len(), 900);
+        assert!(
+            matches!(&err, CallError::TooLarge { detail } if detail.contains("1024")),
+            "{err:?}"
+        );
+        assert_eq!(
+            jobs.call(Job::Echo("x".repeat(900))).await.unwrap().len(),
+            900
+        );
 
         // Answers are bounded on the caller's side too.
         let small = Remote::builder(as_node(&registry, "caller"))
@@ -130,7 +144,11 @@ async fn raw_call(
     headers: &[(&'static str, &str)],
     body: &'static [u8],
 ) -> Result<Bytes, tonic::Status> {
-    let channel = Channel::from_shared(url.to_string()).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let mut request = tonic::Request::new(Bytes::from_static(body));
@@ -213,7 +231,11 @@ async fn tls_with_a_certificate_made_here() {
             .serve("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        assert!(node.url().starts_with("https://127.0.0.1:"), "{}", node.url());
+        assert!(
+            node.url().starts_with("https://127.0.0.1:"),
+            "{}",
+            node.url()
+        );
 
         let trusting = Remote::builder(as_node(&registry, "caller"))
             .token("test-token")
@@ -222,11 +244,18 @@ async fn tls_with_a_certificate_made_here() {
             .await
             .unwrap();
         let jobs = trusting.pool::<Job, String>("jobs");
-        assert_eq!(jobs.call(Job::Echo("sealed".into())).await.unwrap(), "sealed");
+        assert_eq!(
+            jobs.call(Job::Echo("sealed".into())).await.unwrap(),
+            "sealed"
+        );
 
         // A caller with no CA is told what is missing.
         let naive = caller_with(&registry, Some("test-token")).await;
-        let err = naive.pool::<Job, String>("jobs").call(Job::Whoami).await.unwrap_err();
+        let err = naive
+            .pool::<Job, String>("jobs")
+            .call(Job::Whoami)
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, CallError::NoNode { reason, .. } if reason.contains("TLS")),
             "{err:?}"
@@ -239,7 +268,11 @@ async fn tls_with_a_certificate_made_here() {
             .connect()
             .await
             .unwrap();
-        let err = suspicious.pool::<Job, String>("jobs").call(Job::Whoami).await.unwrap_err();
+        let err = suspicious
+            .pool::<Job, String>("jobs")
+            .call(Job::Whoami)
+            .await
+            .unwrap_err();
         assert!(matches!(err, CallError::NodeLost { .. }), "{err:?}");
         // And the node serves on.
         assert_eq!(jobs.call(Job::Whoami).await.unwrap(), "n1");

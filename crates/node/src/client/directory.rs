@@ -232,14 +232,16 @@ impl Directory {
                     })
                     .collect();
                 let at = two_choices(&scores, &mut rand::thread_rng()).ok_or_else(|| {
-                    no_node(match nodes.values().find_map(|k| k.channel.as_ref().err()) {
-                        Some(reason) => format!("no node serving it can be called: {reason}"),
-                        None => format!(
-                            "all {} nodes serving it were lost in the last {:?}",
-                            nodes.len(),
-                            self.eject_for
-                        ),
-                    })
+                    no_node(
+                        match nodes.values().find_map(|k| k.channel.as_ref().err()) {
+                            Some(reason) => format!("no node serving it can be called: {reason}"),
+                            None => format!(
+                                "all {} nodes serving it were lost in the last {:?}",
+                                nodes.len(),
+                                self.eject_for
+                            ),
+                        },
+                    )
                 })?;
                 candidates[at]
             }
