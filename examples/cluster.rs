@@ -3,7 +3,7 @@
 //! calls move to the other two.
 //!
 //! ```sh
-//! cargo run --release --example cluster --features node,python,etcd
+//! cargo run --release --example cluster --features etcd
 //! ```
 //!
 //! Needs `etcd` on PATH (Debian/Ubuntu: `apt-get install etcd-server`) and

@@ -174,13 +174,15 @@ impl NodeBuilder {
         }
         let names: Vec<String> = pools.keys().cloned().collect();
 
-        let mut server = Server::builder();
         #[cfg(feature = "tls")]
-        if let Some(identity) = self.identity {
-            server = server
+        let server = match self.identity {
+            Some(identity) => Server::builder()
                 .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-                .map_err(|e| NodeError::Tls(e.to_string()))?;
-        }
+                .map_err(|e| NodeError::Tls(e.to_string()))?,
+            None => Server::builder(),
+        };
+        #[cfg(not(feature = "tls"))]
+        let server = Server::builder();
         if self.token.is_none() {
             tracing::warn!(%node, %url,
                 "serving WITHOUT a token: anyone who can reach this address can call its pools \
