@@ -93,7 +93,7 @@ mod client;
 mod error;
 mod servable;
 mod server;
-mod tower;
+mod services;
 pub mod wire;
 
 pub use client::{
@@ -102,7 +102,7 @@ pub use client::{
 pub use error::{CallError, ErrorKind};
 pub use servable::Servable;
 pub use server::{Node, NodeBuilder, NodeError, DEFAULT_MAX_REQUEST_BYTES};
-pub use tower::PoolService;
+pub use services::PoolService;
 
 /// TLS material: a node's [`Identity`](tls::Identity) (certificate and
 /// key), a caller's trusted [`Certificate`](tls::Certificate).

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cenote_core::{CallOptions, EndpointEntry, Load, Pool, Registry, RegistryEvent};
+use cenote_core::{CallOptions, EndpointEntry, Load, Pool, Registry, RegistryError, RegistryEvent};
 use cenote_node::{CallError, Remote};
 use cenote_registry::LocalRegistry;
 use common::*;
@@ -349,4 +349,82 @@ async fn a_node_without_pools_or_with_twice_the_same_name_does_not_start() {
         unspecified,
         Err(cenote_node::NodeError::Address(_))
     ));
+}
+
+/// A registry that refuses endpoints of one service.
+struct Refusing {
+    inner: LocalRegistry,
+    service: &'static str,
+}
+
+#[async_trait::async_trait]
+impl Registry for Refusing {
+    fn node(&self) -> &str {
+        self.inner.node()
+    }
+    async fn register_pool(&self, e: cenote_core::PoolEntry) -> Result<(), RegistryError> {
+        self.inner.register_pool(e).await
+    }
+    async fn unregister_pool(&self, name: &str) -> Result<(), RegistryError> {
+        self.inner.unregister_pool(name).await
+    }
+    async fn put_worker(&self, e: cenote_core::WorkerEntry) -> Result<(), RegistryError> {
+        self.inner.put_worker(e).await
+    }
+    async fn remove_worker(
+        &self,
+        pool: &str,
+        id: cenote_core::WorkerId,
+    ) -> Result<(), RegistryError> {
+        self.inner.remove_worker(pool, id).await
+    }
+    async fn pools(&self) -> Result<Vec<cenote_core::PoolEntry>, RegistryError> {
+        self.inner.pools().await
+    }
+    async fn workers(&self, pool: &str) -> Result<Vec<cenote_core::WorkerEntry>, RegistryError> {
+        self.inner.workers(pool).await
+    }
+    async fn put_endpoint(&self, e: EndpointEntry) -> Result<(), RegistryError> {
+        if e.service == self.service {
+            return Err(RegistryError::Unavailable("refused by the test".into()));
+        }
+        self.inner.put_endpoint(e).await
+    }
+    async fn remove_endpoint(&self, service: &str, node: &str) -> Result<(), RegistryError> {
+        self.inner.remove_endpoint(service, node).await
+    }
+    async fn endpoints(&self) -> Result<Vec<EndpointEntry>, RegistryError> {
+        self.inner.endpoints().await
+    }
+    fn watch(&self) -> futures::stream::BoxStream<'static, RegistryEvent> {
+        self.inner.watch()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_endpoints_are_refused_does_not_start_and_leaves_nothing_behind() {
+    let registry = LocalRegistry::new("-");
+    for refused in ["a", "b"] {
+        let result = cenote_node::Node::builder(Arc::new(Refusing {
+            inner: registry.as_node("n1"),
+            service: refused,
+        }))
+        .pool::<Job>("a", job_pool("n1", 1).await)
+        .pool::<Job>("b", job_pool("n1", 1).await)
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await;
+        assert!(
+            matches!(
+                result,
+                Err(cenote_node::NodeError::Registry(
+                    RegistryError::Unavailable(_)
+                ))
+            ),
+            "refusing {refused}"
+        );
+        assert!(
+            registry.endpoints().await.unwrap().is_empty(),
+            "refusing {refused}: an endpoint was left behind"
+        );
+    }
 }

@@ -51,6 +51,7 @@ pub enum NodeError {
     #[error("{0}")]
     Address(String),
     /// The TLS identity was refused.
+    #[cfg(feature = "tls")]
     #[error("TLS setup failed: {0}")]
     Tls(String),
 }
@@ -198,9 +199,20 @@ impl NodeBuilder {
         };
 
         // Published before the first caller can look: a node that cannot
-        // say where it is serves nobody.
+        // say where it is serves nobody (and leaves nothing behind).
+        let mut refused = None;
         for p in &mut publishers {
-            p.publish().await?;
+            if let Err(e) = p.publish().await {
+                refused = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = refused {
+            for p in &publishers {
+                // Withdrawing one never published is no error.
+                let _ = self.registry.remove_endpoint(&p.entry.service, &node).await;
+            }
+            return Err(e.into());
         }
         let stop = CancellationToken::new();
         let drain = CancellationToken::new();
