@@ -273,10 +273,9 @@ async fn drive() {
         &after,
     );
 
-    let retried = storm(&py, 12, Duration::from_secs(1), Some(RemoteRetry::new(3))).await;
-    show(
-        "1 s more, with retries (lost calls are retried on another node):",
-        &retried,
+    println!(
+        "(a lost call may have run; idempotent ones can use RemotePool::call_retry, \
+         which retries on another node)"
     );
     let deadline = Instant::now() + LEASE * 3;
     while remote.nodes("py").iter().any(|n| n.node == "node-2") && Instant::now() < deadline {
