@@ -4,6 +4,8 @@
 //! [`Factory`]), the strategy that orders idle workers and the one that orders
 //! waiting callers ([`Strategy`]: [`Lifo`], [`Fifo`], [`Priority`], each behind
 //! a Cargo feature), and the [`Registry`] where pools and workers are found.
+//! With feature `node`, `cenote::node` serves pools to other machines and
+//! calls them by name.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -38,10 +40,10 @@
 
 pub use cenote_core::{
     Backoff, BuildError, Call, CallCtx, CallOptions, Checkout, CheckoutOptions, ConfigError,
-    CrashBudget, Error, Factory, Percentiles, PoolBuilder, PoolConfig, PoolEntry, PriorityLevel,
-    Queue, QueueKey, Registry, RegistryError, RegistryEvent, Retire, RetryIf, RetryPolicy,
-    StartError, Status, Strategy, Totals, Worker, WorkerCtx, WorkerEntry, WorkerId, WorkerInfo,
-    WorkerState,
+    CrashBudget, EndpointEntry, Error, Factory, Load, Percentiles, PoolBuilder, PoolConfig,
+    PoolEntry, PriorityLevel, Queue, QueueKey, Registry, RegistryError, RegistryEvent, Retire,
+    RetryIf, RetryPolicy, StartError, Status, Strategy, Totals, Worker, WorkerCtx, WorkerEntry,
+    WorkerId, WorkerInfo, WorkerState,
 };
 
 #[cfg(feature = "fifo")]
@@ -55,6 +57,10 @@ pub use cenote_registry as registry;
 
 #[cfg(feature = "python")]
 pub use cenote_python as python;
+
+/// Serve pools to other nodes and call them by name (feature `node`).
+#[cfg(feature = "node")]
+pub use cenote_node as node;
 
 /// A pool. The defaults order idle workers LIFO (a hot set stays warm, the
 /// rest can retire) and waiting callers FIFO (fair).

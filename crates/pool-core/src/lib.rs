@@ -114,6 +114,9 @@ pub use pool::{
     CallOptions, Checkout, CheckoutOptions, Pool, PoolBuilder, RetryIf, RetryPolicy, WorkerInfo,
 };
 pub use queue::{PriorityLevel, Queue, QueueKey, Strategy};
-pub use registry::{PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerState};
+pub use registry::{
+    EndpointEntry, Load, PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry,
+    WorkerState,
+};
 pub use status::{Percentiles, Status, Totals};
 pub use worker::{Call, CallCtx, Factory, Retire, Worker, WorkerCtx, WorkerId};

@@ -36,6 +36,7 @@ use waiter::Acquire;
 use crate::clock::Stamp;
 use crate::error::Error;
 use crate::queue::Strategy;
+use crate::registry::Load;
 use crate::status::Status;
 use crate::worker::{Call, Factory, Worker, WorkerId};
 
@@ -181,6 +182,13 @@ impl<F: Factory, I: Strategy, W: Strategy> Pool<F, I, W> {
         shared
             .lock()
             .status(&shared.name, shared.config.crash_budget)
+    }
+
+    /// The counts a node publishes as its load (idle, busy, waiting,
+    /// live): one short lock, none of the percentiles [`status`](Pool::status)
+    /// computes, so it can be read often.
+    pub fn load(&self) -> Load {
+        self.shared().lock().load()
     }
 
     /// Check the pool's internal counts against each other and against the

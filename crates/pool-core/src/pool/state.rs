@@ -42,6 +42,7 @@ use crate::config::CrashBudget;
 use crate::error::{Error, StartError};
 use crate::histogram::Metrics;
 use crate::queue::{PriorityLevel, Queue, QueueKey, Strategy};
+use crate::registry::Load;
 use crate::status::{Status, Totals};
 use crate::worker::{Retire, Worker, WorkerId};
 
@@ -224,6 +225,16 @@ impl<Wk: Worker, I: Strategy, W: Strategy> State<Wk, I, W> {
 
     pub fn waiting(&self) -> usize {
         self.waiters.len()
+    }
+
+    /// The counts published as load.
+    pub fn load(&self) -> Load {
+        Load {
+            idle: self.idle.len(),
+            busy: self.busy,
+            waiting: self.waiters.len(),
+            live: self.live(),
+        }
     }
 
     /// A serde snapshot of the pool.
