@@ -11,7 +11,14 @@
 //!   `ProcessPoolExecutor(2)` and `multiprocessing.Pool(2)` submitting the
 //!   same calls one by one;
 //! * startup: time until 8 workers are ready, concurrently (a pool build) vs
-//!   one after another, and a single worker.
+//!   one after another, and a single worker;
+//! * fork server, with `benches/py/heavy.py`, whose import costs 0.35 s of
+//!   CPU: startup of 1, 8 and 16 spawned workers against 8 and 16 forked
+//!   ones (the fork server's one import included) and against
+//!   `ProcessPoolExecutor` on a `forkserver` context with the module
+//!   preloaded; the time from a worker's SIGKILL to its replacement being
+//!   ready; and the total PSS of 8 workers holding 100 MiB of read-only
+//!   data (the fork server's own share included).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,7 +26,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cenote::python::{bridge_script, PyCall, PythonConfig, PythonFactory};
+use cenote::python::{bridge_script, PyCall, PythonConfig, PythonFactory, StartMode};
 use cenote::Pool;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
@@ -335,6 +342,143 @@ async fn warm_factory() -> PythonFactory {
     f
 }
 
+// ---- fork server ----
+
+const FORK_RUNS: usize = 3;
+
+fn heavy(mode: StartMode) -> PythonConfig {
+    PythonConfig::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/py/heavy.py"))
+        .start_mode(mode)
+}
+
+/// Until `n` heavy workers are ready, from a fresh factory (so a fork
+/// server's one import is counted).
+async fn heavy_startup(n: usize, mode: StartMode) -> Duration {
+    let f = PythonFactory::new(heavy(mode));
+    f.interpreter().await.expect("python3");
+    startup_concurrent(n, f).await
+}
+
+/// `ProcessPoolExecutor(n)` on a `forkserver` context with the heavy module
+/// preloaded: until n tasks of 50 ms ran on n distinct workers, less 50 ms.
+fn ppe_forkserver_startup(interpreter: &Path, n: usize) -> Duration {
+    let script = format!(
+        r#"
+import concurrent.futures, multiprocessing, sys, time
+sys.path.insert(0, {dir:?})
+def task(_):
+    import heavy, os
+    time.sleep(0.05)
+    return os.getpid()
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["heavy"])
+    began = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor({n}, mp_context=ctx) as ex:
+        pids = set(ex.map(task, range({n})))
+        took = time.perf_counter() - began - 0.05
+    print(took if len(pids) == {n} else -1)
+"#,
+        dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/py"),
+    );
+    let dir = std::env::temp_dir().join(format!("cenote-ppe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("ppe_forkserver.py");
+    std::fs::write(&file, script).expect("write script");
+    // PYTHONPATH, so the forkserver process (a fresh interpreter) finds the
+    // module it is asked to preload.
+    let out = Command::new(interpreter)
+        .arg(&file)
+        .env(
+            "PYTHONPATH",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/py"),
+        )
+        .output()
+        .expect("run ppe forkserver");
+    let secs: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(-1.0);
+    let _ = std::fs::remove_dir_all(&dir);
+    Duration::from_secs_f64(secs.max(0.0))
+}
+
+/// SIGKILL an idle worker of a pool of 4 heavy workers; until the pool has
+/// 4 idle workers again.
+async fn replacement(mode: StartMode) -> Duration {
+    let pool: Pool<PythonFactory> = Pool::builder(PythonFactory::new(heavy(mode)))
+        .name("bench-replace")
+        .size(4)
+        .build()
+        .await
+        .expect("pool");
+    let victim = pool
+        .call(PyCall::new("pid", json!(null)))
+        .await
+        .expect("pid");
+    let victim = victim.as_i64().expect("a pid") as i32;
+    // SAFETY: kill(2) on a worker process this pool started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    let began = Instant::now();
+    // The pool notices on its next look at the worker (a checkout or the
+    // maintenance tick); poll the way a caller would.
+    loop {
+        let s = pool.status();
+        if s.idle == 4 && s.totals.crashes + s.totals.restarts > 0 {
+            break;
+        }
+        if let Ok(mut g) = pool.get().await {
+            let _ = g.call(PyCall::new("pid", json!(null))).await;
+        }
+        if began.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let took = began.elapsed();
+    pool.close().await;
+    took
+}
+
+/// Total PSS (MiB) of 8 workers whose module holds 100 MiB of data, and of
+/// the fork server if there is one.
+async fn memory(mode: StartMode) -> f64 {
+    let pool: Pool<PythonFactory> = Pool::builder(PythonFactory::new(
+        heavy(mode).env("CENOTE_BENCH_DATA_MB", "100"),
+    ))
+    .name("bench-memory")
+    .size(8)
+    .create_timeout(Duration::from_secs(120))
+    .build()
+    .await
+    .expect("pool");
+    let mut guards = Vec::new();
+    for _ in 0..8 {
+        guards.push(pool.get().await.expect("worker"));
+    }
+    let mut pids = Vec::new();
+    for g in &mut guards {
+        let v = g.call(PyCall::new("pid", json!(null))).await.expect("pid");
+        pids.push(v.as_u64().expect("a pid") as u32);
+    }
+    drop(guards);
+    pids.extend(pool.factory().start_mode().fork_server_pid);
+    let kib: u64 = pids.iter().map(|&p| pss_kib(p)).sum();
+    pool.close().await;
+    kib as f64 / 1024.0
+}
+
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -422,11 +566,89 @@ async fn main() {
     println!("{:<28} {:>10.1}", "8 workers, concurrent", ms(conc));
     println!("{:<28} {:>10.1}", "8 workers, sequential", ms(seq));
 
+    let mut runs: std::collections::BTreeMap<&str, Vec<Duration>> = Default::default();
+    for _ in 0..FORK_RUNS {
+        for (key, n, mode) in [
+            ("spawn1", 1, StartMode::Spawn),
+            ("spawn8", 8, StartMode::Spawn),
+            ("forkserver8", 8, StartMode::ForkServer),
+            ("spawn16", 16, StartMode::Spawn),
+            ("forkserver16", 16, StartMode::ForkServer),
+        ] {
+            runs.entry(key)
+                .or_default()
+                .push(heavy_startup(n, mode).await);
+        }
+        let interp = Arc::clone(&interpreter);
+        let ppe = tokio::task::spawn_blocking(move || ppe_forkserver_startup(&interp, 8))
+            .await
+            .expect("ppe");
+        runs.entry("ppe_forkserver8").or_default().push(ppe);
+    }
+    let heavy_ms: std::collections::BTreeMap<&str, f64> = runs
+        .into_iter()
+        .map(|(k, v)| (k, round1(ms(median(v)))))
+        .collect();
+    println!(
+        "
+startup with a handler whose import costs 0.35 s of CPU, until ready (median of {FORK_RUNS})"
+    );
+    println!("{:<36} {:>10}", "", "ms");
+    for key in [
+        "spawn1",
+        "spawn8",
+        "spawn16",
+        "forkserver8",
+        "forkserver16",
+        "ppe_forkserver8",
+    ] {
+        println!("{key:<36} {:>10.1}", heavy_ms[key]);
+    }
+    println!(
+        "forkserver8 / spawn1: {:.2}   forkserver16 / spawn1: {:.2}   forkserver8 / ppe_forkserver8: {:.2}",
+        heavy_ms["forkserver8"] / heavy_ms["spawn1"],
+        heavy_ms["forkserver16"] / heavy_ms["spawn1"],
+        heavy_ms["forkserver8"] / heavy_ms["ppe_forkserver8"]
+    );
+    let (mut rs, mut rf) = (Vec::new(), Vec::new());
+    for _ in 0..FORK_RUNS {
+        rs.push(replacement(StartMode::Spawn).await);
+        rf.push(replacement(StartMode::ForkServer).await);
+    }
+    let (rs, rf) = (round1(ms(median(rs))), round1(ms(median(rf))));
+    println!(
+        "
+replacement after SIGKILL, until the pool is full again (median of {FORK_RUNS})"
+    );
+    println!(
+        "{:<36} {:>10.1}\n{:<36} {:>10.1}",
+        "spawn (ms)", rs, "fork server (ms)", rf
+    );
+    let (ms8, mf8) = (
+        memory(StartMode::Spawn).await,
+        memory(StartMode::ForkServer).await,
+    );
+    println!(
+        "
+memory: total PSS of 8 workers holding 100 MiB of read-only data"
+    );
+    println!(
+        "{:<36} {:>10.1}\n{:<36} {:>10.1}\nfork server / spawn: {:.2}",
+        "spawn (MiB)",
+        ms8,
+        "fork server, server included (MiB)",
+        mf8,
+        mf8 / ms8
+    );
+
     if json_out {
         let out = json!({
             "roundtrip_us": {"cenote": round1(ours.block_us), "baseline": round1(base.block_us)},
             "calls_per_sec": {"cenote": tp.round(), "ppe": ppe.round(), "mp_pool": mp.round()},
             "startup_ms": {"one": round1(ms(one)), "concurrent8": round1(ms(conc)), "sequential8": round1(ms(seq))},
+            "startup_heavy_ms": heavy_ms,
+            "replace_ms": {"spawn": rs, "forkserver": rf},
+            "memory_mib": {"spawn8": round1(ms8), "forkserver8": round1(mf8)},
         });
         println!("{out}");
     }

@@ -226,6 +226,7 @@ fn build_pool(
         "/examples/python/handlers.py"
     ))
     .env(TAG_VAR, tag)
+    .start_mode(start_mode())
     .heartbeat_timeout(Duration::from_millis(500))
     .startup_timeout(Duration::from_secs(3));
     Pool::builder(PythonFactory::new(config))

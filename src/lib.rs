@@ -4,7 +4,8 @@
 //! [`Factory`]), the strategy that orders idle workers and the one that orders
 //! waiting callers ([`IdleStrategy`], [`WaitStrategy`]: [`Lifo`], [`Fifo`],
 //! [`Priority`], [`Deadline`], each behind a Cargo feature), and the
-//! [`Registry`] where pools and workers are found.
+//! [`Registry`] where pools and workers are found. With feature `node`,
+//! `cenote::node` serves pools to other machines and calls them by name.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -39,11 +40,11 @@
 
 pub use cenote_core::{
     Affinity, AffinityKey, AffinityLoss, AffinityMode, Backoff, BuildError, Call, CallCtx,
-    CallOptions, Caller, Checkout, CheckoutOptions, ConfigError, CrashBudget, Entry, Error,
-    Factory, IdleStrategy, IdleWorker, Percentiles, PoolBuilder, PoolConfig, PoolEntry,
-    PriorityLevel, Queue, Registry, RegistryError, RegistryEvent, Retire, RetryIf, RetryPolicy,
-    Stamp, StartError, Status, Totals, WaitStrategy, Waiter, Worker, WorkerCtx, WorkerEntry,
-    WorkerId, WorkerInfo, WorkerState,
+    CallOptions, Caller, Checkout, CheckoutOptions, ConfigError, CrashBudget, EndpointEntry, Entry,
+    Error, Factory, IdleStrategy, IdleWorker, Load, Percentiles, PoolBuilder, PoolConfig,
+    PoolEntry, PriorityLevel, Queue, Registry, RegistryError, RegistryEvent, Retire, RetryIf,
+    RetryPolicy, Stamp, StartError, Status, Totals, WaitStrategy, Waiter, Worker, WorkerCtx,
+    WorkerEntry, WorkerId, WorkerInfo, WorkerState,
 };
 
 /// The checks every queue must pass, to run on a queue of your own
@@ -64,6 +65,10 @@ pub use cenote_registry as registry;
 
 #[cfg(feature = "python")]
 pub use cenote_python as python;
+
+/// Serve pools to other nodes and call them by name (feature `node`).
+#[cfg(feature = "node")]
+pub use cenote_node as node;
 
 /// A pool. The defaults order idle workers LIFO (a hot set stays warm, the
 /// rest can retire) and waiting callers FIFO (fair).

@@ -84,6 +84,7 @@ fn storm_pool(
 ) -> cenote::PoolBuilder<PythonFactory, cenote::Lifo, cenote::Fifo> {
     let config = PythonConfig::new(handlers())
         .env(TAG_VAR, tag)
+        .start_mode(start_mode())
         .heartbeat_timeout(Duration::from_millis(500))
         .startup_timeout(Duration::from_secs(3));
     Pool::builder(PythonFactory::new(config))

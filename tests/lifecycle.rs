@@ -140,6 +140,16 @@ async fn retire_under_calls(pool: &cenote::Pool<TestFactory>) -> (usize, usize) 
     watcher.await.unwrap()
 }
 
+/// Workers retired at their quota (30 calls at 3 each), none crashed.
+fn assert_retired_without_crashes(pool: &cenote::Pool<TestFactory>) {
+    let t = pool.status().totals;
+    assert!(
+        t.retired >= 5,
+        "workers did not retire at their quota: {t:?}"
+    );
+    assert_eq!(t.crashes, 0);
+}
+
 /// With room under the cap (`max_overflow`), a retiring worker serves on
 /// until its replacement is up: ready workers never drop below `size`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,12 +163,7 @@ async fn a_worker_at_its_quota_is_replaced_warm() {
         "ready workers dropped to {min_ready} below size 2"
     );
     assert!(max_live <= 3, "live {max_live} over the cap of 3");
-    let t = pool.status().totals;
-    assert!(
-        t.retired >= 5,
-        "workers did not retire at their quota: {t:?}"
-    );
-    assert_eq!(t.crashes, 0);
+    assert_retired_without_crashes(&pool);
     assert!(
         eventually(SETTLE, || {
             let s = pool.status();
@@ -181,12 +186,7 @@ async fn a_worker_at_its_quota_retires_within_the_cap() {
     let pool = builder(f.clone(), 2).build().await.unwrap();
     let (_, max_live) = retire_under_calls(&pool).await;
     assert!(max_live <= 2, "live {max_live} over the cap of 2");
-    let t = pool.status().totals;
-    assert!(
-        t.retired >= 5,
-        "workers did not retire at their quota: {t:?}"
-    );
-    assert_eq!(t.crashes, 0);
+    assert_retired_without_crashes(&pool);
     assert!(
         eventually(SETTLE, || pool.status().live == 2).await,
         "{:?}",

@@ -103,6 +103,7 @@ pub async fn start<I: IdleStrategy, W: WaitStrategy>(
 ) -> Result<Arc<dyn Lane>, Box<dyn std::error::Error>> {
     let handlers = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/handlers.py");
     let factory = PythonFactory::new(PythonConfig::new(handlers));
+    let began = Instant::now();
     let pool: Pool<PythonFactory, I, W> = Pool::builder(factory)
         .name(name)
         .size(args.size)
@@ -111,6 +112,17 @@ pub async fn start<I: IdleStrategy, W: WaitStrategy>(
         .registry(Arc::clone(registry))
         .build()
         .await?;
+    let start = pool.factory().start_mode();
+    println!(
+        "  {name:<9} {} workers ready in {:>6.1} ms, start mode {:?}{}",
+        pool.status().idle,
+        began.elapsed().as_secs_f64() * 1000.0,
+        start.mode,
+        start
+            .fallback
+            .map(|why| format!(" (fell back: {why})"))
+            .unwrap_or_default()
+    );
     Ok(Arc::new(PoolLane { name, pool }))
 }
 

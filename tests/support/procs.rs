@@ -2,9 +2,8 @@
 //! that strikes them. Shared by `tests/chaos_python.rs` and
 //! `examples/soak.rs` (the example includes this file by path).
 //!
-//! Workers are recognised as direct children of this process whose comm
-//! starts with "python" and whose environment carries the storm's tag
-//! ([`TAG_VAR`]). Only pids found that way, and checked again just before
+//! Workers are recognised as Python children of this process, or of its
+//! fork server, whose environment carries the storm's tag ([`TAG_VAR`]). Only pids found that way, and checked again just before
 //! the signal, are ever signalled — never anything by name.
 #![allow(dead_code)]
 
@@ -15,6 +14,17 @@ use std::time::Duration;
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
+
+/// The start mode a storm's Python workers use: `Auto` (the fork server
+/// where safe), or `CENOTE_TEST_START_MODE=spawn` / `fork_server`, so the
+/// same storm runs in either mode.
+pub fn start_mode() -> cenote::python::StartMode {
+    match std::env::var("CENOTE_TEST_START_MODE").as_deref() {
+        Ok("spawn") => cenote::python::StartMode::Spawn,
+        Ok("fork_server") => cenote::python::StartMode::ForkServer,
+        _ => cenote::python::StartMode::Auto,
+    }
+}
 
 /// The environment variable that tags a storm's worker processes.
 pub const TAG_VAR: &str = "CENOTE_STORM_TAG";
@@ -66,8 +76,24 @@ fn all_pids() -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// A worker of ours: a Python child of this process (spawn mode), or a
+/// child of our fork server (fork-server mode). The fork server itself is
+/// not a worker (its workers share its command line, not its parent).
 fn is_our_python(p: &Proc) -> bool {
-    p.ppid == std::process::id() && p.comm.starts_with("python") && p.state != 'Z'
+    if !(p.comm.starts_with("python") && p.state != 'Z') {
+        return false;
+    }
+    let me = std::process::id();
+    if p.ppid == me {
+        return !runs_zygote(p.pid);
+    }
+    read_proc(p.ppid).is_some_and(|parent| parent.ppid == me && runs_zygote(parent.pid))
+}
+
+fn runs_zygote(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).any(|arg| arg == b"--zygote"))
+        .unwrap_or(false)
 }
 
 /// Live (non-zombie) Python children of this process carrying `tag`.

@@ -140,6 +140,9 @@ pub use pool::{
     CallOptions, Checkout, CheckoutOptions, Pool, PoolBuilder, RetryIf, RetryPolicy, WorkerInfo,
 };
 pub use queue::{Entry, IdleStrategy, PriorityLevel, Queue, WaitStrategy};
-pub use registry::{PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerState};
+pub use registry::{
+    EndpointEntry, Load, PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry,
+    WorkerState,
+};
 pub use status::{Percentiles, Status, Totals};
 pub use worker::{Call, CallCtx, Factory, Retire, Worker, WorkerCtx, WorkerId};

@@ -6,6 +6,14 @@
 //! opens and closes and when a worker starts, becomes ready, recycles and
 //! ends — never per checkout, so a remote registry costs nothing on the hot
 //! path.
+//!
+//! Besides pools and workers, a registry holds *endpoints*: a service one
+//! node offers to others (say, a pool served over the network), where to
+//! reach it and how busy it is. Pool names are unique in a registry;
+//! endpoints are keyed by service *and* node, so many nodes can offer the
+//! same service and a caller can choose among them by load.
+
+use std::time::Duration;
 
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
@@ -62,6 +70,34 @@ pub struct WorkerEntry {
     pub tasks_served: u64,
 }
 
+/// How busy a served pool is, as its node last published it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Load {
+    /// Workers free to take a call now.
+    pub idle: usize,
+    /// Workers serving a call (or being recycled).
+    pub busy: usize,
+    /// Callers waiting for a worker.
+    pub waiting: usize,
+    /// Live workers: idle, busy and starting.
+    pub live: usize,
+}
+
+/// A service one node offers to the others: where to reach it and how busy
+/// it is. Unlike pool names, which are unique, every node may publish an
+/// endpoint of the same service: entries are keyed by `(service, node)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointEntry {
+    /// What is offered, e.g. the name a pool is served under.
+    pub service: String,
+    /// The node that offers it.
+    pub node: String,
+    /// Where to reach it, as a URL (e.g. `http://10.0.0.5:7400`).
+    pub addr: String,
+    /// Its load when it was last written.
+    pub load: Load,
+}
+
 /// A change seen through [`Registry::watch`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RegistryEvent {
@@ -80,6 +116,15 @@ pub enum RegistryEvent {
         pool: String,
         /// The worker's id.
         id: WorkerId,
+    },
+    /// An endpoint was published (or its entry, e.g. its load, changed).
+    EndpointUp(EndpointEntry),
+    /// An endpoint went away (withdrawn, or its node's lease expired).
+    EndpointDown {
+        /// The service it offered.
+        service: String,
+        /// The node that offered it.
+        node: String,
     },
     /// The backend cannot be reached; the registry retries in the background.
     Disconnected {
@@ -138,6 +183,26 @@ pub trait Registry: Send + Sync + 'static {
     /// One pool's workers, sorted by id.
     async fn workers(&self, pool: &str) -> Result<Vec<WorkerEntry>, RegistryError>;
 
+    /// Publish (insert or replace) an endpoint. Entries are keyed by
+    /// `(service, node)`: a second put for the same pair replaces the first
+    /// (that is how load updates are written), and other nodes' endpoints of
+    /// the same service are untouched.
+    async fn put_endpoint(&self, entry: EndpointEntry) -> Result<(), RegistryError>;
+
+    /// Withdraw an endpoint; withdrawing one that is absent is not an error.
+    async fn remove_endpoint(&self, service: &str, node: &str) -> Result<(), RegistryError>;
+
+    /// Every endpoint on every node this registry can see, sorted by
+    /// service, then node.
+    async fn endpoints(&self) -> Result<Vec<EndpointEntry>, RegistryError>;
+
     /// Changes from now on, from every node this registry can see.
     fn watch(&self) -> BoxStream<'static, RegistryEvent>;
+
+    /// How long entries outlive a node that stopped keeping them alive (its
+    /// lease), or `None` if they never expire by themselves. A reader that
+    /// loses the registry can trust what it knew for this long at most.
+    fn lease_ttl(&self) -> Option<Duration> {
+        None
+    }
 }

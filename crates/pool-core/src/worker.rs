@@ -112,6 +112,13 @@ pub trait Factory: Send + Sync + 'static {
         &self,
         ctx: WorkerCtx,
     ) -> impl Future<Output = Result<Self::Worker, <Self::Worker as Worker>::Error>> + Send;
+
+    /// Release what the factory itself holds (a fork server, a shared
+    /// connection). [`Pool::close`](crate::Pool::close) calls it once, after
+    /// every worker is shut down, so nothing the pool started outlives it.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// What a worker is told about the call it serves: its deadline.

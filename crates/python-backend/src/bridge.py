@@ -92,7 +92,9 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 
-faulthandler.enable(file=sys.stderr, all_threads=True)
+# The crashing thread only: the watchdog thread's stack is noise that would
+# push the handler's last words out of the stderr tail of a crash report.
+faulthandler.enable(file=sys.stderr, all_threads=False)
 
 _HEADER = struct.Struct(">I")
 _dumps = json.JSONEncoder(
@@ -460,21 +462,9 @@ def _load(spec):
     return importlib.import_module(spec)
 
 
-def main():
-    spec, max_frame, parent_pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    if os.getppid() != parent_pid:
-        _die_with_group()
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="cenote-watchdog").start()
-    bridge = Bridge(None, max_frame)
-    try:
-        module = _load(spec)
-    except BaseException as e:
-        traceback.print_exc()
-        sys.stderr.flush()
-        bridge.send_error(0, ErrorKind.IMPORT, type(e).__qualname__, "%s: %s" % (type(e).__qualname__, e),
-                          "".join(traceback.format_exception(type(e), e, e.__traceback__)))
-        os._exit(BridgeExit.IMPORT_FAILED)
-    bridge.module = module
+def _serve(module, max_frame):
+    # Say ready, then serve calls until stdin closes or a shutdown frame.
+    bridge = Bridge(module, max_frame)
     bridge.send(
         {
             "t": "ready",
@@ -486,6 +476,270 @@ def main():
         }
     )
     bridge.serve()
+
+
+def _import_failed(send, e):
+    traceback.print_exc()
+    sys.stderr.flush()
+    send(0, ErrorKind.IMPORT, type(e).__qualname__, "%s: %s" % (type(e).__qualname__, e),
+         "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    os._exit(BridgeExit.IMPORT_FAILED)
+
+
+def main():
+    if sys.argv[1] == "--zygote":
+        return _zygote(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                       [m for m in sys.argv[5].split(",") if m])
+    spec, max_frame, parent_pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if os.getppid() != parent_pid:
+        _die_with_group()
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="cenote-watchdog").start()
+    try:
+        module = _load(spec)
+    except BaseException as e:
+        _import_failed(Bridge(None, max_frame).send_error, e)
+    _serve(module, max_frame)
+
+
+# ---- fork server ------------------------------------------------------------
+#
+# `--zygote <handler> <max_frame> <host_pid> <preload,...>`: import the
+# preload modules and the handler once, then fork a worker for each request
+# on the control socket (fd 3, SOCK_SEQPACKET; one JSON object a message):
+#
+#   host -> zygote: {"t":"fork","id":N} with the worker's stdin, stdout and
+#                   stderr fds attached (SCM_RIGHTS); {"t":"reap","pid":P}
+#   zygote -> host: {"t":"ready","pid":P}, or {"t":"unsafe","reason":...},
+#                   or {"t":"error","type":...,"message":...} (import failed);
+#                   {"t":"forked","id":N,"pid":P} or {"t":"fork_failed",...};
+#                   {"t":"exit","pid":P,"code":C} or {...,"signal":S}
+#
+# A dead worker's group is killed and its exit reported, but it is reaped
+# only when the host says "reap": until then its pid cannot be reused, so a
+# kill from the host can only reach what the worker started. End-of-file on
+# the socket (the host is gone) kills every worker's group, reaps them and
+# exits. The zygote starts no thread: it forks, and fork copies only the
+# calling thread.
+
+
+def _fork_unsafe():
+    # Why forking this process would be unsafe, or None.
+    if not sys.platform.startswith("linux"):
+        return "the platform is not Linux"
+    threads = len(os.listdir("/proc/self/task"))
+    if threads > 1:
+        return ("the handler's import left %d threads running; a forked worker "
+                "would get only one of them (and any lock it held)" % threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_initialized():
+                return "CUDA is initialised; it cannot be used in a forked process"
+        except Exception:
+            pass
+    policy = asyncio.get_event_loop_policy()
+    loop = getattr(getattr(policy, "_local", None), "_loop", None)
+    if loop is not None and not loop.is_closed():
+        return "an asyncio event loop exists; its epoll fd would be shared by every worker"
+    return None
+
+
+def _zygote(spec, max_frame, host_pid, preload):
+    import gc
+    import selectors
+    import socket
+
+    ctl = socket.socket(fileno=3)
+
+    def send(obj):
+        ctl.send(_dumps(obj).encode("utf-8"))
+
+    def send_import_error(_rid, _kind, type_name, message, _tb):
+        send({"t": "error", "type": type_name, "message": message})
+
+    try:
+        for name in preload:
+            importlib.import_module(name)
+        module = _load(spec)
+    except BaseException as e:
+        _import_failed(send_import_error, e)
+    reason = _fork_unsafe()
+    if reason is not None:
+        send({"t": "unsafe", "reason": reason})
+        os._exit(BridgeExit.OK)
+    gc.collect()
+    gc.freeze()
+    send({"t": "ready", "pid": os.getpid()})
+
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sel = selectors.DefaultSelector()
+    sel.register(ctl, selectors.EVENT_READ)
+    sel.register(wake_r, selectors.EVENT_READ)
+    workers = {}  # pid -> exit reported
+
+    def shut_down():
+        for pid in workers:
+            _killpg(pid)
+        for pid in workers:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        os._exit(BridgeExit.OK)
+
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj == wake_r:
+                try:
+                    os.read(wake_r, 4096)
+                except BlockingIOError:
+                    pass
+        while True:
+            try:
+                msg, fds = _recv_fds(ctl, socket)
+            except BlockingIOError:
+                break
+            except OSError:
+                shut_down()
+            if not msg:
+                shut_down()
+            try:
+                req = _loads(msg)
+            except ValueError:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            if req.get("t") == "fork":
+                pid = _fork(req.get("id", 0), fds, send, module, max_frame, (ctl, sel, wake_r, wake_w))
+                if pid:
+                    workers[pid] = False
+            elif req.get("t") == "reap":
+                pid = req.get("pid")
+                if workers.get(pid):
+                    del workers[pid]
+                    try:
+                        os.waitpid(pid, 0)
+                    except ChildProcessError:
+                        pass
+        for pid, reported in workers.items():
+            if reported:
+                continue
+            try:
+                info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                info = None
+            if info is None:
+                continue
+            _killpg(pid)
+            workers[pid] = True
+            if info.si_code == os.CLD_EXITED:
+                send({"t": "exit", "pid": pid, "code": info.si_status})
+            else:
+                send({"t": "exit", "pid": pid, "signal": info.si_status})
+
+
+def _recv_fds(ctl, socket):
+    # One control message and the fds attached to it, without blocking.
+    # (socket.recv_fds ignores its flags argument before Python 3.12.)
+    import array
+    fds = array.array("i")
+    msg, ancdata, _, _ = ctl.recvmsg(65536, socket.CMSG_LEN(3 * fds.itemsize), socket.MSG_DONTWAIT)
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    return msg, list(fds)
+
+
+def _killpg(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _fork(rid, fds, send, module, max_frame, zygote_fds):
+    # Fork one worker with `fds` as its stdin, stdout and stderr; the pid.
+    if len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        send({"t": "fork_failed", "id": rid, "message": "a fork request needs 3 fds, got %d" % len(fds)})
+        return None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        for fd in fds:
+            os.close(fd)
+        send({"t": "fork_failed", "id": rid, "message": str(e)})
+        return None
+    if pid == 0:
+        # The worker never returns into the zygote's loop.
+        try:
+            _worker(fds, module, max_frame, zygote_fds)
+            sys.stderr.flush()
+        except BaseException:
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(BridgeExit.INTERNAL)
+        os._exit(BridgeExit.OK)
+    try:
+        os.setpgid(pid, pid)  # the child does it too: whoever comes first
+    except OSError:
+        pass
+    for fd in fds:
+        os.close(fd)
+    send({"t": "forked", "id": rid, "pid": pid})
+    return pid
+
+
+def _worker(fds, module, max_frame, zygote_fds):
+    # In a freshly forked worker: become a bridge like a spawned one.
+    global _cenote_frames_in, _cenote_frames_out
+    zygote = os.getppid()
+    try:
+        os.setpgid(0, 0)  # the zygote does it too: whoever comes first
+    except OSError:
+        pass
+    ctl, sel, wake_r, wake_w = zygote_fds
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    sel.close()
+    ctl.close()
+    os.close(wake_r)
+    os.close(wake_w)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.close(_cenote_frames_in)
+    os.close(_cenote_frames_out)
+    _cenote_frames_in, _cenote_frames_out = _setup_fds()
+    # The zygote may die: then this worker takes its own group down.
+    threading.Thread(target=_watch_parent, args=(zygote,), daemon=True, name="cenote-watchdog").start()
+    _after_fork(module, max_frame)
+    _serve(module, max_frame)
+
+
+def _after_fork(module, max_frame):
+    # Every worker must draw its own random numbers (stdlib random reseeds
+    # itself at fork; numpy's global RNG does not), then the handler's hook
+    # reopens what must not be shared (connections, threads).
+    import random
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        try:
+            numpy.random.seed()
+        except Exception:
+            traceback.print_exc()
+    hook = getattr(module, "cenote_after_fork", None)
+    if callable(hook):
+        try:
+            hook()
+        except BaseException as e:
+            _import_failed(Bridge(None, max_frame).send_error, e)
 
 
 try:

@@ -1,7 +1,8 @@
 //! The command lines Python processes are launched with.
 //!
-//! Two processes are launched for a pool: the one-off probe that resolves the
-//! interpreter (the factory's) and each worker's bridge. Both must see the
+//! Three kinds of processes are launched for a pool: the one-off probe that
+//! resolves the interpreter (the factory's), each worker's bridge in spawn
+//! mode, and the fork server (`bridge.py --zygote`) in fork-server mode. Both must see the
 //! same env and working directory (pyenv picks versions by both), so both
 //! are built here; the factory and the worker depend on this module and
 //! never on each other's internals.
@@ -36,19 +37,41 @@ pub(crate) fn python(interpreter: &Path, config: &PythonConfig) -> Command {
     cmd
 }
 
-/// The bridge for `config`'s handler, in its own process group, with piped
-/// stdio: `<interpreter> -u -c <bridge> <handler> <max frame> <host pid>`.
-pub(crate) fn bridge(interpreter: &Path, config: &PythonConfig) -> Command {
+/// `bridge.py` run by `interpreter` in its own process group:
+/// `<interpreter> -u -c <bridge> ...`.
+fn bridge_script(interpreter: &Path, config: &PythonConfig) -> Command {
     let mut cmd = python(interpreter, config);
     cmd.arg("-u")
         .arg("-c")
         .arg(crate::bridge::script())
-        .arg(config.handler.arg())
+        .process_group(0);
+    cmd
+}
+
+/// The bridge for `config`'s handler, with piped stdio:
+/// `... <handler> <max frame> <host pid>`.
+pub(crate) fn bridge(interpreter: &Path, config: &PythonConfig) -> Command {
+    let mut cmd = bridge_script(interpreter, config);
+    cmd.arg(config.handler.arg())
         .arg(config.max_frame_size.to_string())
         .arg(std::process::id().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// The fork server for `config`'s handler, its control socket to be put on
+/// fd 3 by the caller: `... --zygote <handler> <max frame> <host pid> <preload,...>`.
+pub(crate) fn zygote(interpreter: &Path, config: &PythonConfig) -> Command {
+    let mut cmd = bridge_script(interpreter, config);
+    cmd.arg("--zygote")
+        .arg(config.handler.arg())
+        .arg(config.max_frame_size.to_string())
+        .arg(std::process::id().to_string())
+        .arg(config.preload.join(","))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     cmd
 }

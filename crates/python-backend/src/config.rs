@@ -121,10 +121,13 @@ pub struct PythonConfig {
     /// Spread of the task quota, as a fraction: each worker's quota is drawn
     /// from `n ..= n * (1 + jitter)`, so workers do not all restart together.
     pub recycle_jitter: f64,
-    /// Replace a worker whose resident memory grew by more than this many
-    /// bytes over its own baseline (measured once it was ready).
+    /// Replace a worker whose own memory grew by more than this many bytes
+    /// over its baseline (measured once it was ready). "Own" is USS: the
+    /// pages only this process maps (`Private_Clean + Private_Dirty` in
+    /// `/proc/PID/smaps_rollup`), so pages a forked worker still shares with
+    /// the fork server do not count, and pages it copies on write do.
     pub max_rss_growth: Option<u64>,
-    /// How often, at most, a worker's RSS is read (after a call).
+    /// How often, at most, a worker's memory is read (after a call).
     pub rss_check_interval: Duration,
     /// Replace a worker after this long.
     pub max_lifetime: Option<Duration>,
@@ -134,6 +137,31 @@ pub struct PythonConfig {
     pub thread_limit: Option<u32>,
     /// How many stderr lines to keep for crash reports.
     pub stderr_tail_lines: usize,
+    /// How workers are started: forked from a fork server that imported the
+    /// handler once, or each spawned as a fresh interpreter.
+    pub start_mode: StartMode,
+    /// Modules the fork server imports beside the handler module, so that
+    /// every forked worker shares them.
+    pub preload: Vec<String>,
+}
+
+/// How a pool's Python workers are started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartMode {
+    /// The fork server where it is safe (Linux, and a handler module that
+    /// leaves one thread, no CUDA and no event loop behind after import);
+    /// spawn otherwise, with a warning and the reason
+    /// ([`PythonFactory::start_mode`](crate::PythonFactory::start_mode)).
+    #[default]
+    Auto,
+    /// One process imports the handler module (and `preload`) once, then
+    /// forks each worker: N workers start in about the time of one import
+    /// and share its memory copy-on-write. Falls back to spawn, with a
+    /// warning and the reason, where forking is not safe.
+    ForkServer,
+    /// Each worker is a fresh interpreter that imports the handler itself.
+    Spawn,
 }
 
 impl PythonConfig {
@@ -155,7 +183,22 @@ impl PythonConfig {
             max_frame_size: 64 << 20,
             thread_limit: Some(1),
             stderr_tail_lines: 20,
+            start_mode: StartMode::Auto,
+            preload: Vec::new(),
         }
+    }
+
+    /// Choose how workers start (default [`StartMode::Auto`]).
+    pub fn start_mode(mut self, mode: StartMode) -> Self {
+        self.start_mode = mode;
+        self
+    }
+
+    /// Import these modules in the fork server too, so every forked worker
+    /// shares them (e.g. `["numpy", "torch"]`). Ignored in spawn mode.
+    pub fn preload<S: Into<String>>(mut self, modules: impl IntoIterator<Item = S>) -> Self {
+        self.preload = modules.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Use this interpreter (still resolved through `sys.executable` unless

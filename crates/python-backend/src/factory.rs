@@ -1,15 +1,44 @@
-//! [`PythonFactory`]: makes [`PythonWorker`]s, resolving the interpreter once.
+//! [`PythonFactory`]: makes [`PythonWorker`]s, resolving the interpreter once
+//! and, in fork-server mode, keeping the fork server they are forked from.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cenote_core::{Factory, WorkerCtx};
+use parking_lot::Mutex;
+use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use crate::command;
-use crate::config::PythonConfig;
+use crate::config::{PythonConfig, StartMode};
 use crate::error::PythonError;
 use crate::worker::PythonWorker;
+use crate::zygote::{Started, Zygote};
+
+/// How a factory's workers are being started, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StartReport {
+    /// [`StartMode::ForkServer`] or [`StartMode::Spawn`] once decided (at the
+    /// first start); the configured mode before that.
+    pub mode: StartMode,
+    /// Why the fork server is not used although it was asked for (or
+    /// `Auto` allowed it): the platform, threads left by the handler's
+    /// import, CUDA, a running event loop...
+    pub fallback: Option<String>,
+    /// The fork server's pid, while one runs.
+    pub fork_server_pid: Option<u32>,
+}
+
+/// The factory's fork-server state.
+enum Server {
+    /// No start has decided the mode yet.
+    Undecided,
+    /// Workers are spawned (asked for, or fallen back to).
+    Spawn,
+    /// Workers are forked from this zygote (`None` after it died, until the
+    /// next start launches another).
+    Fork(Option<Arc<Zygote>>),
+}
 
 /// Makes Python workers for a pool (or for direct use with
 /// [`spawn`](PythonFactory::spawn)).
@@ -18,19 +47,43 @@ use crate::worker::PythonWorker;
 /// start and reused: a pyenv-style shim would otherwise add ~60 ms to every
 /// worker start. A failed resolution is not cached, so fixing the
 /// environment fixes the next start.
-#[derive(Debug)]
 pub struct PythonFactory {
     config: PythonConfig,
     interpreter: OnceCell<PathBuf>,
+    server: tokio::sync::Mutex<Server>,
+    report: Mutex<StartReport>,
+}
+
+impl std::fmt::Debug for PythonFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PythonFactory")
+            .field("config", &self.config)
+            .field("start", &*self.report.lock())
+            .finish()
+    }
 }
 
 impl PythonFactory {
     /// A factory for workers configured by `config`.
     pub fn new(config: PythonConfig) -> Self {
+        let report = StartReport {
+            mode: config.start_mode,
+            fallback: None,
+            fork_server_pid: None,
+        };
         PythonFactory {
             config,
             interpreter: OnceCell::new(),
+            server: tokio::sync::Mutex::new(Server::Undecided),
+            report: Mutex::new(report),
         }
+    }
+
+    /// How workers are being started (fork server or spawn), and why the
+    /// fork server is not used if it is not. Also logged as a warning when
+    /// `Auto` or `ForkServer` falls back.
+    pub fn start_mode(&self) -> StartReport {
+        self.report.lock().clone()
     }
 
     /// The configuration workers are made with.
@@ -46,10 +99,64 @@ impl PythonFactory {
             .map(PathBuf::as_path)
     }
 
-    /// Start one worker outside any pool. `label` tags its tracing events.
+    /// Start one worker outside any pool, in the configured start mode.
+    /// `label` tags its tracing events.
     pub async fn spawn(&self, label: &str) -> Result<PythonWorker, PythonError> {
         let interpreter = self.interpreter().await?;
-        PythonWorker::start(&self.config, interpreter, Arc::from(label)).await
+        let label: Arc<str> = Arc::from(label);
+        match self.zygote(interpreter).await? {
+            Some(zygote) => PythonWorker::fork(&self.config, &zygote, label).await,
+            None => PythonWorker::start(&self.config, interpreter, label).await,
+        }
+    }
+
+    /// The fork server to fork from, started (again) if need be; `None`
+    /// when workers are spawned.
+    async fn zygote(&self, interpreter: &Path) -> Result<Option<Arc<Zygote>>, PythonError> {
+        let mut server = self.server.lock().await;
+        match &*server {
+            Server::Spawn => return Ok(None),
+            Server::Fork(Some(z)) if z.alive() => return Ok(Some(Arc::clone(z))),
+            Server::Undecided if self.config.start_mode == StartMode::Spawn => {
+                *server = Server::Spawn;
+                self.decided(StartMode::Spawn, None, None);
+                return Ok(None);
+            }
+            Server::Undecided if !cfg!(target_os = "linux") => {
+                *server = Server::Spawn;
+                self.fall_back("the platform is not Linux".into());
+                return Ok(None);
+            }
+            _ => {}
+        }
+        match Zygote::start(&self.config, interpreter).await? {
+            Started::Ready(zygote) => {
+                let zygote: Arc<Zygote> = Arc::from(zygote);
+                tracing::info!(pid = zygote.pid(), handler = %self.config.handler.describe(), "fork server ready");
+                self.decided(StartMode::ForkServer, None, Some(zygote.pid()));
+                *server = Server::Fork(Some(Arc::clone(&zygote)));
+                Ok(Some(zygote))
+            }
+            Started::Unsafe(reason) => {
+                *server = Server::Spawn;
+                self.fall_back(reason);
+                Ok(None)
+            }
+        }
+    }
+
+    fn fall_back(&self, reason: String) {
+        tracing::warn!(handler = %self.config.handler.describe(), %reason,
+            "fork server not used: workers will be spawned");
+        self.decided(StartMode::Spawn, Some(reason), None);
+    }
+
+    fn decided(&self, mode: StartMode, fallback: Option<String>, pid: Option<u32>) {
+        *self.report.lock() = StartReport {
+            mode,
+            fallback,
+            fork_server_pid: pid,
+        };
     }
 }
 
@@ -59,6 +166,18 @@ impl Factory for PythonFactory {
     async fn create(&self, ctx: WorkerCtx) -> Result<PythonWorker, PythonError> {
         let label = format!("{}/{}", ctx.pool, ctx.id);
         self.spawn(&label).await
+    }
+
+    /// Stop the fork server, if one runs (its workers are already gone).
+    async fn shutdown(&self) {
+        let zygote = match &mut *self.server.lock().await {
+            Server::Fork(z) => z.take(),
+            _ => None,
+        };
+        if let Some(zygote) = zygote {
+            zygote.shut_down(self.config.heartbeat_timeout).await;
+            self.report.lock().fork_server_pid = None;
+        }
     }
 }
 

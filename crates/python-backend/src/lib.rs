@@ -49,6 +49,12 @@
 //! misses a heartbeat is killed by process group and replaced by the pool.
 //! The bridge also exits by itself when the host process goes away.
 //!
+//! Start modes ([`StartMode`]): by default workers are forked from a fork
+//! server that imported the handler module once (see the `zygote` module
+//! header for how exits, process groups and orphans are handled), and
+//! spawned as fresh interpreters where forking is not safe;
+//! [`PythonFactory::start_mode`] says which, and why.
+//!
 //! # Handler modules
 //!
 //! - A call may name the module's public (no leading `_`) callables other
@@ -82,11 +88,12 @@ mod protocol;
 mod request;
 mod stream;
 mod worker;
+mod zygote;
 
 pub use bridge::script as bridge_script;
-pub use config::{Handler, PythonConfig, THREAD_ENV};
+pub use config::{Handler, PythonConfig, StartMode, THREAD_ENV};
 pub use error::{Exit, PythonError, StderrTail};
-pub use factory::PythonFactory;
+pub use factory::{PythonFactory, StartReport};
 pub use frame::{Decoder as FrameDecoder, FrameError};
 pub use pool::PythonPool;
 pub use protocol::BridgeExit;

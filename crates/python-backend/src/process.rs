@@ -1,28 +1,48 @@
-//! The OS process behind a worker: spawned in its own process group, killed
-//! by group, reaped exactly once, and its stderr pumped into tracing.
+//! The OS process behind a worker: in its own process group, killed by
+//! group, reaped exactly once, and its stderr pumped into tracing.
 //!
 //! The leader is never reaped before its group is killed: while it is an
 //! unreaped zombie its pid (the group id) cannot be reused, so a group kill
 //! can only reach processes this worker started.
+//!
+//! A process is either this host's own child ([`Leader::Child`], spawn
+//! mode) or a child of the fork server ([`Leader::Forked`]). The fork
+//! server is its parent, so it reports the exit and reaps only once this
+//! host has seen the report (see `zygote`): the same guarantee, kept by the
+//! process that can keep it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::io::AsyncReadExt;
-use tokio::process::{Child, ChildStderr};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Child;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::{Exit, StderrTail};
+use crate::zygote::{Forked, Zygote};
 
 /// Longest stderr line kept or logged; longer lines are split.
 const MAX_LINE: usize = 4096;
 
-/// One spawned process group, led by the bridge.
+/// Who can wait for the leader.
+pub(crate) enum Leader {
+    /// This host spawned it.
+    Child(Child),
+    /// The fork server forked it and reports its exit; it is kept running
+    /// for as long as a worker of it lives (a worker may outlive the factory
+    /// that made it).
+    Forked {
+        forked: Arc<Forked>,
+        _server: Arc<Zygote>,
+    },
+}
+
+/// One process group, led by the bridge.
 pub(crate) struct Process {
-    child: Child,
+    leader: Leader,
     pid: u32,
     /// Set once reaped: no signal may be sent to the pid after that.
     reaped: Option<Exit>,
@@ -31,16 +51,20 @@ pub(crate) struct Process {
 }
 
 impl Process {
-    /// Take ownership of a freshly spawned child (spawned with
-    /// `process_group(0)`) and start pumping its stderr.
-    pub fn adopt(mut child: Child, pid: u32, label: Arc<str>, tail_lines: usize) -> Self {
+    /// Take ownership of a freshly started leader (in its own process
+    /// group) and start pumping `stderr`.
+    pub fn adopt(
+        leader: Leader,
+        pid: u32,
+        stderr: Option<impl AsyncRead + Unpin + Send + 'static>,
+        label: Arc<str>,
+        tail_lines: usize,
+    ) -> Self {
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(tail_lines)));
-        let stderr = child
-            .stderr
-            .take()
+        let stderr = stderr
             .map(|err| tokio::spawn(pump_stderr(err, label, pid, Arc::clone(&tail), tail_lines)));
         Process {
-            child,
+            leader,
             pid,
             reaped: None,
             stderr,
@@ -58,6 +82,9 @@ impl Process {
     pub fn exited(&self) -> Option<Exit> {
         if let Some(exit) = self.reaped {
             return Some(exit);
+        }
+        if let Leader::Forked { forked, .. } = &self.leader {
+            return forked.exit();
         }
         let pid: libc::id_t = self.pid;
         // SAFETY: `info` is a plain C struct that waitid fills in; zeroed is
@@ -91,29 +118,34 @@ impl Process {
 
     /// SIGKILL the whole process group, unless the leader was reaped.
     pub fn kill_group(&self) {
-        if self.reaped.is_some() {
-            return;
-        }
-        let Ok(pgid) = libc::pid_t::try_from(self.pid) else {
-            return;
-        };
-        // SAFETY: kill(2) with a negative pid signals that process group; the
-        // unreaped leader keeps the group id ours.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
+        if self.reaped.is_none() {
+            self.send(-1, libc::SIGKILL);
         }
     }
 
     /// Send a signal to the leader only (tests and diagnostics).
     pub fn signal(&self, sig: i32) {
-        if self.reaped.is_some() {
-            return;
+        if self.reaped.is_none() {
+            self.send(1, sig);
         }
-        if let Ok(pid) = libc::pid_t::try_from(self.pid) {
-            // SAFETY: plain kill(2) on our own unreaped child.
-            unsafe {
-                libc::kill(pid, sig);
-            }
+    }
+
+    /// `kill(2)` the leader (`sign` 1) or its group (`sign` -1), while it is
+    /// known to be unreaped.
+    fn send(&self, sign: libc::pid_t, sig: i32) {
+        let Ok(pid) = libc::pid_t::try_from(self.pid) else {
+            return;
+        };
+        // SAFETY: kill(2) on our own child or its group; the unreaped leader
+        // keeps both ids ours.
+        let kill = || unsafe {
+            libc::kill(sign * pid, sig);
+        };
+        match &self.leader {
+            Leader::Child(_) => kill(),
+            // Unreaped until the fork server's exit report, which it sends
+            // before reaping and which this check sees under the same lock.
+            Leader::Forked { forked, .. } => forked.while_unreaped(kill),
         }
     }
 
@@ -152,7 +184,15 @@ impl Process {
         if let Some(exit) = self.reaped {
             return exit;
         }
-        let exit = match tokio::time::timeout(limit, self.child.wait()).await {
+        let child = match &mut self.leader {
+            Leader::Child(child) => child,
+            Leader::Forked { forked, .. } => {
+                let exit = forked.wait(limit).await;
+                self.reaped = Some(exit);
+                return exit;
+            }
+        };
+        let exit = match tokio::time::timeout(limit, child.wait()).await {
             Ok(Ok(status)) => {
                 use std::os::unix::process::ExitStatusExt;
                 match (status.code(), status.signal()) {
@@ -190,7 +230,8 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         // Last resort: nothing of the group may outlive its worker. The
-        // zombie leader is reaped by tokio's orphan queue (kill_on_drop).
+        // zombie leader is reaped by tokio's orphan queue (kill_on_drop), or
+        // by the fork server once it has reported the exit.
         self.kill_group();
         if let Some(task) = self.stderr.take() {
             task.abort();
@@ -200,7 +241,7 @@ impl Drop for Process {
 
 /// Read stderr line by line into tracing and the tail, until end of file.
 async fn pump_stderr(
-    mut err: ChildStderr,
+    mut err: impl AsyncRead + Unpin,
     label: Arc<str>,
     pid: u32,
     tail: Arc<Mutex<VecDeque<String>>>,

@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::PythonError;
@@ -23,14 +23,22 @@ use crate::error::PythonError;
 /// let positional = PyCall::new("add", json!([1, 2]));
 /// let typed = PyCall::new("add", json!([1, 2])).returning::<i64>();
 /// # let _ = (call, positional, typed);
+/// let wire: PyCall = serde_json::from_value(json!({"function": "add", "args": [1, 2]})).unwrap();
+/// assert_eq!(wire, PyCall::new("add", json!([1, 2])));
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+///
+/// It is a serde type, so a call can travel (e.g. to a pool on another
+/// node) as `{"function": "add", "args": [1, 2]}`; `args` and `kwargs`
+/// may be left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PyCall {
     /// A public function of the handler module.
     pub function: String,
     /// Its arguments (see the type's doc for the mapping).
+    #[serde(default)]
     pub args: Value,
     /// Extra keyword arguments, merged over an object `args`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kwargs: Option<Map<String, Value>>,
 }
 

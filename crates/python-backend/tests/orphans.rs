@@ -1,6 +1,7 @@
 //! SIGKILL of a host process that runs a pool leaves no Python process
 //! behind: each bridge notices its parent is gone and takes its process
-//! group with it.
+//! group with it; in fork-server mode the fork server sees its socket close
+//! and takes every worker's group with it, then exits.
 //!
 //! The host is this test binary re-run with an env variable, so the test
 //! needs nothing built beyond itself.
@@ -72,6 +73,8 @@ async fn sigkill_of_the_host_leaves_no_python_behind() {
     assert_eq!(line.as_deref(), Some("CENOTE_HOST_READY true"));
     let before = tagged(&tag);
     assert_eq!(before.len(), 4, "3 bridges + 1 grandchild: {before:?}");
+    let servers = fork_servers(&tag);
+    assert!(servers.len() <= 1, "{servers:?}");
     host.kill().unwrap(); // SIGKILL
     host.wait().unwrap();
     let killed = Instant::now();
@@ -80,5 +83,14 @@ async fn sigkill_of_the_host_leaves_no_python_behind() {
         left.is_empty(),
         "python left {:?} after the host died: {left:?}",
         killed.elapsed()
+    );
+    let gone = eventually(
+        Duration::from_secs(2).saturating_sub(killed.elapsed()),
+        || servers.iter().all(|&p| !alive(p)),
+    )
+    .await;
+    assert!(
+        gone,
+        "the fork server outlived the host by 2 s: {servers:?}"
     );
 }

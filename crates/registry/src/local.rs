@@ -3,7 +3,9 @@
 use std::any::Any;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cenote_core::{PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerId};
+use cenote_core::{
+    EndpointEntry, PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerId,
+};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures::stream::BoxStream;
@@ -36,7 +38,9 @@ pub enum HandleError {
 
 /// A registry in this process's memory: the default, with no server.
 ///
-/// Cloning is cheap and every clone sees the same entries.
+/// Cloning is cheap and every clone sees the same entries. So does
+/// [`as_node`](Self::as_node), which writes under another node's name: several
+/// nodes in one process (a test, a single-machine cluster) share one registry.
 ///
 /// Besides the [`Registry`] entries it can hold a typed handle per name
 /// ([`attach`](Self::attach), [`pool`](Self::pool), [`handle`](Self::handle)),
@@ -53,12 +57,14 @@ pub enum HandleError {
 #[derive(Clone)]
 pub struct LocalRegistry {
     inner: Arc<Inner>,
+    node: Arc<str>,
 }
 
 struct Inner {
-    node: String,
     pools: DashMap<String, PoolEntry>,
     workers: DashMap<String, DashMap<WorkerId, WorkerEntry>>,
+    /// Keyed by `(service, node)`.
+    endpoints: DashMap<(String, String), EndpointEntry>,
     handles: DashMap<String, Handle>,
     events: broadcast::Sender<RegistryEvent>,
     /// Held by every write across its change and its event, so watchers see
@@ -77,14 +83,24 @@ impl LocalRegistry {
     pub fn new(node: impl Into<String>) -> Self {
         let (events, _) = broadcast::channel(WATCH_BUFFER);
         LocalRegistry {
+            node: node.into().into(),
             inner: Arc::new(Inner {
-                node: node.into(),
                 pools: DashMap::new(),
                 workers: DashMap::new(),
+                endpoints: DashMap::new(),
                 handles: DashMap::new(),
                 events,
                 writes: Mutex::new(()),
             }),
+        }
+    }
+
+    /// The same registry, as node `node` sees it: every entry and handle is
+    /// shared, and [`Registry::node`] names `node`.
+    pub fn as_node(&self, node: impl Into<String>) -> Self {
+        LocalRegistry {
+            inner: Arc::clone(&self.inner),
+            node: node.into().into(),
         }
     }
 
@@ -165,7 +181,7 @@ impl LocalRegistry {
 impl std::fmt::Debug for LocalRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalRegistry")
-            .field("node", &self.inner.node)
+            .field("node", &self.node)
             .field("pools", &self.inner.pools.len())
             .field("handles", &self.inner.handles.len())
             .finish()
@@ -175,7 +191,7 @@ impl std::fmt::Debug for LocalRegistry {
 #[async_trait::async_trait]
 impl Registry for LocalRegistry {
     fn node(&self) -> &str {
-        &self.inner.node
+        &self.node
     }
 
     async fn register_pool(&self, entry: PoolEntry) -> Result<(), RegistryError> {
@@ -255,6 +271,36 @@ impl Registry for LocalRegistry {
         Ok(workers)
     }
 
+    async fn put_endpoint(&self, entry: EndpointEntry) -> Result<(), RegistryError> {
+        let _writes = self.write_lock();
+        self.inner
+            .endpoints
+            .insert((entry.service.clone(), entry.node.clone()), entry.clone());
+        self.emit(RegistryEvent::EndpointUp(entry));
+        Ok(())
+    }
+
+    async fn remove_endpoint(&self, service: &str, node: &str) -> Result<(), RegistryError> {
+        let _writes = self.write_lock();
+        let key = (service.to_string(), node.to_string());
+        if self.inner.endpoints.remove(&key).is_some() {
+            let (service, node) = key;
+            self.emit(RegistryEvent::EndpointDown { service, node });
+        }
+        Ok(())
+    }
+
+    async fn endpoints(&self) -> Result<Vec<EndpointEntry>, RegistryError> {
+        let mut endpoints: Vec<_> = self
+            .inner
+            .endpoints
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
+        endpoints.sort_by(|a, b| (&a.service, &a.node).cmp(&(&b.service, &b.node)));
+        Ok(endpoints)
+    }
+
     /// Changes from now on, in the order they were made. A watcher more
     /// than [`WATCH_BUFFER`] events behind skips the oldest ones (see the
     /// type's docs).
@@ -309,5 +355,27 @@ mod tests {
         let other = reg.clone();
         reg.attach("x", 1_i32).unwrap();
         assert_eq!(other.pool::<i32>("x"), Some(1));
+    }
+
+    #[tokio::test]
+    async fn another_nodes_view_shares_entries_under_its_own_name() {
+        let a = LocalRegistry::new("a");
+        let b = a.as_node("b");
+        assert_eq!((a.node(), b.node()), ("a", "b"));
+        let mut events = a.watch();
+        let entry = cenote_core::EndpointEntry {
+            service: "s".into(),
+            node: b.node().into(),
+            addr: "http://127.0.0.1:1".into(),
+            load: Default::default(),
+        };
+        b.put_endpoint(entry.clone()).await.unwrap();
+        assert_eq!(a.endpoints().await.unwrap(), std::slice::from_ref(&entry));
+        assert_eq!(
+            futures::StreamExt::next(&mut events).await,
+            Some(RegistryEvent::EndpointUp(entry))
+        );
+        b.attach("h", 2_u8).unwrap();
+        assert_eq!(a.pool::<u8>("h"), Some(2));
     }
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cenote_core::{
-    PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerId, WorkerState,
+    EndpointEntry, Load, PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerId,
+    WorkerState,
 };
 use futures::StreamExt;
 
@@ -36,6 +37,26 @@ fn worker(pool: &str, id: u64, state: WorkerState) -> WorkerEntry {
         started_at_ms: 1_700_000_000_000,
         tasks_served: id * 10,
     }
+}
+
+fn endpoint(service: &str, node: &str, idle: usize) -> EndpointEntry {
+    EndpointEntry {
+        service: service.into(),
+        node: node.into(),
+        addr: format!("http://{node}.invalid:7400"),
+        load: Load {
+            idle,
+            busy: 1,
+            waiting: 2,
+            live: idle + 1,
+        },
+    }
+}
+
+fn endpoint_keys(list: &[EndpointEntry]) -> Vec<(&str, &str)> {
+    list.iter()
+        .map(|e| (e.service.as_str(), e.node.as_str()))
+        .collect()
 }
 
 async fn names(reg: &Arc<dyn Registry>) -> Vec<String> {
@@ -278,6 +299,86 @@ async fn every_watcher_sees_every_change(reg: Arc<dyn Registry>) {
     );
 }
 
+async fn endpoints_are_keyed_by_service_and_node(reg: Arc<dyn Registry>) {
+    assert!(reg.endpoints().await.unwrap().is_empty());
+    // Many nodes may offer one service (unlike pool names), and one node
+    // many services; names that look like paths stay apart.
+    for (service, node) in [
+        ("embed", "n2"),
+        ("embed", "n1"),
+        ("team/a", "n1"),
+        ("team", "n/1"),
+    ] {
+        reg.put_endpoint(endpoint(service, node, 3)).await.unwrap();
+    }
+    let all = reg.endpoints().await.unwrap();
+    assert_eq!(
+        endpoint_keys(&all),
+        [
+            ("embed", "n1"),
+            ("embed", "n2"),
+            ("team", "n/1"),
+            ("team/a", "n1")
+        ],
+        "endpoints are listed by service, then node"
+    );
+    assert_eq!(
+        all[0],
+        endpoint("embed", "n1", 3),
+        "entry changed on the way"
+    );
+
+    // A put for the same (service, node) replaces: that is a load update.
+    reg.put_endpoint(endpoint("embed", "n1", 0)).await.unwrap();
+    let all = reg.endpoints().await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].load.idle, 0, "the load update was not kept");
+    assert_eq!(
+        all[1],
+        endpoint("embed", "n2", 3),
+        "another node's entry changed"
+    );
+
+    reg.remove_endpoint("embed", "n1").await.unwrap();
+    // Withdrawing what is absent is not an error.
+    reg.remove_endpoint("embed", "n1").await.unwrap();
+    reg.remove_endpoint("never", "was").await.unwrap();
+    assert_eq!(
+        endpoint_keys(&reg.endpoints().await.unwrap()),
+        [("embed", "n2"), ("team", "n/1"), ("team/a", "n1")]
+    );
+    // Endpoints and pools are separate: a pool of the same name is no conflict.
+    reg.register_pool(pool("embed")).await.unwrap();
+    reg.unregister_pool("embed").await.unwrap();
+    assert_eq!(reg.endpoints().await.unwrap().len(), 3);
+}
+
+async fn watch_sees_endpoint_changes(reg: Arc<dyn Registry>) {
+    let mut events = reg.watch();
+    reg.put_endpoint(endpoint("e", "n1", 1)).await.unwrap();
+    reg.put_endpoint(endpoint("e", "n1", 0)).await.unwrap();
+    reg.put_endpoint(endpoint("e", "n2", 4)).await.unwrap();
+    reg.remove_endpoint("e", "n1").await.unwrap();
+    reg.remove_endpoint("e", "n1").await.unwrap(); // absent: no event
+    reg.remove_endpoint("e", "n2").await.unwrap();
+    assert_eq!(
+        next_events(&mut events, 5).await,
+        [
+            RegistryEvent::EndpointUp(endpoint("e", "n1", 1)),
+            RegistryEvent::EndpointUp(endpoint("e", "n1", 0)),
+            RegistryEvent::EndpointUp(endpoint("e", "n2", 4)),
+            RegistryEvent::EndpointDown {
+                service: "e".into(),
+                node: "n1".into()
+            },
+            RegistryEvent::EndpointDown {
+                service: "e".into(),
+                node: "n2".into()
+            },
+        ]
+    );
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -290,7 +391,9 @@ macro_rules! conformance {
                 unregistering_a_pool_removes_its_workers,
                 names_that_look_like_paths_stay_apart,
                 watch_sees_every_kind_of_change,
-                every_watcher_sees_every_change);
+                every_watcher_sees_every_change,
+                endpoints_are_keyed_by_service_and_node,
+                watch_sees_endpoint_changes);
         }
     };
     (@tests $make:expr; $($test:ident),*) => {

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cenote_core::{
-    PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerId, WorkerState,
+    EndpointEntry, Load, PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerId,
+    WorkerState,
 };
 use cenote_registry::EtcdRegistry;
 use common::{alive, eventually, EtcdServer};
@@ -41,6 +42,29 @@ fn worker(pool: &str, id: u64, node: &str) -> WorkerEntry {
         started_at_ms: 1_700_000_000_000,
         tasks_served: id,
     }
+}
+
+fn endpoint(service: &str, node: &str) -> EndpointEntry {
+    EndpointEntry {
+        service: service.into(),
+        node: node.into(),
+        addr: "http://127.0.0.1:1".into(),
+        load: Load {
+            idle: 1,
+            busy: 0,
+            waiting: 0,
+            live: 1,
+        },
+    }
+}
+
+async fn endpoint_nodes(reg: &dyn Registry) -> Vec<String> {
+    reg.endpoints()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.node)
+        .collect()
 }
 
 async fn node(url: &str, name: &str, ttl: Duration) -> EtcdRegistry {
@@ -208,6 +232,9 @@ async fn doomed_node_process() {
     reg.put_worker(worker("doomed-pool", 1, "doomed"))
         .await
         .unwrap();
+    reg.put_endpoint(endpoint("doomed-pool", "doomed"))
+        .await
+        .unwrap();
     println!("DOOMED-NODE-READY");
     // Killed long before this ends; the bound keeps a stray child finite.
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -254,6 +281,8 @@ async fn a_killed_nodes_entries_expire_with_its_lease() {
     assert!(ready, "the doomed node exited before registering");
     assert_eq!(pool_names(&survivor).await, ["doomed-pool"]);
     assert_eq!(worker_ids(&survivor, "doomed-pool").await, [1]);
+    assert_eq!(endpoint_nodes(&survivor).await, ["doomed"]);
+    assert_eq!(survivor.lease_ttl(), Some(Duration::from_secs(10)));
 
     let pid = child.0.id();
     child.0.kill().unwrap(); // SIGKILL to its own pid
@@ -271,6 +300,10 @@ async fn a_killed_nodes_entries_expire_with_its_lease() {
     );
     let gone_after = killed.elapsed();
     assert!(worker_ids(&survivor, "doomed-pool").await.is_empty());
+    assert!(
+        endpoint_nodes(&survivor).await.is_empty(),
+        "a dead node's endpoint outlived its lease"
+    );
     assert!(
         gone_after >= Duration::from_millis(500),
         "entries vanished after {gone_after:?}, before the lease could have expired"
@@ -366,6 +399,7 @@ async fn restart_under_a_live_registry(fresh_data: bool) {
     let mut events = reg.watch();
     reg.register_pool(pool("kept", "steady")).await.unwrap();
     reg.put_worker(worker("kept", 3, "steady")).await.unwrap();
+    reg.put_endpoint(endpoint("kept", "steady")).await.unwrap();
     let first_lease = reg.lease_id();
     assert!(reg.is_connected());
 
@@ -407,6 +441,11 @@ async fn restart_under_a_live_registry(fresh_data: bool) {
         reg.workers("kept").await.unwrap(),
         [worker("kept", 4, "steady")],
         "the outage's writes were not made on reconnection"
+    );
+    assert_eq!(
+        reg.endpoints().await.unwrap(),
+        [endpoint("kept", "steady")],
+        "the endpoint was not written again on the new lease"
     );
     // The new lease is kept alive: the entries outlive the old TTL.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -41,6 +41,7 @@ use crate::affinity::AffinityKey;
 use crate::clock::Stamp;
 use crate::error::Error;
 use crate::queue::{IdleStrategy, WaitStrategy};
+use crate::registry::Load;
 use crate::status::Status;
 use crate::worker::{Call, Factory, Worker, WorkerId};
 
@@ -111,6 +112,12 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
     /// The pool's name.
     pub fn name(&self) -> &str {
         &self.shared().name
+    }
+
+    /// The factory that makes the pool's workers: for what it reports about
+    /// itself (a Python pool's start mode, say).
+    pub fn factory(&self) -> &F {
+        &self.shared().factory
     }
 
     /// Check out a worker, waiting up to the pool's `checkout_timeout`.
@@ -209,6 +216,13 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
         shared
             .lock()
             .status(&shared.name, shared.config.crash_budget)
+    }
+
+    /// The counts a node publishes as its load (idle, busy, waiting,
+    /// live): one short lock, none of the percentiles [`status`](Pool::status)
+    /// computes, so it can be read often.
+    pub fn load(&self) -> Load {
+        self.shared().lock().load()
     }
 
     /// Check the pool's internal counts against each other and against the

@@ -8,7 +8,8 @@
 //!    whatever its start spawned is reaped, not orphaned);
 //! 4. when the grace runs out, cut off calls and starts still running, and
 //!    wait for their workers to come back to be killed;
-//! 5. wait for every worker's shutdown, then leave the registry.
+//! 5. wait for every worker's shutdown, shut the factory down (what it
+//!    holds, such as a fork server), then leave the registry.
 //!
 //! A worker held through `get()` by code that never lets go cannot be taken
 //! back; `close` warns and the worker is killed when its guard drops.
@@ -64,6 +65,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
             tracing::warn!(pool = %self.name, busy,
                 "close: workers still checked out past the grace; they are killed when returned");
         }
+        let _ = tokio::time::timeout(SHUTDOWN_SLACK, self.factory.shutdown()).await;
         if let Some(reg) = &self.registry {
             reg.unregister().await;
         }

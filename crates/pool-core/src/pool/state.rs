@@ -54,6 +54,7 @@ use crate::entry::{Caller, IdleWorker, Waiter};
 use crate::error::{Error, StartError};
 use crate::histogram::Metrics;
 use crate::queue::{IdleStrategy, Queue, WaitStrategy};
+use crate::registry::Load;
 use crate::status::{Status, Totals};
 use crate::worker::{Retire, Worker, WorkerId};
 
@@ -260,6 +261,16 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// Callers waiting: in the waiter queue and pinned to session workers.
     pub fn waiting(&self) -> usize {
         self.waiters.len() + self.sessions.pinned()
+    }
+
+    /// The counts published as load.
+    pub fn load(&self) -> Load {
+        Load {
+            idle: self.idle.len(),
+            busy: self.busy,
+            waiting: self.waiting(),
+            live: self.live(),
+        }
     }
 
     /// A serde snapshot of the pool.

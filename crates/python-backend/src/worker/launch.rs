@@ -8,11 +8,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use tokio::net::unix::pipe;
+
 use crate::command;
 use crate::config::PythonConfig;
 use crate::error::PythonError;
-use crate::process::Process;
+use crate::process::{Leader, Process};
 use crate::protocol::{ErrorFrame, ErrorKind, Incoming, PROTOCOL};
+use crate::zygote::Zygote;
 
 use super::session::Session;
 use super::PythonWorker;
@@ -30,14 +33,46 @@ pub struct ReadyInfo {
 }
 
 impl PythonWorker {
-    /// Launch one worker and wait for its ready frame. Used by the factory;
-    /// `interpreter` is already resolved.
+    /// Launch one worker as a fresh interpreter and wait for its ready
+    /// frame. Used by the factory; `interpreter` is already resolved.
     pub(crate) async fn start(
         config: &PythonConfig,
         interpreter: &Path,
         label: Arc<str>,
     ) -> Result<Self, PythonError> {
-        let mut session = spawn(config, interpreter, label)?;
+        let session = spawn(config, interpreter, label)?;
+        PythonWorker::ready(session, config).await
+    }
+
+    /// Fork one worker from `zygote` and wait for its ready frame.
+    pub(crate) async fn fork(
+        config: &PythonConfig,
+        zygote: &Arc<Zygote>,
+        label: Arc<str>,
+    ) -> Result<Self, PythonError> {
+        let child = zygote.fork(config.startup_timeout).await?;
+        let proc = Process::adopt(
+            Leader::Forked {
+                forked: child.forked,
+                _server: Arc::clone(zygote),
+            },
+            child.pid,
+            Some(child.stderr),
+            Arc::clone(&label),
+            config.stderr_tail_lines,
+        );
+        let session = Session::new(
+            label,
+            child.pid,
+            proc,
+            child.stdin,
+            child.stdout,
+            config.max_frame_size,
+        );
+        PythonWorker::ready(session, config).await
+    }
+
+    async fn ready(mut session: Session, config: &PythonConfig) -> Result<Self, PythonError> {
         let ready = handshake(&mut session, config).await?;
         tracing::debug!(worker = %session.label(), pid = ready.pid, version = %ready.version, "python worker ready");
         Ok(PythonWorker::new(session, ready, config))
@@ -64,7 +99,22 @@ fn spawn(
             "the process came up without a pid or without its pipes",
         )));
     };
-    let proc = Process::adopt(child, pid, Arc::clone(&label), config.stderr_tail_lines);
+    let stdin = stdin
+        .into_owned_fd()
+        .and_then(pipe::Sender::from_owned_fd)
+        .map_err(spawn_error)?;
+    let stdout = stdout
+        .into_owned_fd()
+        .and_then(pipe::Receiver::from_owned_fd)
+        .map_err(spawn_error)?;
+    let stderr = child.stderr.take();
+    let proc = Process::adopt(
+        Leader::Child(child),
+        pid,
+        stderr,
+        Arc::clone(&label),
+        config.stderr_tail_lines,
+    );
     Ok(Session::new(
         label,
         pid,

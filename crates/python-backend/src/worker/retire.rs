@@ -86,9 +86,37 @@ impl Retirement {
 
 /// Resident set size of `pid`, from `/proc/<pid>/statm`.
 fn rss_bytes(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages.saturating_mul(u64::try_from(page).unwrap_or(4096)))
+    own_memory(&std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?)
+}
+
+/// USS from the text of `/proc/PID/smaps_rollup`: the pages only this
+/// process maps, in bytes. Shared pages (a forked worker's inheritance from
+/// the fork server) do not count until the worker writes to them.
+fn own_memory(rollup: &str) -> Option<u64> {
+    let kib = |field: &str| -> Option<u64> {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(field))?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((kib("Private_Clean:")? + kib("Private_Dirty:")?) * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_memory_counts_private_pages_only() {
+        let rollup = "55f0-7ffd ---p 00000000 00:00 0 [rollup]\nRss: 9000 kB\nPss: 5000 kB\n\
+                      Shared_Clean: 6000 kB\nPrivate_Clean: 100 kB\nPrivate_Dirty: 2900 kB\n";
+        assert_eq!(own_memory(rollup), Some(3000 * 1024));
+        assert_eq!(own_memory("Rss: 1 kB\n"), None);
+        let me = own_memory(&std::fs::read_to_string("/proc/self/smaps_rollup").unwrap());
+        assert!(me.is_some_and(|b| b > 0));
+    }
 }

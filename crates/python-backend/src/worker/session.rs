@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use cenote_core::CallCtx;
 use tokio::io::AsyncWriteExt;
-use tokio::process::{ChildStdin, ChildStdout};
+use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
 use crate::error::{Exit, PythonError, StderrTail};
@@ -58,8 +58,8 @@ pub(super) struct Session {
     label: Arc<str>,
     pid: u32,
     proc: Process,
-    stdin: Option<ChildStdin>,
-    stdout: ChildStdout,
+    stdin: Option<pipe::Sender>,
+    stdout: pipe::Receiver,
     decoder: Decoder,
     max_frame: usize,
     outbox: Vec<u8>,
@@ -82,14 +82,14 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A session on a freshly spawned bridge (`proc`, leader `pid`) and its
+    /// A session on a freshly started bridge (`proc`, leader `pid`) and its
     /// frame pipes.
     pub(super) fn new(
         label: Arc<str>,
         pid: u32,
         proc: Process,
-        stdin: ChildStdin,
-        stdout: ChildStdout,
+        stdin: pipe::Sender,
+        stdout: pipe::Receiver,
         max_frame: usize,
     ) -> Self {
         Session {

@@ -42,6 +42,17 @@ pub fn chaos(tag: &str) -> PythonConfig {
     PythonConfig::new(chaos_path())
         .env(TAG_VAR, tag)
         .startup_timeout(Duration::from_secs(20))
+        .start_mode(test_start_mode())
+}
+
+/// The start mode the suite runs in: `Auto` (the fork server here), or
+/// `CENOTE_TEST_START_MODE=spawn` / `fork_server` to run it in either.
+pub fn test_start_mode() -> cenote_python::StartMode {
+    match std::env::var("CENOTE_TEST_START_MODE").as_deref() {
+        Ok("spawn") => cenote_python::StartMode::Spawn,
+        Ok("fork_server") => cenote_python::StartMode::ForkServer,
+        _ => cenote_python::StartMode::Auto,
+    }
 }
 
 /// Pids of live (non-zombie) processes carrying `tag` in their env.
@@ -62,11 +73,54 @@ pub fn tagged(tag: &str) -> Vec<u32> {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) && !is_zombie(pid) {
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+            && !is_zombie(pid)
+            && !is_fork_server(pid)
+        {
             out.push(pid);
         }
     }
     out
+}
+
+/// Is `pid` a fork server? Its workers share its command line (a fork
+/// keeps argv), but their parent is the fork server, whose parent is not.
+pub fn is_fork_server(pid: u32) -> bool {
+    runs_zygote(pid) && !parent_of(pid).is_some_and(runs_zygote)
+}
+
+fn runs_zygote(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    cmdline.split(|b| *b == 0).any(|arg| arg == b"--zygote")
+}
+
+/// The parent pid of `pid`, from /proc.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The fork servers carrying `tag` (not zombies).
+pub fn fork_servers(tag: &str) -> Vec<u32> {
+    let needle = format!("{TAG_VAR}={tag}");
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&pid| {
+                    is_fork_server(pid)
+                        && !is_zombie(pid)
+                        && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                            env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+                        })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Children of this test process that are zombies carrying no env (i.e.

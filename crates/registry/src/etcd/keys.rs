@@ -4,13 +4,14 @@
 //! ```text
 //! {prefix}/pools/{name}                 -> PoolEntry (JSON)
 //! {prefix}/workers/{pool}/{id:020}      -> WorkerEntry (JSON)
+//! {prefix}/endpoints/{service}/{node}   -> EndpointEntry (JSON)
 //! ```
 //! Worker ids are zero-padded so etcd's key order is id order. Pool names
 //! are escaped (`%` as `%25`, `/` as `%2F`) so a name such as `team/a` can
 //! never reach into another pool's keys: `workers/team/` must not list the
-//! workers of `team/a`.
+//! workers of `team/a`. Services and node names are escaped the same way.
 
-use cenote_core::{PoolEntry, RegistryError, RegistryEvent, WorkerEntry, WorkerId};
+use cenote_core::{EndpointEntry, PoolEntry, RegistryError, RegistryEvent, WorkerEntry, WorkerId};
 
 /// The key layout under one prefix.
 #[derive(Debug, Clone)]
@@ -51,6 +52,21 @@ impl Keys {
         format!("{}/workers/{}/{:020}", self.prefix, escape(pool), id.0)
     }
 
+    /// Every endpoint, of every service.
+    pub fn endpoints(&self) -> String {
+        format!("{}/endpoints/", self.prefix)
+    }
+
+    /// One node's endpoint of one service.
+    pub fn endpoint(&self, service: &str, node: &str) -> String {
+        format!(
+            "{}/endpoints/{}/{}",
+            self.prefix,
+            escape(service),
+            escape(node)
+        )
+    }
+
     /// The event a put or delete of `key` means; `None` for keys that are
     /// not cenote's or values that do not decode (logged, never a panic).
     pub fn event(&self, key: &str, value: Option<&[u8]>) -> Option<RegistryEvent> {
@@ -61,6 +77,18 @@ impl Keys {
                     name: unescape(name)?,
                 }),
                 Some(v) => decode::<PoolEntry>(key, v).ok().map(RegistryEvent::PoolUp),
+            };
+        }
+        if let Some(pair) = rest.strip_prefix("endpoints/") {
+            let (service, node) = pair.split_once('/')?;
+            return match value {
+                None => Some(RegistryEvent::EndpointDown {
+                    service: unescape(service)?,
+                    node: unescape(node)?,
+                }),
+                Some(v) => decode::<EndpointEntry>(key, v)
+                    .ok()
+                    .map(RegistryEvent::EndpointUp),
             };
         }
         let (pool, id) = rest.strip_prefix("workers/")?.split_once('/')?;
@@ -161,6 +189,8 @@ mod tests {
         assert_eq!(k.event("/cenote/pools/bad%zz", None), None);
         assert_eq!(k.event("/cenote/pools/bad%", None), None);
         assert_eq!(k.event("/cenote/pools/bad%2", None), None);
+        assert_eq!(k.event("/cenote/endpoints/only-service", None), None);
+        assert_eq!(k.event(&k.endpoint("s", "n"), Some(b"{}")), None);
     }
 
     #[test]
@@ -181,6 +211,14 @@ mod tests {
                 Some(RegistryEvent::WorkerDown {
                     pool: name.into(),
                     id: WorkerId(7)
+                }),
+                "{name:?}"
+            );
+            assert_eq!(
+                k.event(&k.endpoint(name, name), None),
+                Some(RegistryEvent::EndpointDown {
+                    service: name.into(),
+                    node: name.into()
                 }),
                 "{name:?}"
             );

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cenote_core::{PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerId};
+use cenote_core::{
+    EndpointEntry, PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry, WorkerId,
+};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
 };
@@ -213,6 +215,8 @@ pub(crate) struct Inner {
 pub(crate) struct Owned {
     pub pools: BTreeMap<String, PoolEntry>,
     pub workers: BTreeMap<(String, WorkerId), WorkerEntry>,
+    /// Keyed by `(service, node)`.
+    pub endpoints: BTreeMap<(String, String), EndpointEntry>,
 }
 
 impl EtcdRegistry {
@@ -253,8 +257,7 @@ impl EtcdRegistry {
         let lease = self.lease_id();
         {
             let mut owned = lock(&self.inner.owned);
-            owned.pools.clear();
-            owned.workers.clear();
+            *owned = Owned::default();
         }
         self.inner
             .run(self.inner.client.clone().lease_revoke(lease))
@@ -379,6 +382,28 @@ impl Inner {
             .map(|_| ())
     }
 
+    /// Write one entry this node owns (already recorded in `owned`): should
+    /// the write fail or be cut off, the lease task repairs, so etcd ends up
+    /// holding exactly what is owned.
+    async fn put_owned(&self, key: String, value: Vec<u8>) -> Result<(), RegistryError> {
+        let pending = Pending::new(self);
+        let _gate = self.shared_gate().await?;
+        self.run(self.client.clone().put(key, value, Some(self.with_lease())))
+            .await?;
+        pending.settled();
+        Ok(())
+    }
+
+    /// Delete one entry this node no longer owns (already dropped from
+    /// `owned`), repaired like [`put_owned`](Self::put_owned) on failure.
+    async fn delete_owned(&self, key: String) -> Result<(), RegistryError> {
+        let pending = Pending::new(self);
+        let _gate = self.shared_gate().await?;
+        self.run(self.client.clone().delete(key, None)).await?;
+        pending.settled();
+        Ok(())
+    }
+
     /// Every entry under `prefix` that decodes (bad ones are logged and
     /// skipped, so one corrupt key cannot hide all the others).
     async fn list<T: serde::de::DeserializeOwned>(
@@ -459,33 +484,35 @@ impl Registry for EtcdRegistry {
         // writes it.
         lock(&self.inner.owned)
             .workers
-            .insert((entry.pool.clone(), entry.id), entry.clone());
-        let pending = Pending::new(&self.inner);
-        let _gate = self.inner.shared_gate().await?;
-        self.inner
-            .run(
-                self.inner
-                    .client
-                    .clone()
-                    .put(key, value, Some(self.inner.with_lease())),
-            )
-            .await?;
-        pending.settled();
-        Ok(())
+            .insert((entry.pool.clone(), entry.id), entry);
+        self.inner.put_owned(key, value).await
     }
 
     async fn remove_worker(&self, pool: &str, id: WorkerId) -> Result<(), RegistryError> {
-        let key = self.inner.keys.worker(pool, id);
         lock(&self.inner.owned)
             .workers
             .remove(&(pool.to_string(), id));
-        let pending = Pending::new(&self.inner);
-        let _gate = self.inner.shared_gate().await?;
         self.inner
-            .run(self.inner.client.clone().delete(key, None))
-            .await?;
-        pending.settled();
-        Ok(())
+            .delete_owned(self.inner.keys.worker(pool, id))
+            .await
+    }
+
+    async fn put_endpoint(&self, entry: EndpointEntry) -> Result<(), RegistryError> {
+        let key = self.inner.keys.endpoint(&entry.service, &entry.node);
+        let value = encode(&entry)?;
+        lock(&self.inner.owned)
+            .endpoints
+            .insert((entry.service.clone(), entry.node.clone()), entry);
+        self.inner.put_owned(key, value).await
+    }
+
+    async fn remove_endpoint(&self, service: &str, node: &str) -> Result<(), RegistryError> {
+        lock(&self.inner.owned)
+            .endpoints
+            .remove(&(service.to_string(), node.to_string()));
+        self.inner
+            .delete_owned(self.inner.keys.endpoint(service, node))
+            .await
     }
 
     async fn pools(&self) -> Result<Vec<PoolEntry>, RegistryError> {
@@ -498,6 +525,19 @@ impl Registry for EtcdRegistry {
         let mut workers: Vec<WorkerEntry> = self.inner.list(self.inner.keys.workers(pool)).await?;
         workers.sort_by_key(|w| w.id);
         Ok(workers)
+    }
+
+    async fn endpoints(&self) -> Result<Vec<EndpointEntry>, RegistryError> {
+        let mut endpoints: Vec<EndpointEntry> =
+            self.inner.list(self.inner.keys.endpoints()).await?;
+        endpoints.sort_by(|a, b| (&a.service, &a.node).cmp(&(&b.service, &b.node)));
+        Ok(endpoints)
+    }
+
+    /// The lease TTL (whole seconds): how long this registry's entries
+    /// outlive it if it stops keeping them alive.
+    fn lease_ttl(&self) -> Option<Duration> {
+        Some(Duration::from_secs(self.inner.ttl.unsigned_abs()))
     }
 
     /// Changes under the prefix from every node, decoded (undecodable

@@ -144,6 +144,12 @@ async fn reestablish(inner: &Inner) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
     }
+    for ((service, node), endpoint) in &owned.endpoints {
+        inner
+            .put(inner.keys.endpoint(service, node), endpoint)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     // The old lease holds nothing of ours now; drop it if it still exists.
     let _ = within(inner.op_timeout, inner.client.clone().lease_revoke(old)).await;
     Ok(())

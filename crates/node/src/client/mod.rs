@@ -1,0 +1,351 @@
+//! Calling: [`Remote`] follows the registry's endpoints;
+//! [`RemotePool`] calls one pool on whichever node serves it best.
+
+mod choose;
+mod directory;
+mod retry;
+mod transport;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cenote_core::{CallOptions, Registry, RegistryError};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub use directory::NodeInfo;
+pub use retry::RemoteRetry;
+
+use crate::error::CallError;
+use crate::wire::CallHeaders;
+use directory::Directory;
+use transport::{send, Connector};
+
+/// The default frame limit for a response: 4 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 << 20;
+
+/// Settings for a [`Remote`]; start with [`Remote::builder`].
+pub struct RemoteBuilder {
+    registry: Arc<dyn Registry>,
+    token: Option<String>,
+    connector: Connector,
+    max_response_bytes: usize,
+    eject_for: Option<Duration>,
+}
+
+impl RemoteBuilder {
+    /// The token nodes want (see [`NodeBuilder::token`](crate::NodeBuilder::token)).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Trust `ca` for nodes that serve over TLS (`https://` endpoints), and
+    /// expect their certificates to name `domain` (default: the host in
+    /// the endpoint's URL).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, ca: tonic::transport::Certificate, domain: Option<&str>) -> Self {
+        let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(ca);
+        if let Some(domain) = domain {
+            tls = tls.domain_name(domain);
+        }
+        self.connector.tls = Some(tls);
+        self
+    }
+
+    /// The largest response accepted (default 4 MiB).
+    pub fn max_response_bytes(mut self, n: usize) -> Self {
+        self.max_response_bytes = n;
+        self
+    }
+
+    /// How long to wait for a connection to a node (default 2 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connector.connect_timeout = d;
+        self
+    }
+
+    /// While calls are under way, ping each node this often and give it up
+    /// as lost when a ping goes unanswered this long (default 2 s). This
+    /// bounds how long a node that hangs without closing its connection
+    /// can hold a call that has no deadline.
+    pub fn keepalive(mut self, d: Duration) -> Self {
+        self.connector.keepalive = d;
+        self
+    }
+
+    /// How long a node whose call was lost is left out of the choice
+    /// (default: the registry's lease TTL, by which time a dead node's
+    /// entry is gone, or 10 s without leases). It comes back sooner if it
+    /// publishes its load again.
+    pub fn eject_for(mut self, d: Duration) -> Self {
+        self.eject_for = Some(d);
+        self
+    }
+
+    /// Read every endpoint the registry holds and follow its changes.
+    pub async fn connect(self) -> Result<Remote, RegistryError> {
+        let lease_ttl = self.registry.lease_ttl();
+        let eject_for = self
+            .eject_for
+            .or(lease_ttl)
+            .unwrap_or(Duration::from_secs(10));
+        let directory = Arc::new(Directory::new(self.connector, lease_ttl, eject_for));
+        // Watch first, then list: what changes after the list is in the
+        // watch, and applied after it.
+        let mut events = self.registry.watch();
+        for entry in self.registry.endpoints().await? {
+            directory.upsert(entry);
+        }
+        let stop = CancellationToken::new();
+        let follower = Arc::downgrade(&directory);
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    e = events.next() => e,
+                    () = stopped.cancelled() => return,
+                };
+                match (event, follower.upgrade()) {
+                    (Some(event), Some(directory)) => directory.apply(event),
+                    _ => return,
+                }
+            }
+        });
+        Ok(Remote {
+            inner: Arc::new(Inner {
+                directory,
+                token: self.token,
+                max_response_bytes: self.max_response_bytes,
+                _follower: stop.drop_guard(),
+            }),
+        })
+    }
+}
+
+/// A caller's view of the pools other nodes serve. Cloning is cheap and
+/// every clone shares the view and the connections.
+#[derive(Clone)]
+pub struct Remote {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    directory: Arc<Directory>,
+    token: Option<String>,
+    max_response_bytes: usize,
+    /// Stops following the registry when the last clone goes.
+    _follower: DropGuard,
+}
+
+impl Remote {
+    /// Settings for a caller that finds nodes through `registry`.
+    pub fn builder(registry: Arc<dyn Registry>) -> RemoteBuilder {
+        RemoteBuilder {
+            registry,
+            token: None,
+            connector: Connector {
+                #[cfg(feature = "tls")]
+                tls: None,
+                connect_timeout: Duration::from_secs(2),
+                keepalive: Duration::from_secs(2),
+            },
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            eject_for: None,
+        }
+    }
+
+    /// A caller with the default settings (no token, no TLS).
+    pub async fn connect(registry: Arc<dyn Registry>) -> Result<Remote, RegistryError> {
+        Remote::builder(registry).connect().await
+    }
+
+    /// The pool served as `name`, called with `Req` and answering `Resp`
+    /// (both as JSON).
+    pub fn pool<Req, Resp>(&self, name: &str) -> RemotePool<Req, Resp> {
+        RemotePool {
+            remote: self.clone(),
+            name: name.into(),
+            pinned: None,
+            opts: CallOptions::default(),
+            _types: PhantomData,
+        }
+    }
+
+    /// The nodes serving `pool` as this caller sees them now.
+    pub fn nodes(&self, pool: &str) -> Vec<NodeInfo> {
+        self.inner.directory.nodes(pool)
+    }
+}
+
+/// An answer, and the node that gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered<T> {
+    /// The response.
+    pub value: T,
+    /// The node that served the call.
+    pub node: String,
+}
+
+/// One pool, served by any number of nodes. Cloning is cheap.
+pub struct RemotePool<Req, Resp> {
+    remote: Remote,
+    name: Arc<str>,
+    pinned: Option<Arc<str>>,
+    opts: CallOptions,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp> Clone for RemotePool<Req, Resp> {
+    fn clone(&self) -> Self {
+        RemotePool {
+            remote: self.remote.clone(),
+            name: Arc::clone(&self.name),
+            pinned: self.pinned.clone(),
+            opts: self.opts.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The same pool, called only on `node` (while it serves the pool).
+    pub fn on_node(&self, node: &str) -> Self {
+        RemotePool {
+            pinned: Some(node.into()),
+            ..self.clone()
+        }
+    }
+
+    /// The same pool, with `opts` for [`call`](Self::call) and for calls
+    /// made through it as a tower `Service`.
+    pub fn with_options(&self, opts: CallOptions) -> Self {
+        RemotePool {
+            opts,
+            ..self.clone()
+        }
+    }
+
+    /// Call with this handle's options (see [`with_options`](Self::with_options)).
+    pub async fn call(&self, req: Req) -> Result<Resp, CallError> {
+        self.call_with(req, self.opts.clone()).await
+    }
+
+    /// Call with `opts`: its checkout timeout, call timeout and priority go
+    /// to the node. When both timeouts are given, their sum is the call's
+    /// deadline: the node gets the time left (not a clock reading), and no
+    /// answer by then is [`CallError::CallTimeout`].
+    pub async fn call_with(&self, req: Req, opts: CallOptions) -> Result<Resp, CallError> {
+        self.call_answered(req, opts).await.map(|a| a.value)
+    }
+
+    /// [`call_with`](Self::call_with), saying which node answered.
+    pub async fn call_answered(
+        &self,
+        req: Req,
+        opts: CallOptions,
+    ) -> Result<Answered<Resp>, CallError> {
+        let body = encode(&req)?;
+        let (node, outcome) = self.attempt(body, opts, &[]).await;
+        Ok(Answered {
+            value: decode(&outcome?)?,
+            node: node.unwrap_or_default(),
+        })
+    }
+
+    /// [`call_with`](Self::call_with), tried again under `policy` while it
+    /// fails with an error the policy retries — each time on another node
+    /// while there is one it has not failed on. Only for idempotent
+    /// requests: a lost or timed-out call may have run.
+    pub async fn call_retry(
+        &self,
+        req: Req,
+        opts: CallOptions,
+        policy: &RemoteRetry,
+    ) -> Result<Resp, CallError> {
+        let body = encode(&req)?;
+        let mut failed_on = Vec::new();
+        let mut attempt = 1;
+        loop {
+            let (node, outcome) = self.attempt(body.clone(), opts.clone(), &failed_on).await;
+            match outcome {
+                Err(e) if attempt < policy.attempts && (policy.retry_if)(&e) => {
+                    tracing::debug!(pool = %self.name, ?node, attempt, error = %e, "retrying call");
+                    failed_on.extend(node);
+                    tokio::time::sleep(policy.backoff.jittered(attempt)).await;
+                    attempt += 1;
+                }
+                done => return decode(&done?),
+            }
+        }
+    }
+
+    /// One call on one node; says which node, if one was chosen.
+    async fn attempt(
+        &self,
+        body: Bytes,
+        opts: CallOptions,
+        avoid: &[String],
+    ) -> (Option<String>, Result<Bytes, CallError>) {
+        let inner = &self.remote.inner;
+        let pick = match inner
+            .directory
+            .choose(&self.name, self.pinned.as_deref(), avoid)
+        {
+            Ok(pick) => pick,
+            Err(e) => return (None, Err(e)),
+        };
+        let deadline = opts.checkout.timeout.zip(opts.timeout).map(|(a, b)| a + b);
+        let headers = CallHeaders {
+            pool: self.name.to_string(),
+            opts,
+            remaining: deadline,
+        };
+        let call = send(
+            pick.channel.clone(),
+            &pick.node,
+            body,
+            &headers,
+            inner.token.as_deref(),
+            inner.max_response_bytes,
+        );
+        let outcome = match deadline {
+            Some(after) => tokio::time::timeout(after, call)
+                .await
+                .unwrap_or(Err(CallError::CallTimeout { after })),
+            None => call.await,
+        };
+        if let Err(CallError::NodeLost { reason, .. }) = &outcome {
+            tracing::warn!(node = %pick.node, pool = %self.name, %reason,
+                "call lost with its node; leaving the node out for a while");
+            inner.directory.lost(&pick.node);
+        }
+        (Some(pick.node.clone()), outcome)
+    }
+}
+
+fn encode<T: Serialize>(req: &T) -> Result<Bytes, CallError> {
+    serde_json::to_vec(req)
+        .map(Bytes::from)
+        .map_err(|e| CallError::BadRequest {
+            message: format!("the request does not encode as JSON: {e}"),
+        })
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, CallError> {
+    serde_json::from_slice(body).map_err(|e| CallError::BadResponse {
+        message: format!(
+            "the answer does not decode into {}: {e}",
+            std::any::type_name::<T>()
+        ),
+    })
+}

@@ -1,0 +1,156 @@
+//! [`Servable`]: a local pool seen as "answers `Req`, fails with
+//! [`CallError`], has a load" — what a node serves and what
+//! [`PoolService`](crate::PoolService) wraps, so both go through the same
+//! code.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cenote_core::{
+    Call, CallOptions, CheckoutOptions, Factory, IdleStrategy, Load, Pool, WaitStrategy, Worker,
+};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::error::{CallError, ErrorKind};
+
+type Wk<F> = <F as Factory>::Worker;
+type WkError<F> = <Wk<F> as Worker>::Error;
+
+/// A pool that answers requests of type `Req`. Implemented for every
+/// [`Pool`] whose workers implement [`Call<Req>`] and whose worker error
+/// implements [`ErrorKind`].
+pub trait Servable<Req>: Clone + Send + Sync + 'static {
+    /// What a successful call returns.
+    type Response: Send + 'static;
+
+    /// Serve `req` under `opts`; with a `deadline`, the whole call (waiting
+    /// for a worker included) ends by then.
+    fn serve(
+        &self,
+        req: Req,
+        opts: CallOptions,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Self::Response, CallError>> + Send;
+
+    /// Its counts now, as a node publishes them.
+    fn load(&self) -> Load;
+}
+
+impl<Req, F, I, W> Servable<Req> for Pool<F, I, W>
+where
+    Req: Send + 'static,
+    F: Factory,
+    I: IdleStrategy,
+    W: WaitStrategy,
+    Wk<F>: Call<Req>,
+    WkError<F>: ErrorKind,
+{
+    type Response = <Wk<F> as Call<Req>>::Response;
+
+    async fn serve(
+        &self,
+        req: Req,
+        opts: CallOptions,
+        deadline: Option<Instant>,
+    ) -> Result<Self::Response, CallError> {
+        let Some(deadline) = deadline else {
+            return Ok(self.call_with(req, opts).await?);
+        };
+        // The checkout and the call share what is left of the deadline.
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let checkout = CheckoutOptions {
+            timeout: Some(opts.checkout.timeout.map_or(left(), |t| t.min(left()))),
+            priority: opts.checkout.priority,
+            affinity: opts.checkout.affinity,
+        };
+        let mut worker = self.get_with(checkout).await?;
+        let limit = opts
+            .timeout
+            .unwrap_or_else(|| worker.call_ctx().timeout())
+            .min(left());
+        if limit.is_zero() {
+            // Nothing left to run it in: the worker goes back unused
+            // rather than be killed by a deadline it never had a chance
+            // to meet.
+            return Err(CallError::CallTimeout { after: limit });
+        }
+        Ok(worker.call_within(req, limit).await?)
+    }
+
+    fn load(&self) -> Load {
+        Pool::load(self)
+    }
+}
+
+/// A served pool with its types erased: JSON in, JSON out.
+pub(crate) trait Served: Send + Sync + 'static {
+    fn call(
+        &self,
+        body: Bytes,
+        opts: CallOptions,
+        deadline: Option<Instant>,
+    ) -> BoxFuture<'static, Result<Bytes, CallError>>;
+
+    fn load(&self) -> Load;
+}
+
+/// The [`Served`] view of a `Servable<Req>`.
+pub(crate) struct Json<Req, P> {
+    pool: P,
+    _req: PhantomData<fn(Req)>,
+}
+
+impl<Req, P> Json<Req, P>
+where
+    Req: DeserializeOwned + Send + 'static,
+    P: Servable<Req>,
+    P::Response: Serialize,
+{
+    pub fn erase(pool: P) -> Arc<dyn Served> {
+        Arc::new(Json {
+            pool,
+            _req: PhantomData,
+        })
+    }
+}
+
+impl<Req, P> Served for Json<Req, P>
+where
+    Req: DeserializeOwned + Send + 'static,
+    P: Servable<Req>,
+    P::Response: Serialize,
+{
+    fn call(
+        &self,
+        body: Bytes,
+        opts: CallOptions,
+        deadline: Option<Instant>,
+    ) -> BoxFuture<'static, Result<Bytes, CallError>> {
+        let pool = self.pool.clone();
+        async move {
+            let req: Req = serde_json::from_slice(&body).map_err(|e| CallError::BadRequest {
+                message: format!(
+                    "the body does not decode into {}: {e}",
+                    std::any::type_name::<Req>()
+                ),
+            })?;
+            let resp = pool.serve(req, opts, deadline).await?;
+            serde_json::to_vec(&resp)
+                .map(Bytes::from)
+                .map_err(|e| CallError::BadResponse {
+                    message: format!("the response does not encode as JSON: {e}"),
+                })
+        }
+        .boxed()
+    }
+
+    fn load(&self) -> Load {
+        self.pool.load()
+    }
+}

@@ -1,0 +1,131 @@
+//! The gRPC service a node runs: check the token, read the call's headers,
+//! find the pool, decode, call, answer — every failure a typed status.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tonic::body::Body;
+use tonic::server::{Grpc, UnaryService};
+
+use crate::error::CallError;
+use crate::servable::Served;
+use crate::wire::{error_status, has_token, CallHeaders, RawCodec, CALL_PATH};
+
+/// One pool as the node serves it.
+pub(crate) struct Slot {
+    pub pool: Arc<dyn Served>,
+    /// Woken when a call starts or ends, so its load is published soon.
+    pub changed: Arc<Notify>,
+}
+
+/// What every call on this node reads.
+pub(crate) struct Shared {
+    pub node: String,
+    pub pools: HashMap<String, Slot>,
+    pub token: Option<String>,
+    pub max_request_bytes: usize,
+}
+
+/// A `tower::Service` over HTTP requests that tonic's server runs.
+#[derive(Clone)]
+pub(crate) struct NodeService {
+    pub shared: Arc<Shared>,
+}
+
+impl tower::Service<http::Request<Body>> for NodeService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if req.uri().path() != CALL_PATH {
+            let status = tonic::Status::unimplemented(format!(
+                "a cenote node serves only {CALL_PATH}, not {}",
+                req.uri().path()
+            ));
+            return futures::future::ready(Ok(status.into_http())).boxed();
+        }
+        let shared = Arc::clone(&self.shared);
+        async move {
+            // Over the limit, tonic refuses the body itself (OutOfRange),
+            // which callers see as `TooLarge`.
+            let mut grpc = Grpc::new(RawCodec).max_decoding_message_size(shared.max_request_bytes);
+            Ok(grpc.unary(Handler(shared), req).await)
+        }
+        .boxed()
+    }
+}
+
+/// Serves one decoded call.
+struct Handler(Arc<Shared>);
+
+impl UnaryService<Bytes> for Handler {
+    type Response = Bytes;
+    type Future = BoxFuture<'static, Result<tonic::Response<Bytes>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let shared = Arc::clone(&self.0);
+        async move {
+            serve(&shared, request)
+                .await
+                .map(tonic::Response::new)
+                .map_err(|e| error_status(&e))
+        }
+        .boxed()
+    }
+}
+
+async fn serve(shared: &Shared, request: tonic::Request<Bytes>) -> Result<Bytes, CallError> {
+    let arrived = Instant::now();
+    if let Some(token) = &shared.token {
+        if !has_token(request.metadata(), token) {
+            tracing::warn!(node = %shared.node, remote = ?request.remote_addr(),
+                "call refused: missing or wrong token");
+            return Err(CallError::Unauthorized {
+                node: shared.node.clone(),
+            });
+        }
+    }
+    let headers = CallHeaders::read(request.metadata())?;
+    let slot = shared
+        .pools
+        .get(&headers.pool)
+        .ok_or_else(|| CallError::UnknownPool {
+            pool: headers.pool.clone(),
+            node: shared.node.clone(),
+        })?;
+    // The deadline is the time the caller said was left, counted from
+    // arrival: no clock is compared across machines.
+    let deadline = headers.remaining.map(|left| arrived + left);
+    slot.changed.notify_one();
+    // Again when the call ends, however it ends (a caller that hangs up
+    // drops this future).
+    let _ended = NotifyOnDrop(&slot.changed);
+    let outcome = slot
+        .pool
+        .call(request.into_inner(), headers.opts, deadline)
+        .await;
+    if let Err(e) = &outcome {
+        tracing::debug!(node = %shared.node, pool = %headers.pool, error = %e, "call failed");
+    }
+    outcome
+}
+
+struct NotifyOnDrop<'a>(&'a Notify);
+
+impl Drop for NotifyOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
