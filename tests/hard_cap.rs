@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cenote::python::{PyCall, PythonConfig, PythonFactory};
-use cenote::{Pool, Status};
+use cenote::{CrashBudget, Pool, Status};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::json;
 
@@ -44,6 +44,12 @@ async fn python_pool(tag: &str) -> PyPool {
         .call_timeout(Duration::from_secs(5))
         .create_timeout(Duration::from_secs(5))
         .shutdown_grace(Duration::from_millis(300))
+        // The storm kills on purpose, ~60 times: do not let the crash-loop
+        // budget hold the final refill back (that is tested elsewhere).
+        .crash_budget(CrashBudget {
+            max_restarts: 10_000,
+            window: Duration::from_secs(10),
+        })
         .build()
         .await
         .expect("pool builds")
