@@ -221,7 +221,8 @@ impl Zygote {
             sock,
             state: Mutex::new(LinkState::default()),
         });
-        let first = tokio::time::timeout(config.startup_timeout, link.recv()).await;
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let first = tokio::time::timeout(config.startup_timeout, link.recv(&mut buf)).await;
         let startup = |message: String, process: &Process| PythonError::Startup {
             pid,
             message,
@@ -229,7 +230,7 @@ impl Zygote {
         };
         let outcome = match first {
             Ok(Ok(Some(Message::Ready))) => {
-                let reader = tokio::spawn(read(Arc::clone(&link)));
+                let reader = tokio::spawn(read(Arc::clone(&link), buf));
                 return Ok(Started::Ready(Box::new(Zygote {
                     pid,
                     link,
@@ -348,9 +349,9 @@ impl Drop for Zygote {
 }
 
 /// Dispatch what the zygote sends until it goes away.
-async fn read(link: Arc<Link>) {
+async fn read(link: Arc<Link>, mut buf: Vec<u8>) {
     loop {
-        let msg = match link.recv().await {
+        let msg = match link.recv(&mut buf).await {
             Ok(Some(msg)) => msg,
             Ok(None) | Err(_) => break,
         };
@@ -418,9 +419,9 @@ async fn read(link: Arc<Link>) {
 }
 
 impl Link {
-    /// One message from the zygote; `None` at end-of-file.
-    async fn recv(&self) -> io::Result<Option<Message>> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
+    /// One message from the zygote, read into `buf` (reused across
+    /// messages); `None` at end-of-file.
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Message>> {
         let n = loop {
             let mut guard = self.sock.readable().await?;
             let got = guard.try_io(|sock| {
