@@ -152,8 +152,6 @@ pub(crate) struct State<Wk: Worker, I: IdleStrategy, W: WaitStrategy> {
     max_overflow: usize,
     /// Starts under way, including those in backoff after a failure.
     starts: BTreeMap<WorkerId, Start>,
-    /// How many of `starts` are failing.
-    failing: usize,
     /// Workers out of the idle queue: checked out, or being recycled.
     busy: usize,
     /// Workers (and cancelled starts) shutting down.
@@ -181,7 +179,6 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             size: config.size,
             max_overflow: config.max_overflow,
             starts: BTreeMap::new(),
-            failing: 0,
             busy: 0,
             stopping: 0,
             retiring: HashMap::new(),
@@ -236,7 +233,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
 
     /// Every start has made its worker or failed at least once.
     pub fn warm_settled(&self) -> bool {
-        self.starts.len() == self.failing
+        self.starts.values().all(|s| s.failing)
     }
 
     /// No worker is up and every start is failing: no waiter can be served
@@ -245,7 +242,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         self.idle.is_empty()
             && self.busy == 0
             && !self.starts.is_empty()
-            && self.failing == self.starts.len()
+            && self.starts.values().all(|s| s.failing)
     }
 
     /// The start error a caller should get instead of waiting, if nobody
@@ -311,13 +308,6 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
                 self.size,
                 self.max_overflow,
                 self.busy
-            ));
-        }
-        let failing = self.starts.values().filter(|s| s.failing).count();
-        if failing != self.failing {
-            return Err(format!(
-                "failing {} != failing starts {failing}",
-                self.failing
             ));
         }
         if self.closed && self.waiting() > 0 {
@@ -879,9 +869,6 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// until its task ends.
     fn cancel_start(&mut self, id: WorkerId) {
         if let Some(start) = self.starts.remove(&id) {
-            if start.failing {
-                self.failing -= 1;
-            }
             if let Some(old) = start.replaces {
                 // The retiring worker serves on and asks again on its next return.
                 self.retiring.remove(&old);
@@ -904,9 +891,6 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             });
             return fx;
         };
-        if start.failing {
-            self.failing -= 1;
-        }
         self.last_start_error = None;
         self.busy += 1;
         if self.closed {
@@ -932,10 +916,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         self.totals.start_failures += 1;
         self.totals.restarts += 1;
         if let Some(start) = self.starts.get_mut(&id) {
-            if !start.failing {
-                start.failing = true;
-                self.failing += 1;
-            }
+            start.failing = true;
         }
         self.last_start_error = Some(Arc::clone(&err));
         if self.nobody_can_serve() {
