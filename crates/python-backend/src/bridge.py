@@ -1,15 +1,23 @@
 # cenote bridge: runs inside each Python worker process.
 #
 # Launched as `<python> -u -c <script> <handler> <max_frame> <parent_pid>`.
-# <script> is this file with two classes put in front of it, generated from
-# the crate's protocol.rs (see bridge.rs): `ErrorKind`, the kinds an error
-# frame carries, and `BridgeExit`, this process's exit codes. Both sides use
-# them by name; a kind or a code is never spelled out here.
+# <script> is this file with three classes put in front of it, generated
+# from the crate's protocol.rs (see bridge.rs): `ErrorKind`, the kinds an
+# error frame carries, `BridgeExit`, this process's exit codes, and `Wire`,
+# the protocol version and the frame constants. Both sides use them by name;
+# a kind or a code is never spelled out here.
 #
-# Frames: u32 big-endian length, then a UTF-8 JSON object with "t" (type) and
-# "id" (request id). Protocol frames travel on private duplicates of fds 0 and
-# 1; fd 1 is pointed at stderr and fd 0 at /dev/null, so print(), C-level
-# writes and child processes cannot corrupt or steal frames.
+# Frames: a u32 big-endian word, then the body. The word's low 31 bits are
+# the body's size; with its top bit (Wire.ATTACHMENTS_FLAG) set, the body is
+# u32 count, count u32 lengths, the JSON, then the raw attachments, else it
+# is the JSON alone. The JSON is an object with "t" (type) and "id" (request
+# id); in a frame with attachments, an object whose one key is
+# Wire.PLACEHOLDER stands for the attachment of that index. A handler gets
+# attachments as `bytes`; it may return bytes, bytearray or memoryview
+# anywhere in a result, and they travel as attachments. Protocol frames
+# travel on private duplicates of fds 0 and 1; fd 1 is pointed at stderr
+# and fd 0 at /dev/null, so print(), C-level writes and child processes
+# cannot corrupt or steal frames.
 #
 # The handler module:
 # - A file is registered under its file name, so its neighbours can import
@@ -32,13 +40,11 @@
 # - Any other BaseException out of a handler (KeyboardInterrupt...) ends the
 #   bridge with INTERNAL, as does a bug of its own.
 # - OK: stdin closed or a shutdown frame. PROTOCOL: an incoming frame over
-#   the max frame size. PARENT_GONE: the host went away; the bridge kills
+#   the max frame size, or whose attachment table does not fit it. PARENT_GONE: the host went away; the bridge kills
 #   its process group (itself included, so this code is seen only if that
 #   fails).
 import os
 import sys
-
-PROTOCOL = 1
 
 
 def _setup_fds():
@@ -96,11 +102,51 @@ import traceback  # noqa: E402
 # push the handler's last words out of the stderr tail of a crash report.
 faulthandler.enable(file=sys.stderr, all_threads=False)
 
-_HEADER = struct.Struct(">I")
+_WORD = struct.Struct(">I")
+_BODY_MASK = Wire.ATTACHMENTS_FLAG - 1
+_BYTES = (bytes, bytearray, memoryview)
+
+# What the encoder found to send as attachments, in placeholder order. The
+# bridge encodes one frame at a time, on one thread.
+_attached = []
+
+
+def _attach(obj):
+    # The encoder's hook for what JSON cannot hold: bytes become attachments.
+    if isinstance(obj, _BYTES):
+        _attached.append(obj)
+        return {Wire.PLACEHOLDER: len(_attached) - 1}
+    raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
+
+
+def _flat(obj):
+    # A buffer as a flat run of bytes (numpy-style views included).
+    view = memoryview(obj)
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
 _dumps = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_attach
 ).encode
 _loads = json.loads
+
+
+def _loads_attached(body, attachments):
+    # The JSON of a frame with attachments, placeholders replaced by their
+    # bytes; also the placeholders that name no attachment.
+    bad = []
+
+    def resolve(obj):
+        if len(obj) == 1 and Wire.PLACEHOLDER in obj:
+            index = obj[Wire.PLACEHOLDER]
+            if type(index) is int and 0 <= index < len(attachments):
+                return attachments[index]
+            bad.append(index)
+        return obj
+
+    return json.loads(body, object_hook=resolve), bad
 
 
 # Results of these types need no awaiting, collecting or streaming checks.
@@ -155,17 +201,41 @@ class Bridge:
         self.found = {}
 
     # ---- wire -------------------------------------------------------------
-    def write(self, data):
-        view = memoryview(data)
-        while view:
-            n = os.write(_cenote_frames_out, view)
-            view = view[n:]
+    def write(self, parts):
+        # One frame, as a list of buffers: a single write for a plain
+        # frame, vectored writes (no copies) for one with attachments.
+        if len(parts) == 1:
+            view = memoryview(parts[0])
+            while view:
+                n = os.write(_cenote_frames_out, view)
+                view = view[n:]
+            return
+        views = [memoryview(p) for p in parts if len(p)]
+        while views:
+            n = os.writev(_cenote_frames_out, views[:512])
+            while views and n >= views[0].nbytes:
+                n -= views[0].nbytes
+                views.pop(0)
+            if n:
+                views[0] = views[0][n:]
 
     def encode(self, obj):
-        payload = _dumps(obj).encode("utf-8")
-        if len(payload) > self.max_frame:
-            raise _TooLarge(len(payload))
-        return _HEADER.pack(len(payload)) + payload
+        del _attached[:]
+        try:
+            payload = _dumps(obj).encode("utf-8")
+            found = [_flat(b) for b in _attached]
+        finally:
+            del _attached[:]
+        if not found:
+            if len(payload) > self.max_frame:
+                raise _TooLarge(len(payload))
+            return [_WORD.pack(len(payload)) + payload]
+        lengths = [b.nbytes for b in found]
+        table = struct.pack(">%dI" % (len(found) + 1), len(found), *lengths)
+        size = len(table) + len(payload) + sum(lengths)
+        if size > self.max_frame:
+            raise _TooLarge(size)
+        return [_WORD.pack(size | Wire.ATTACHMENTS_FLAG) + table, payload] + found
 
     def send(self, obj):
         self.write(self.encode(obj))
@@ -190,7 +260,7 @@ class Bridge:
                 rid,
                 ErrorKind.TOO_LARGE,
                 "FrameTooLarge",
-                "%s produced %d bytes of JSON, over the max frame size of %d bytes"
+                "%s produced %d bytes (JSON and raw bytes), over the max frame size of %d bytes"
                 % (function, e.args[0], self.max_frame),
             )
             return False
@@ -205,21 +275,50 @@ class Bridge:
         self.write(data)
         return True
 
+    def read_exactly(self, n):
+        # n bytes, or None at the end of the stream. A large read goes
+        # straight from the pipe into the bytes object it returns.
+        data = self.reader.read(n)
+        return data if len(data) == n else None
+
     def read(self):
-        head = self.reader.read(4)
-        if len(head) < 4:
+        # The next frame as (JSON, attachments or None); None at the end.
+        head = self.read_exactly(4)
+        if head is None:
             return None
-        (n,) = _HEADER.unpack(head)
+        (word,) = _WORD.unpack(head)
+        n = word & _BODY_MASK
         if n > self.max_frame:
-            sys.stderr.write(
-                "cenote bridge: incoming frame of %d bytes exceeds max frame size %d\n"
-                % (n, self.max_frame)
-            )
-            os._exit(BridgeExit.PROTOCOL)
-        body = self.reader.read(n)
-        if len(body) < n:
+            self.broken("incoming frame of %d bytes exceeds max frame size %d" % (n, self.max_frame))
+        if not word & Wire.ATTACHMENTS_FLAG:
+            body = self.read_exactly(n)
+            return None if body is None else (body, None)
+        if n < 4:
+            self.broken("a frame of %d bytes is too small for its attachment table" % n)
+        count = self.read_exactly(4)
+        if count is None:
             return None
-        return body
+        (count,) = _WORD.unpack(count)
+        if 4 + 4 * count > n:
+            self.broken("a table of %d attachments does not fit a frame of %d bytes" % (count, n))
+        table = self.read_exactly(4 * count)
+        if table is None:
+            return None
+        lengths = struct.unpack(">%dI" % count, table)
+        json_len = n - 4 - 4 * count - sum(lengths)
+        if json_len < 0:
+            self.broken("attachments of %d bytes do not fit a frame of %d" % (sum(lengths), n))
+        body = self.read_exactly(json_len)
+        attachments = [self.read_exactly(length) for length in lengths]
+        if body is None or None in attachments:
+            return None
+        return body, attachments
+
+    def broken(self, what):
+        # The host sent a frame this bridge cannot read past.
+        sys.stderr.write("cenote bridge: %s\n" % what)
+        sys.stderr.flush()
+        os._exit(BridgeExit.PROTOCOL)
 
     # ---- calls ------------------------------------------------------------
     def functions(self):
@@ -371,16 +470,29 @@ class Bridge:
 
     def serve(self):
         while True:
-            body = self.read()
-            if body is None:
+            frame = self.read()
+            if frame is None:
                 return
+            body, attachments = frame
             try:
-                msg = _loads(body)
+                if attachments is None:
+                    msg, bad = _loads(body), None
+                else:
+                    msg, bad = _loads_attached(body, attachments)
                 kind = msg["t"]
                 rid = msg.get("id", 0)
             except Exception as e:
                 self.send_error(
                     0, ErrorKind.BAD_REQUEST, type(e).__name__, "undecodable frame: %s" % e
+                )
+                continue
+            if bad:
+                self.send_error(
+                    rid,
+                    ErrorKind.BAD_REQUEST,
+                    "BadRequest",
+                    "a placeholder refers to attachment %r, but the call carries %d"
+                    % (bad[0], len(attachments)),
                 )
                 continue
             if kind == "shutdown":
@@ -471,7 +583,7 @@ def _serve(module, max_frame):
             "id": 0,
             "pid": os.getpid(),
             "version": platform.python_version(),
-            "protocol": PROTOCOL,
+            "protocol": Wire.PROTOCOL,
             "functions": bridge.functions(),
         }
     )

@@ -1,15 +1,19 @@
 //! The bridge script every worker runs, shipped inside the crate so a pool
 //! needs nothing installed on the Python side.
 //!
-//! `bridge.py` does not define its error kinds and exit codes: [`script`]
-//! puts in front of it two Python classes, `ErrorKind` and `BridgeExit`, made
-//! from the tables in `protocol.rs`. The names and values therefore exist
-//! once, and the tests below check that the script uses exactly those names.
+//! `bridge.py` does not define its error kinds, exit codes or wire
+//! constants: [`script`] puts in front of it three Python classes,
+//! `ErrorKind` and `BridgeExit`, made from the tables in `protocol.rs`, and
+//! `Wire` (the protocol version, the frame word's attachments flag, the
+//! placeholder key). The names and values therefore exist once, and the
+//! tests below check that the script uses exactly those names.
 
 use std::fmt::Write;
 use std::sync::LazyLock;
 
-use crate::protocol::{BridgeExit, ErrorKind};
+use crate::attach;
+use crate::frame::ATTACHMENTS_FLAG;
+use crate::protocol::{BridgeExit, ErrorKind, PROTOCOL};
 
 /// The script as written; not runnable until the tables are put in front.
 const SOURCE: &str = include_str!("bridge.py");
@@ -33,6 +37,11 @@ fn tables() -> String {
     for exit in BridgeExit::ALL {
         let _ = writeln!(out, "    {} = {}", exit.name(), exit.code());
     }
+    let _ = write!(
+        out,
+        "class Wire:\n    PROTOCOL = {PROTOCOL}\n    ATTACHMENTS_FLAG = {ATTACHMENTS_FLAG}\n    PLACEHOLDER = {:?}\n",
+        attach::KEY
+    );
     out
 }
 
@@ -98,9 +107,11 @@ mod tests {
         let head = &script[..script.len() - SOURCE.len()];
         assert!(head.contains("    BAD_ARGS = \"bad_args\"\n"), "{head}");
         assert!(head.contains("    PARENT_GONE = 75\n"), "{head}");
+        assert!(head.contains("    PLACEHOLDER = \"$cenote_bytes\"\n"), "{head}");
+        assert!(head.contains(&format!("    PROTOCOL = {PROTOCOL}\n")), "{head}");
         assert_eq!(
             head.lines().count(),
-            3 + ErrorKind::ALL.len() + BridgeExit::ALL.len()
+            7 + ErrorKind::ALL.len() + BridgeExit::ALL.len()
         );
     }
 }

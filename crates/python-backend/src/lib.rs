@@ -76,6 +76,7 @@
 
 #![warn(missing_docs)]
 
+mod attach;
 mod bridge;
 mod command;
 mod config;
@@ -85,16 +86,19 @@ mod frame;
 mod pool;
 mod process;
 mod protocol;
+mod reply;
 mod request;
 mod stream;
 mod worker;
 mod zygote;
 
+pub use attach::KEY as BYTES_PLACEHOLDER_KEY;
 pub use bridge::script as bridge_script;
+pub use bytes::Bytes;
 pub use config::{Handler, PythonConfig, StartMode, THREAD_ENV};
 pub use error::{Exit, PythonError, StderrTail};
 pub use factory::{PythonFactory, StartReport};
-pub use frame::{Decoder as FrameDecoder, FrameError};
+pub use frame::{Decoder as FrameDecoder, Frame, FrameError};
 pub use pool::PythonPool;
 pub use protocol::BridgeExit;
 pub use request::{PyCall, TypedCall};

@@ -3,16 +3,21 @@
 //! ([`ErrorKind`]) and the bridge's exit codes ([`BridgeExit`]).
 //!
 //! Every message is a JSON object with `t` (its type) and `id` (the request it
-//! belongs to; 0 for the ready frame and start errors). The bridge side of
-//! this lives in `bridge.py`. The tables are kept only here: `bridge.rs`
-//! hands them to the script as Python classes of the same names, so the two
-//! sides cannot disagree on a kind or a code.
+//! belongs to; 0 for the ready frame and start errors). A call, a result and
+//! a stream chunk may also carry raw attachments (see `frame.rs` and
+//! `attach`). The bridge side of this lives in `bridge.py`. The tables and
+//! constants are kept only here: `bridge.rs` hands them to the script as
+//! Python classes of the same names, so the two sides cannot disagree on a
+//! kind, a code or the wire.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Protocol version the bridge announces in its ready frame.
-pub const PROTOCOL: u32 = 1;
+use crate::reply::Reply;
+
+/// Protocol version the bridge announces in its ready frame; the worker
+/// refuses to start on any other. 2: frames may carry attachments.
+pub const PROTOCOL: u32 = 2;
 
 /// How a request failed, as the `kind` of an error frame. The bridge knows
 /// each kind as `ErrorKind.<AS_STR_IN_CAPITALS>`, e.g. `ErrorKind.BAD_ARGS`.
@@ -79,7 +84,8 @@ impl ErrorKind {
 pub enum BridgeExit {
     /// Its stdin closed or a shutdown frame arrived: a clean exit.
     Ok = 0,
-    /// It was sent a frame over the max frame size.
+    /// It was sent a frame over the max frame size, or one whose attachment
+    /// table does not fit it.
     Protocol = 65,
     /// The handler module failed to import (the error frame says why).
     ImportFailed = 66,
@@ -120,7 +126,9 @@ impl BridgeExit {
     pub const fn meaning(self) -> &'static str {
         match self {
             BridgeExit::Ok => "a clean exit",
-            BridgeExit::Protocol => "it was sent a frame over the max frame size",
+            BridgeExit::Protocol => {
+                "it was sent a frame over the max frame size, or one it could not read past"
+            }
             BridgeExit::ImportFailed => "the handler module failed to import",
             BridgeExit::Internal => "an exception escaped the bridge",
             BridgeExit::ParentGone => "its host process went away",
@@ -166,13 +174,13 @@ pub enum Incoming {
         functions: Vec<String>,
     },
     /// A call's return value.
-    Result { id: u64, value: Value },
+    Result { id: u64, value: Reply },
     /// A call (or the start, id 0) failed.
     Error(ErrorFrame),
     /// Answer to a ping.
     Pong { id: u64 },
     /// One item of a streamed call.
-    Chunk { id: u64, data: Value },
+    Chunk { id: u64, data: Reply },
     /// A streamed call finished.
     End { id: u64 },
 }
@@ -224,9 +232,17 @@ struct Flat<'a> {
 }
 
 impl Incoming {
-    /// Parse one frame's payload.
-    pub fn parse(bytes: &[u8]) -> Result<Incoming, String> {
-        let f: Flat<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    /// Parse one frame: its JSON, and the attachments that only a result
+    /// or a chunk may carry.
+    pub fn parse(json: &[u8], attachments: Vec<Vec<u8>>) -> Result<Incoming, String> {
+        let f: Flat<'_> = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        if !attachments.is_empty() && !matches!(&*f.t, "result" | "chunk") {
+            return Err(format!(
+                "a {:?} frame carries {} attachments; only results and chunks may",
+                f.t,
+                attachments.len()
+            ));
+        }
         Ok(match &*f.t {
             "ready" => Incoming::Ready {
                 pid: f.pid,
@@ -236,7 +252,7 @@ impl Incoming {
             },
             "result" => Incoming::Result {
                 id: f.id,
-                value: f.value,
+                value: Reply::new(f.value, attachments),
             },
             "error" => Incoming::Error(ErrorFrame {
                 id: f.id,
@@ -249,7 +265,7 @@ impl Incoming {
             "pong" => Incoming::Pong { id: f.id },
             "chunk" => Incoming::Chunk {
                 id: f.id,
-                data: f.data,
+                data: Reply::new(f.data, attachments),
             },
             "end" => Incoming::End { id: f.id },
             other => return Err(format!("unknown frame type {other:?}")),
@@ -308,25 +324,24 @@ mod tests {
 
     #[test]
     fn incoming_parses_each_kind() {
-        let r = Incoming::parse(br#"{"t":"result","id":3,"value":[1]}"#).unwrap();
+        let r = Incoming::parse(br#"{"t":"result","id":3,"value":[1]}"#, vec![]).unwrap();
         assert_eq!(r.id(), 3);
-        assert!(matches!(r, Incoming::Result { value, .. } if value == serde_json::json!([1])));
-        let e = Incoming::parse(
-            br#"{"t":"error","id":4,"kind":"raised","type":"ValueError","message":"m\"q","traceback":"tb"}"#,
-        )
+        let Incoming::Result { value, .. } = r else {
+            panic!("not a result: {r:?}")
+        };
+        assert_eq!(value.into_json("f").unwrap(), serde_json::json!([1]));
+        let e = Incoming::parse(br#"{"t":"error","id":4,"kind":"raised","type":"ValueError","message":"m\"q","traceback":"tb"}"#, vec![])
         .unwrap();
         assert!(e.is_terminal());
         assert!(
             matches!(e, Incoming::Error(ErrorFrame { kind: ErrorKind::Raised, type_name, message, .. }) if type_name == "ValueError" && message == "m\"q")
         );
-        let c = Incoming::parse(br#"{"t":"chunk","id":5,"data":1}"#).unwrap();
+        let c = Incoming::parse(br#"{"t":"chunk","id":5,"data":1}"#, vec![]).unwrap();
         assert!(!c.is_terminal());
-        assert!(Incoming::parse(br#"{"t":"bogus","id":1}"#).is_err());
-        assert!(Incoming::parse(br#"{"id":1}"#).is_err());
-        assert!(Incoming::parse(b"\xff\x00garbage").is_err());
-        let r = Incoming::parse(
-            br#"{"t":"ready","id":0,"pid":9,"version":"3.11","protocol":1,"functions":["f"]}"#,
-        )
+        assert!(Incoming::parse(br#"{"t":"bogus","id":1}"#, vec![]).is_err());
+        assert!(Incoming::parse(br#"{"id":1}"#, vec![]).is_err());
+        assert!(Incoming::parse(b"\xff\x00garbage", vec![]).is_err());
+        let r = Incoming::parse(br#"{"t":"ready","id":0,"pid":9,"version":"3.11","protocol":1,"functions":["f"]}"#, vec![])
         .unwrap();
         assert!(matches!(
             r,
@@ -347,10 +362,18 @@ mod tests {
         assert_eq!(ErrorKind::parse(""), None);
         // An error frame of a kind not in the table is not a protocol
         // message (the worker reports a protocol breach), never a panic.
-        let e = Incoming::parse(br#"{"t":"error","id":4,"kind":"meltdown","message":"m"}"#)
+        let e = Incoming::parse(br#"{"t":"error","id":4,"kind":"meltdown","message":"m"}"#, vec![])
             .unwrap_err();
         assert!(e.contains("meltdown"), "{e}");
-        assert!(Incoming::parse(br#"{"t":"error","id":4}"#).is_err());
+        assert!(Incoming::parse(br#"{"t":"error","id":4}"#, vec![]).is_err());
+    }
+
+    #[test]
+    fn only_results_and_chunks_carry_attachments() {
+        let r = Incoming::parse(br#"{"t":"result","id":3,"value":null}"#, vec![vec![1]]);
+        assert!(matches!(r, Ok(Incoming::Result { .. })));
+        let e = Incoming::parse(br#"{"t":"pong","id":3}"#, vec![vec![1]]).unwrap_err();
+        assert!(e.contains("only results and chunks"), "{e}");
     }
 
     #[test]

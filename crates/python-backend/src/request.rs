@@ -1,12 +1,15 @@
-//! Requests: [`PyCall`] names a Python function and its arguments;
-//! [`TypedCall`] adds the Rust type the result is decoded into.
+//! Requests: [`PyCall`] names a Python function and its arguments (JSON,
+//! plus raw bytes carried beside it); [`TypedCall`] adds the Rust type the
+//! result is decoded into.
 
 use std::marker::PhantomData;
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::attach;
 use crate::error::PythonError;
 
 /// One call of a handler function.
@@ -27,9 +30,37 @@ use crate::error::PythonError;
 /// assert_eq!(wire, PyCall::new("add", json!([1, 2])));
 /// ```
 ///
+/// # Raw bytes
+///
+/// Bytes travel beside the JSON, as they are: no base64, no pickle, no copy
+/// on the way out. The handler gets a Python `bytes` where they were put.
+/// [`with_args`](Self::with_args) takes them from any byte-string field
+/// (`bytes::Bytes`, `serde_bytes::ByteBuf`, `#[serde(with = "serde_bytes")]`
+/// on a `Vec<u8>`); [`attach`](Self::attach) and
+/// [`kwarg_bytes`](Self::kwarg_bytes) put them into JSON built by hand.
+///
+/// ```
+/// use bytes::Bytes;
+/// use cenote_python::PyCall;
+/// use serde_json::json;
+/// // thumbnail(image, 128): the image goes as raw bytes.
+/// let call = PyCall::with_args("thumbnail", &(Bytes::from(vec![0xff; 1024]), 128)).unwrap();
+/// // The same by hand: a placeholder marks where the bytes go.
+/// let mut call = PyCall::new("thumbnail", json!(null));
+/// let image = call.attach(vec![0xff; 1024]);
+/// call.args = json!([image, 128]);
+/// // As a keyword argument: thumbnail(size=128, image=b"...").
+/// let call = PyCall::new("thumbnail", json!({"size": 128})).kwarg_bytes("image", vec![0xff; 1024]);
+/// # let _ = call;
+/// ```
+///
+/// Where bytes go, the JSON holds a placeholder, `{"$cenote_bytes": 0}`;
+/// in a call that carries bytes, an object of that one key is read as one.
+///
 /// It is a serde type, so a call can travel (e.g. to a pool on another
 /// node) as `{"function": "add", "args": [1, 2]}`; `args` and `kwargs`
-/// may be left out.
+/// may be left out. Its bytes then travel as `"attachments"`, in whatever
+/// form that serde format gives byte strings (JSON: arrays of numbers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PyCall {
     /// A public function of the handler module.
@@ -40,6 +71,9 @@ pub struct PyCall {
     /// Extra keyword arguments, merged over an object `args`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kwargs: Option<Map<String, Value>>,
+    /// The raw bytes the placeholders in `args` and `kwargs` stand for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    attachments: Vec<Bytes>,
 }
 
 impl PyCall {
@@ -49,20 +83,44 @@ impl PyCall {
             function: function.into(),
             args,
             kwargs: None,
+            attachments: Vec::new(),
         }
     }
 
     /// Call `function` with arguments from any serde type (a struct becomes
-    /// keyword arguments, a tuple or `Vec` positional ones).
+    /// keyword arguments, a tuple or `Vec` positional ones). Byte-string
+    /// fields (`Bytes`, `ByteBuf`, `serde_bytes`) travel as raw bytes.
     pub fn with_args<A: Serialize + ?Sized>(
         function: impl Into<String>,
         args: &A,
     ) -> Result<Self, PythonError> {
         let function = function.into();
-        let args = serde_json::to_value(args).map_err(|e| {
+        let (args, attachments) = attach::to_value(args).map_err(|e| {
             PythonError::BadRequest(format!("arguments for {function} cannot be encoded: {e}"))
         })?;
-        Ok(PyCall::new(function, args))
+        Ok(PyCall {
+            attachments,
+            ..PyCall::new(function, args)
+        })
+    }
+
+    /// Carry `bytes` with this call and return the placeholder that stands
+    /// for them: put it anywhere in `args` or `kwargs`, and the handler gets
+    /// the bytes there. A `Vec<u8>` or `Bytes` is moved in, not copied.
+    pub fn attach(&mut self, bytes: impl Into<Bytes>) -> Value {
+        self.attachments.push(bytes.into());
+        attach::placeholder(self.attachments.len() - 1)
+    }
+
+    /// Add one keyword argument holding raw bytes.
+    pub fn kwarg_bytes(mut self, key: impl Into<String>, bytes: impl Into<Bytes>) -> Self {
+        let placeholder = self.attach(bytes);
+        self.kwarg(key, placeholder)
+    }
+
+    /// The raw bytes this call carries, in placeholder order.
+    pub fn attachments(&self) -> &[Bytes] {
+        &self.attachments
     }
 
     /// Add one keyword argument.
@@ -89,18 +147,13 @@ impl<S: Into<String>> From<(S, Value)> for PyCall {
 }
 
 /// A [`PyCall`] whose result is decoded into `R`
-/// ([`PythonError::Decode`] if it does not fit).
+/// ([`PythonError::Decode`] if it does not fit). Bytes the handler returns
+/// (`bytes`, `bytearray`, `memoryview`) decode into byte-string fields:
+/// `bytes::Bytes` and `serde_bytes::ByteBuf` take them with no copy; a plain
+/// `Vec<u8>` also works, element by element.
 #[derive(Debug, Clone)]
 pub struct TypedCall<R> {
     /// The call.
     pub call: PyCall,
     _result: PhantomData<fn() -> R>,
-}
-
-/// Decode a JSON result into `R`, naming the function on failure.
-pub(crate) fn decode<R: DeserializeOwned>(function: &str, value: Value) -> Result<R, PythonError> {
-    serde_json::from_value(value).map_err(|e| PythonError::Decode {
-        function: function.to_string(),
-        source: std::sync::Arc::new(e),
-    })
 }

@@ -14,14 +14,19 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::PythonError;
-use crate::request::{decode, PyCall};
+use crate::reply::Reply;
+use crate::request::PyCall;
 use crate::worker::PythonWorker;
 
 /// Streamed items of one call. Ends after the generator's last item, or
 /// after the first error.
+///
+/// As a `Stream` it yields JSON values; an item holding bytes is then a
+/// [`PythonError::Decode`]. [`typed`](Self::typed) decodes items into a
+/// Rust type, bytes into its byte-string fields.
 pub struct PyStream<'a> {
     function: String,
-    inner: BoxStream<'a, Result<Value, PythonError>>,
+    inner: BoxStream<'a, Result<Reply, PythonError>>,
 }
 
 impl PyStream<'_> {
@@ -38,7 +43,7 @@ impl<'a> PyStream<'a> {
     ) -> impl Stream<Item = Result<T, PythonError>> + Send + 'a {
         let function = self.function;
         self.inner
-            .map(move |item| item.and_then(|v| decode::<T>(&function, v)))
+            .map(move |item| item.and_then(|reply| reply.decode::<T>(&function)))
     }
 }
 
@@ -46,7 +51,10 @@ impl Stream for PyStream<'_> {
     type Item = Result<Value, PythonError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.poll_next_unpin(cx)
+        let me = &mut *self;
+        me.inner
+            .poll_next_unpin(cx)
+            .map(|item| item.map(|item| item.and_then(|reply| reply.into_json(&me.function))))
     }
 }
 

@@ -146,11 +146,16 @@ async fn handshake(session: &mut Session, config: &PythonConfig) -> Result<Ready
             functions,
         }) => {
             if protocol != PROTOCOL {
-                return Err(session
-                    .violation(format!(
-                        "bridge speaks protocol {protocol}, this crate {PROTOCOL}"
-                    ))
-                    .await);
+                session.kill_and_reap().await;
+                return Err(PythonError::Startup {
+                    pid,
+                    message: format!(
+                        "its bridge speaks wire protocol {protocol}, and this cenote-python \
+                         speaks {PROTOCOL}; run the bridge script of the same cenote-python \
+                         version (cenote_python::bridge_script())"
+                    ),
+                    stderr_tail: session.tail(),
+                });
             }
             if reported != pid {
                 tracing::warn!(worker = %session.label(), pid, reported, "bridge reports another pid than the one spawned");

@@ -25,7 +25,8 @@ use tokio::time::Instant;
 use crate::config::PythonConfig;
 use crate::error::PythonError;
 use crate::protocol::{ErrorFrame, ErrorKind, Incoming};
-use crate::request::{decode, PyCall, TypedCall};
+use crate::reply::Reply;
+use crate::request::{PyCall, TypedCall};
 use crate::stream::PyStream;
 
 pub use self::launch::ReadyInfo;
@@ -85,9 +86,28 @@ impl PythonWorker {
     }
 
     /// Call a handler function and return its JSON result, by `ctx`'s
-    /// deadline (past it the process group is killed).
+    /// deadline (past it the process group is killed). A result holding
+    /// bytes is a [`PythonError::Decode`]: ask for them with
+    /// [`call_as`](Self::call_as).
     pub async fn call_json(&mut self, call: PyCall, ctx: CallCtx) -> Result<Value, PythonError> {
-        let deadline = self.begin(&call, false, ctx).await?;
+        let reply = self.reply(&call, ctx).await?;
+        reply.into_json(&call.function)
+    }
+
+    /// Call a handler function and decode its result into `R`, bytes the
+    /// handler returned into `R`'s byte-string fields.
+    pub async fn call_as<R: DeserializeOwned>(
+        &mut self,
+        call: PyCall,
+        ctx: CallCtx,
+    ) -> Result<R, PythonError> {
+        let reply = self.reply(&call, ctx).await?;
+        reply.decode(&call.function)
+    }
+
+    /// Send `call` and wait for its result frame.
+    async fn reply(&mut self, call: &PyCall, ctx: CallCtx) -> Result<Reply, PythonError> {
+        let deadline = self.begin(call, false, ctx).await?;
         match self.answer(deadline, &call.function).await? {
             Incoming::Result { value, .. } => Ok(value),
             other => Err(self
@@ -95,17 +115,6 @@ impl PythonWorker {
                 .violation(format!("answered a call with a {} frame", other.kind()))
                 .await),
         }
-    }
-
-    /// Call a handler function and decode its result into `R`.
-    pub async fn call_as<R: DeserializeOwned>(
-        &mut self,
-        call: PyCall,
-        ctx: CallCtx,
-    ) -> Result<R, PythonError> {
-        let function = call.function.clone();
-        let value = self.call_json(call, ctx).await?;
-        decode(&function, value)
     }
 
     /// Stream the items of a generator handler (a plain handler streams its
@@ -126,7 +135,7 @@ impl PythonWorker {
     }
 
     /// The next item of the stream in flight; `None` once it ended.
-    pub(crate) async fn next_chunk(&mut self) -> Option<Result<Value, PythonError>> {
+    pub(crate) async fn next_chunk(&mut self) -> Option<Result<Reply, PythonError>> {
         let (deadline, function) = self.session.call_in_flight()?;
         match self.answer(deadline, &function).await {
             Ok(Incoming::Chunk { data, .. }) => Some(Ok(data)),

@@ -13,6 +13,7 @@
 //! deadline) is remembered: every later use reports the same error without
 //! touching the pipes.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
 use crate::error::{Exit, PythonError, StderrTail};
-use crate::frame::{encode_with, Decoder, FrameError};
+use crate::frame::{encode_with, Decoder, Frame, FrameError, Outbound};
 use crate::process::Process;
 use crate::protocol::{Incoming, Outgoing};
 use crate::request::PyCall;
@@ -62,7 +63,8 @@ pub(super) struct Session {
     stdout: pipe::Receiver,
     decoder: Decoder,
     max_frame: usize,
-    outbox: Vec<u8>,
+    /// The frame being written and how much of it is out.
+    outbox: Outbound,
     written: usize,
     next_id: u64,
     pending: Option<Pending>,
@@ -100,7 +102,7 @@ impl Session {
             stdout,
             decoder: Decoder::new(max_frame),
             max_frame,
-            outbox: Vec::new(),
+            outbox: Outbound::default(),
             written: 0,
             next_id: 1,
             pending: None,
@@ -155,8 +157,14 @@ impl Session {
         }
     }
 
-    fn encode(&self, msg: &Outgoing<'_>) -> Result<Result<Vec<u8>, usize>, serde_json::Error> {
-        encode_with(self.max_frame, |buf| serde_json::to_writer(buf, msg))
+    fn encode(
+        &self,
+        msg: &Outgoing<'_>,
+        attachments: &[bytes::Bytes],
+    ) -> Result<Result<Outbound, usize>, serde_json::Error> {
+        encode_with(self.max_frame, attachments, |buf| {
+            serde_json::to_writer(buf, msg)
+        })
     }
 
     fn take_id(&mut self) -> u64 {
@@ -166,7 +174,7 @@ impl Session {
     }
 
     /// Make `frame` the next to write.
-    fn queue(&mut self, frame: Vec<u8>) {
+    fn queue(&mut self, frame: Outbound) {
         self.outbox = frame;
         self.written = 0;
     }
@@ -179,13 +187,16 @@ impl Session {
         stream: bool,
         ctx: CallCtx,
     ) -> Result<Instant, PythonError> {
-        let encoded = self.encode(&Outgoing::Call {
-            id: self.next_id,
-            function: &call.function,
-            args: &call.args,
-            kwargs: call.kwargs.as_ref(),
-            stream,
-        });
+        let encoded = self.encode(
+            &Outgoing::Call {
+                id: self.next_id,
+                function: &call.function,
+                args: &call.args,
+                kwargs: call.kwargs.as_ref(),
+                stream,
+            },
+            call.attachments(),
+        );
         let frame = match encoded {
             Ok(Ok(frame)) => frame,
             Ok(Err(size)) => {
@@ -302,7 +313,7 @@ impl Session {
     /// Ping the bridge and wait for its pong within `timeout`. Nothing may
     /// be outstanding: [`settle`](Self::settle) first.
     pub(super) async fn ping(&mut self, timeout: Duration) -> Result<(), PythonError> {
-        let Ok(Ok(frame)) = self.encode(&Outgoing::Ping { id: self.next_id }) else {
+        let Ok(Ok(frame)) = self.encode(&Outgoing::Ping { id: self.next_id }, &[]) else {
             return Err(PythonError::BadRequest(format!(
                 "a ping does not fit the max frame size of {} bytes",
                 self.max_frame
@@ -325,7 +336,7 @@ impl Session {
             let deadline = Instant::now() + grace;
             let polite = async {
                 self.settle().await?;
-                if let Ok(Ok(frame)) = self.encode(&Outgoing::Shutdown { id: 0 }) {
+                if let Ok(Ok(frame)) = self.encode(&Outgoing::Shutdown { id: 0 }, &[]) {
                     self.queue(frame);
                     self.flush().await?;
                 }
@@ -341,20 +352,30 @@ impl Session {
         tracing::debug!(worker = %self.label, pid = self.pid, %exit, "python worker shut down");
     }
 
-    /// Write what is left of the outbox. Cancel-safe: progress is kept.
+    /// Write what is left of the outbox, the JSON and every attachment in
+    /// one vectored write where the pipe takes it. Cancel-safe: progress is
+    /// kept.
     async fn flush(&mut self) -> Result<(), PythonError> {
-        while self.written < self.outbox.len() {
+        let total = self.outbox.len();
+        while self.written < total {
             let Some(stdin) = self.stdin.as_mut() else {
                 return Err(self.crash().await);
             };
-            match stdin.write(&self.outbox[self.written..]).await {
+            let wrote = if self.outbox.attachments.is_empty() {
+                stdin.write(&self.outbox.head[self.written..]).await
+            } else {
+                let slices = unwritten(&self.outbox, self.written);
+                stdin.write_vectored(&slices).await
+            };
+            match wrote {
                 Ok(0) | Err(_) => return Err(self.crash().await),
                 Ok(n) => self.written += n,
             }
         }
-        if self.outbox.capacity() > 1 << 20 {
-            // Sent: do not keep a large request's buffer for the worker's life.
-            self.queue(Vec::new());
+        // Sent: do not keep a request's buffers (or its caller's bytes)
+        // for the worker's life.
+        if self.outbox.head.capacity() > 1 << 20 || !self.outbox.attachments.is_empty() {
+            self.queue(Outbound::default());
         }
         Ok(())
     }
@@ -364,8 +385,8 @@ impl Session {
     /// break the protocol.
     pub(super) async fn read_frame(&mut self) -> Result<Incoming, PythonError> {
         let polled = std::future::poll_fn(|cx| self.decoder.poll_frame(&mut self.stdout, cx)).await;
-        let bytes = match polled {
-            Ok(Ok(Some(bytes))) => bytes,
+        let frame = match polled {
+            Ok(Ok(Some(frame))) => frame,
             Ok(Ok(None)) | Err(_) => return Err(self.crash().await),
             Ok(Err(FrameError::TooLarge { size, max })) => {
                 return Err(self
@@ -378,11 +399,15 @@ impl Session {
                 // The process died mid-frame.
                 return Err(self.crash().await);
             }
+            Ok(Err(e @ FrameError::BadTable { .. })) => {
+                return Err(self.violation(e.to_string()).await)
+            }
         };
-        match Incoming::parse(&bytes) {
+        let Frame { json, attachments } = frame;
+        match Incoming::parse(&json, attachments) {
             Ok(msg) => Ok(msg),
             Err(e) => {
-                let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
+                let shown = String::from_utf8_lossy(&json[..json.len().min(80)]).into_owned();
                 Err(self
                     .violation(format!(
                         "sent a frame that is not a protocol message ({e}): {shown:?}"
@@ -450,4 +475,26 @@ impl Session {
             pid: self.pid,
         })
     }
+}
+
+/// The most slices one vectored write is given (the OS takes at most
+/// `IOV_MAX`, 1024 on Linux; the rest follow in the next write).
+const MAX_SLICES: usize = 256;
+
+/// The parts of `frame` from byte `from` on, for a vectored write.
+fn unwritten(frame: &Outbound, mut from: usize) -> Vec<IoSlice<'_>> {
+    let parts = std::iter::once(&frame.head[..]).chain(frame.attachments.iter().map(|a| &a[..]));
+    let mut slices = Vec::with_capacity(MAX_SLICES.min(1 + frame.attachments.len()));
+    for part in parts {
+        if from >= part.len() {
+            from -= part.len();
+            continue;
+        }
+        slices.push(IoSlice::new(&part[from..]));
+        from = 0;
+        if slices.len() == MAX_SLICES {
+            break;
+        }
+    }
+    slices
 }
