@@ -1,14 +1,15 @@
 //! Property tests for the Python wire's frame decoder
 //! (`cenote::python::FrameDecoder`): random bytes, truncated frames, huge
-//! length prefixes and frames whose payload is not a protocol message, fed
-//! whole or split at random chunk boundaries, directly or through an async
-//! reader that stalls at random.
+//! length prefixes, attachment tables that lie, and frames whose payload is
+//! not a protocol message, fed whole or split at random chunk boundaries,
+//! directly or through an async reader that stalls at random.
 //!
 //! Properties: it never panics; it never buffers more than one maximum-size
-//! frame plus the chunk being fed; a hostile length prefix allocates nothing
-//! near the size it announces; valid frames always come back intact and in
-//! order; a stream cut mid-frame is reported as truncated with the exact
-//! number of bytes that arrived.
+//! frame plus the chunk being fed; a hostile length prefix or table
+//! allocates nothing near the size it announces; valid frames, with or
+//! without attachments, always come back intact and in order; a table that
+//! does not fit its frame is refused; a stream cut mid-frame is reported as
+//! truncated with the exact number of bytes that arrived.
 //!
 //! The message parser (`protocol::Incoming`) is private to the backend, so
 //! frames with wrong JSON are checked here to come back intact from the
@@ -24,12 +25,14 @@ use std::cell::Cell;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use cenote::python::{FrameDecoder, FrameError};
+use cenote::python::{Frame, FrameDecoder, FrameError};
 use proptest::prelude::*;
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// Bytes of the length prefix.
 const HEADER: usize = 4;
+/// The frame word's flag for a body with attachments.
+const FLAG: u32 = 1 << 31;
 /// The decoder's read chunk (`frame.rs`): the most it asks a reader for.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -99,6 +102,34 @@ fn encode(payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A frame whose body is an attachment table, `json`, then `attachments`.
+fn encode_attached(json: &[u8], attachments: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = (attachments.len() as u32).to_be_bytes().to_vec();
+    for a in attachments {
+        body.extend_from_slice(&(a.len() as u32).to_be_bytes());
+    }
+    body.extend_from_slice(json);
+    for a in attachments {
+        body.extend_from_slice(a);
+    }
+    let mut v = (body.len() as u32 | FLAG).to_be_bytes().to_vec();
+    v.extend(body);
+    v
+}
+
+/// A frame with no attachments, as the decoder hands it out.
+fn plain(json: &[u8]) -> Frame {
+    Frame {
+        json: json.to_vec(),
+        attachments: Vec::new(),
+    }
+}
+
+/// Body bytes of a decoded frame.
+fn size(frame: &Frame) -> usize {
+    frame.json.len() + frame.attachments.iter().map(Vec::len).sum::<usize>()
+}
+
 /// Split `bytes` at the given cut points (taken modulo its length).
 fn split<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     let mut at: Vec<usize> = cuts
@@ -115,7 +146,7 @@ fn split<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
 /// What feeding a stream through `extend`/`next_frame` produced.
 #[derive(Debug)]
 struct Fed {
-    frames: Vec<Vec<u8>>,
+    frames: Vec<Frame>,
     error: Option<FrameError>,
     buffered: usize,
 }
@@ -139,7 +170,7 @@ fn feed(max: usize, chunks: &[&[u8]]) -> Fed {
         loop {
             match d.next_frame() {
                 Ok(Some(f)) => {
-                    assert!(f.len() <= max, "frame of {} over max {max}", f.len());
+                    assert!(size(&f) <= max, "frame of {} over max {max}", size(&f));
                     frames.push(f);
                 }
                 Ok(None) => break,
@@ -209,7 +240,7 @@ impl AsyncRead for Trickle {
 
 /// Read frames with `poll_frame` until end of stream or an error, polling by
 /// hand; returns the frames and how the stream ended.
-fn read_all(max: usize, reader: &mut Trickle) -> (Vec<Vec<u8>>, Result<(), FrameError>, usize) {
+fn read_all(max: usize, reader: &mut Trickle) -> (Vec<Frame>, Result<(), FrameError>, usize) {
     let mut d = FrameDecoder::new(max);
     let mut cx = Context::from_waker(futures::task::noop_waker_ref());
     let mut frames = Vec::new();
@@ -219,7 +250,7 @@ fn read_all(max: usize, reader: &mut Trickle) -> (Vec<Vec<u8>>, Result<(), Frame
             Poll::Pending => continue,
             Poll::Ready(Err(e)) => panic!("the test reader does not fail: {e}"),
             Poll::Ready(Ok(Ok(Some(f)))) => {
-                assert!(f.len() <= max);
+                assert!(size(&f) <= max);
                 frames.push(f);
             }
             Poll::Ready(Ok(Ok(None))) => return (frames, Ok(()), d.buffered()),
@@ -274,8 +305,82 @@ proptest! {
         let stream: Vec<u8> = frames.iter().flat_map(|f| encode(f)).collect();
         let fed = feed(300, &split(&stream, &cuts));
         prop_assert_eq!(fed.error, None);
-        prop_assert_eq!(&fed.frames, &frames);
+        prop_assert_eq!(fed.frames, frames.iter().map(|f| plain(f)).collect::<Vec<_>>());
         prop_assert_eq!(fed.buffered, 0);
+    }
+
+    /// Frames with attachments (empty ones included), mixed with plain
+    /// frames and split anywhere, come back intact and in order.
+    #[test]
+    fn frames_with_attachments_survive_any_split(
+        frames in prop::collection::vec(
+            (prop::collection::vec(any::<u8>(), 0..60),
+             prop::option::of(prop::collection::vec(prop::collection::vec(any::<u8>(), 0..80), 0..5))),
+            0..10),
+        cuts in prop::collection::vec(any::<usize>(), 0..40),
+    ) {
+        let mut stream = Vec::new();
+        let mut want = Vec::new();
+        for (json, attachments) in &frames {
+            match attachments {
+                Some(attachments) => {
+                    stream.extend(encode_attached(json, attachments));
+                    want.push(Frame { json: json.clone(), attachments: attachments.clone() });
+                }
+                None => {
+                    stream.extend(encode(json));
+                    want.push(plain(json));
+                }
+            }
+        }
+        let fed = feed(1000, &split(&stream, &cuts));
+        prop_assert_eq!(fed.error, None);
+        prop_assert_eq!(fed.frames, want);
+        prop_assert_eq!(fed.buffered, 0);
+    }
+
+    /// Attachment tables of any count and lengths: refused exactly when they
+    /// do not fit their frame, never a panic, and the frames that fit are
+    /// split as the table says.
+    #[test]
+    fn tables_are_checked_against_their_frame(
+        count in 0u32..8,
+        lengths in prop::collection::vec(0u32..64, 8),
+        huge in prop::option::of(0usize..8),
+        body_len in 0usize..300,
+        cuts in prop::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let mut lengths: Vec<u32> = lengths[..count as usize].to_vec();
+        if let Some(i) = huge {
+            if let Some(l) = lengths.get_mut(i) {
+                *l = u32::MAX - 3;
+            }
+        }
+        let table = 4 + 4 * count as usize;
+        let size = table + body_len;
+        let mut stream = (size as u32 | FLAG).to_be_bytes().to_vec();
+        stream.extend_from_slice(&count.to_be_bytes());
+        for l in &lengths {
+            stream.extend_from_slice(&l.to_be_bytes());
+        }
+        stream.extend((0..body_len).map(|i| i as u8));
+        let fed = feed(1 << 20, &split(&stream, &cuts));
+        let parts: u64 = lengths.iter().map(|&l| u64::from(l)).sum();
+        if parts > body_len as u64 {
+            prop_assert!(matches!(fed.error, Some(FrameError::BadTable { .. })), "{:?}", fed.error);
+            prop_assert!(fed.frames.is_empty());
+        } else {
+            prop_assert_eq!(fed.error, None);
+            let json_len = body_len - parts as usize;
+            let body: Vec<u8> = (0..body_len).map(|i| i as u8).collect();
+            let mut at = json_len;
+            let attachments: Vec<Vec<u8>> = lengths.iter().map(|&l| {
+                let part = body[at..at + l as usize].to_vec();
+                at += l as usize;
+                part
+            }).collect();
+            prop_assert_eq!(fed.frames, vec![Frame { json: body[..json_len].to_vec(), attachments }]);
+        }
     }
 
     /// Frames of exactly the maximum size are accepted; one byte over is not.
@@ -289,7 +394,7 @@ proptest! {
             prop_assert!(fed.frames.is_empty());
         } else {
             prop_assert_eq!(fed.error, None);
-            prop_assert_eq!(fed.frames, vec![vec![7u8; len]]);
+            prop_assert_eq!(fed.frames, vec![plain(&vec![7u8; len])]);
         }
     }
 
@@ -308,17 +413,19 @@ proptest! {
         prop_assert!(fed.buffered <= bytes.len());
     }
 
-    /// Random bytes that mostly look like frames: small headers, random
-    /// bodies; the same guarantees, and the decoder agrees with a model.
+    /// Random bytes that mostly look like frames: small headers, with or
+    /// without the attachments flag, random bodies (so random tables); the
+    /// same guarantees, and the decoder agrees with a model.
     #[test]
     fn near_miss_frames_match_a_model(
-        parts in prop::collection::vec((0u32..80, prop::collection::vec(any::<u8>(), 0..80)), 0..20),
+        parts in prop::collection::vec((0u32..80, any::<bool>(), prop::collection::vec(any::<u8>(), 0..80)), 0..20),
         max in 0usize..64,
         cuts in prop::collection::vec(any::<usize>(), 0..30),
     ) {
         let mut stream = Vec::new();
-        for (len, body) in &parts {
-            stream.extend_from_slice(&len.to_be_bytes());
+        for (len, flagged, body) in &parts {
+            let word = if *flagged { len | FLAG } else { *len };
+            stream.extend_from_slice(&word.to_be_bytes());
             stream.extend_from_slice(body);
         }
         // The model: walk the stream as the format says.
@@ -326,20 +433,62 @@ proptest! {
         let mut want_err = None;
         let mut at = 0;
         while at + HEADER <= stream.len() {
-            let len = u32::from_be_bytes(stream[at..at + HEADER].try_into().unwrap()) as usize;
+            let word = u32::from_be_bytes(stream[at..at + HEADER].try_into().unwrap());
+            let len = (word & !FLAG) as usize;
             if len > max {
                 want_err = Some(FrameError::TooLarge { size: len as u64, max });
                 break;
             }
-            if at + HEADER + len > stream.len() {
-                break;
+            let body = at + HEADER;
+            let word_at = |i: usize| u32::from_be_bytes(stream[i..i + 4].try_into().unwrap()) as usize;
+            if word & FLAG == 0 {
+                if body + len > stream.len() {
+                    break;
+                }
+                want.push(plain(&stream[body..body + len]));
+            } else {
+                let bad = Some(FrameError::BadTable { reason: String::new() });
+                if len < 4 {
+                    want_err = bad;
+                    break;
+                }
+                if body + 4 > stream.len() {
+                    break;
+                }
+                let table = 4 + 4 * word_at(body);
+                if table > len {
+                    want_err = bad;
+                    break;
+                }
+                if body + table > stream.len() {
+                    break;
+                }
+                let lengths: Vec<usize> = (0..(table - 4) / 4).map(|i| word_at(body + 4 + 4 * i)).collect();
+                if lengths.iter().sum::<usize>() > len - table {
+                    want_err = bad;
+                    break;
+                }
+                if body + len > stream.len() {
+                    break;
+                }
+                let mut next = body + len - lengths.iter().sum::<usize>();
+                let json = stream[body + table..next].to_vec();
+                let attachments = lengths.iter().map(|&l| {
+                    next += l;
+                    stream[next - l..next].to_vec()
+                }).collect();
+                want.push(Frame { json, attachments });
             }
-            want.push(stream[at + HEADER..at + HEADER + len].to_vec());
-            at += HEADER + len;
+            at = body + len;
         }
         let fed = feed(max, &split(&stream, &cuts));
         prop_assert_eq!(&fed.frames, &want);
-        prop_assert_eq!(&fed.error, &want_err);
+        // Table errors are compared by kind; their reasons are prose.
+        let kind = |e: &Option<FrameError>| match e {
+            Some(FrameError::BadTable { .. }) => Some(FrameError::BadTable { reason: String::new() }),
+            other => other.clone(),
+        };
+        prop_assert_eq!(kind(&fed.error), want_err.clone());
         if want_err.is_none() {
             prop_assert_eq!(fed.buffered, stream.len() - at);
         }
@@ -351,12 +500,14 @@ proptest! {
     fn huge_length_prefix_is_refused_without_allocating(
         max in 0usize..(1 << 20),
         excess in 1u64..=u64::from(u32::MAX),
+        flagged in any::<bool>(),
         tail in prop::collection::vec(any::<u8>(), 0..256),
         byte_by_byte in any::<bool>(),
     ) {
-        let size = (max as u64 + excess).min(u64::from(u32::MAX));
+        let size = (max as u64 + excess).min(u64::from(FLAG - 1));
         prop_assume!(size > max as u64);
-        let mut stream = (size as u32).to_be_bytes().to_vec();
+        let word = size as u32 | if flagged { FLAG } else { 0 };
+        let mut stream = word.to_be_bytes().to_vec();
         stream.extend_from_slice(&tail);
         let chunks: Vec<&[u8]> = if byte_by_byte {
             stream.chunks(1).collect()
@@ -379,7 +530,7 @@ proptest! {
         let stream: Vec<u8> = bodies.iter().flat_map(|b| encode(b)).collect();
         let fed = feed(1024, &split(&stream, &cuts));
         prop_assert_eq!(fed.error, None);
-        prop_assert_eq!(fed.frames, bodies);
+        prop_assert_eq!(fed.frames, bodies.iter().map(|b| plain(b)).collect::<Vec<_>>());
     }
 
     /// Through `poll_frame` on a reader that trickles and stalls: the same
@@ -410,7 +561,7 @@ proptest! {
         }
         let mut reader = Trickle { data: stream, pos: 0, sizes, stalls, step: 0, stalled: false, largest_read: 0 };
         let (got, end, buffered) = read_all(200, &mut reader);
-        prop_assert_eq!(&got, &complete);
+        prop_assert_eq!(got, complete.iter().map(|f| plain(f)).collect::<Vec<_>>());
         if partial == 0 {
             prop_assert_eq!(end, Ok(()));
             prop_assert_eq!(buffered, 0);
@@ -450,33 +601,69 @@ fn announced_size_is_not_preallocated() {
     );
 }
 
-/// A frame of the maximum size read through `poll_frame`: the largest
-/// allocation stays within a small factor of the frame itself.
+/// The same for a table announcing an attachment just under the limit:
+/// nothing near the announced size is allocated before it arrives.
 #[test]
-fn a_max_size_frame_allocates_about_its_size() {
-    let max = 4 << 20;
-    let payload = vec![9u8; max];
+fn announced_attachment_is_not_preallocated() {
+    let max = 16 << 20;
+    let mut data = encode_attached(b"{}", &[vec![0u8; max - 20]]);
+    data.truncate(1004);
     let mut reader = Trickle {
-        data: encode(&payload),
+        data,
         pos: 0,
-        sizes: vec![READ_CHUNK],
+        sizes: vec![100],
         stalls: vec![false],
         step: 0,
         stalled: false,
         largest_read: 0,
     };
     let ((frames, end, _), largest) = largest_allocation(|| read_all(max, &mut reader));
-    assert_eq!(end, Ok(()));
-    assert_eq!(frames.len(), 1);
-    assert!(frames[0] == payload);
-    eprintln!(
-        "largest allocation reading a {max}-byte frame: {largest} bytes ({:.2}x)",
-        largest as f64 / max as f64
-    );
-    // One copy for the buffer (amortised growth may round it up to twice
-    // its need) and one for the frame handed out.
+    assert!(frames.is_empty());
+    assert_eq!(end, Err(FrameError::Truncated { have: 1004 }));
     assert!(
-        largest <= 2 * (max + HEADER + READ_CHUNK),
-        "allocated {largest} bytes for a {max}-byte frame"
+        largest <= 2 * (1004 + READ_CHUNK),
+        "allocated {largest} bytes for 1004 that arrived"
     );
+}
+
+/// A frame of the maximum size read through `poll_frame`, as JSON and as an
+/// attachment: its buffer is allocated at its size, once, not at twice it
+/// (the staging buffer of one read chunk aside).
+#[test]
+fn a_max_size_frame_allocates_its_size() {
+    let max = 4 << 20;
+    let payload = vec![9u8; max];
+    // Count, one length and 9 bytes of JSON: the body is exactly `max`.
+    let attached = vec![vec![8u8; max - 17]];
+    for (data, json_only) in [
+        (encode(&payload), true),
+        (encode_attached(b"[1,2,3,4]", &attached), false),
+    ] {
+        let mut reader = Trickle {
+            data,
+            pos: 0,
+            sizes: vec![READ_CHUNK],
+            stalls: vec![false],
+            step: 0,
+            stalled: false,
+            largest_read: 0,
+        };
+        let ((frames, end, _), largest) = largest_allocation(|| read_all(max, &mut reader));
+        assert_eq!(end, Ok(()));
+        assert_eq!(frames.len(), 1);
+        if json_only {
+            assert!(frames[0].json == payload);
+        } else {
+            assert_eq!(frames[0].json, b"[1,2,3,4]");
+            assert!(frames[0].attachments == attached);
+        }
+        eprintln!(
+            "largest allocation reading a {max}-byte frame: {largest} bytes ({:.2}x)",
+            largest as f64 / max as f64
+        );
+        assert!(
+            largest <= max + HEADER,
+            "allocated {largest} bytes for a {max}-byte frame"
+        );
+    }
 }

@@ -1,11 +1,13 @@
 //! Arbitrary bytes into the Python wire's frame decoder, split at arbitrary
-//! chunk boundaries, under an arbitrary maximum frame size.
+//! chunk boundaries, under an arbitrary maximum frame size. Frame words with
+//! the attachments flag (top bit) make the decoder read arbitrary tables.
 //!
 //! Input layout: byte 0 picks the maximum frame size (0..=255 scaled, or
 //! the real default when 255), byte 1 the chunk size (1..=256); the rest is
-//! the stream. Checked: no panic, no frame over the maximum, the decoder
-//! never holds more than one maximum-size frame plus the chunk being fed,
-//! and a size error names a size over the maximum.
+//! the stream. Checked: no panic, no frame (JSON and attachments together)
+//! over the maximum, the decoder never holds more than one maximum-size
+//! frame plus the chunk being fed, a size error names a size over the
+//! maximum, and a table error comes only from a flagged frame.
 //!
 //! The protocol message parser (`protocol::Incoming`) is private to
 //! `cenote-python`, so frames are not parsed here; the worker's handling of
@@ -13,7 +15,7 @@
 //! (`crates/python-backend/tests/bad_input.rs`, `tests/chaos_python.rs`).
 #![no_main]
 
-use cenote_python::{FrameDecoder, FrameError};
+use cenote_python::{Frame, FrameDecoder, FrameError};
 use libfuzzer_sys::fuzz_target;
 
 const HEADER: usize = 4;
@@ -34,12 +36,19 @@ fuzz_target!(|data: &[u8]| {
         assert!(decoder.buffered() <= max + HEADER + piece.len());
         loop {
             match decoder.next_frame() {
-                Ok(Some(frame)) => assert!(frame.len() <= max),
+                Ok(Some(Frame { json, attachments })) => {
+                    let size = json.len() + attachments.iter().map(Vec::len).sum::<usize>();
+                    assert!(size <= max);
+                }
                 Ok(None) => break,
                 Err(FrameError::TooLarge { size, max: m }) => {
                     assert_eq!(m, max);
                     assert!(size > max as u64);
                     // The worker kills the process here; so do we.
+                    return;
+                }
+                Err(FrameError::BadTable { .. }) => {
+                    // The worker kills the process here too.
                     return;
                 }
                 Err(FrameError::Truncated { .. }) => {
