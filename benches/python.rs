@@ -2,7 +2,8 @@
 //! against a baseline, in one run on one machine.
 //!
 //! `cargo bench --bench python` prints tables; `-- --json` adds one JSON
-//! object on the last line. Needs `python3` on PATH.
+//! object on the last line; `-- --payloads-only` runs only the payload
+//! section (`support/payloads.rs`). Needs `python3` on PATH.
 //!
 //! * round trip: 1 worker, sequential echo of a small dict, through the pool
 //!   vs the same bridge driven by a minimal blocking Rust client (no pool, no
@@ -30,6 +31,9 @@ use cenote::python::{bridge_script, PyCall, PythonConfig, PythonFactory, StartMo
 use cenote::Pool;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
+
+#[path = "support/payloads.rs"]
+mod payloads;
 
 const ROUNDTRIPS: usize = 5_000;
 const WARMUP: usize = 500;
@@ -495,6 +499,13 @@ async fn main() {
             .to_path_buf(),
     );
     println!("python: {}", interpreter.display());
+    if std::env::args().any(|a| a == "--payloads-only") {
+        let bytes_mb_s = payloads::run(&interpreter).await;
+        if json_out {
+            println!("{}", json!({ "bytes_mb_s": bytes_mb_s }));
+        }
+        return;
+    }
 
     // Run in a spawned task, as calls in a service do: a future driven by
     // `block_on` on the main thread pays an extra thread wake-up per await.
@@ -641,8 +652,11 @@ memory: total PSS of 8 workers holding 100 MiB of read-only data"
         mf8 / ms8
     );
 
+    let bytes_mb_s = payloads::run(&interpreter).await;
+
     if json_out {
         let out = json!({
+            "bytes_mb_s": bytes_mb_s,
             "roundtrip_us": {"cenote": round1(ours.block_us), "baseline": round1(base.block_us)},
             "calls_per_sec": {"cenote": tp.round(), "ppe": ppe.round(), "mp_pool": mp.round()},
             "startup_ms": {"one": round1(ms(one)), "concurrent8": round1(ms(conc)), "sequential8": round1(ms(seq))},
