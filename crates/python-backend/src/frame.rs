@@ -92,6 +92,13 @@ pub struct Frame {
     pub attachments: Vec<Vec<u8>>,
 }
 
+impl Frame {
+    /// Bytes of JSON and attachments together.
+    pub fn size(&self) -> usize {
+        self.json.len() + self.attachments.iter().map(Vec::len).sum::<usize>()
+    }
+}
+
 /// The frame being assembled: where the next body byte goes.
 #[derive(Debug)]
 struct Partial {
@@ -341,6 +348,11 @@ impl Decoder {
     fn reset_staging(&mut self) {
         self.start = 0;
         self.end = 0;
+    }
+
+    /// The body size of the frame being assembled, if one is.
+    pub fn frame_size(&self) -> Option<usize> {
+        self.partial.as_ref().map(|p| p.size)
     }
 
     /// Bytes of an unfinished frame, for the end-of-stream report.

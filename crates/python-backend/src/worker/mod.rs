@@ -3,6 +3,7 @@
 //!
 //! The worker is split by job:
 //! - `launch`: spawning the bridge, its handshake, and the start errors;
+//! - `pipes`: the pipes' capacity, grown while large frames move;
 //! - `session`: the protocol state machine (the request in flight, the
 //!   outbox, settling what a dropped caller left, deadlines, faults), which
 //!   is what makes every call cancel-safe;
@@ -12,6 +13,7 @@
 //! traits, and turns the bridge's answers into what a caller sees.
 
 mod launch;
+mod pipes;
 mod retire;
 mod session;
 

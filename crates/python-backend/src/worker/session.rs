@@ -14,6 +14,7 @@
 //! touching the pipes.
 
 use std::io::IoSlice;
+use std::task::Poll;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ use crate::frame::{encode_with, Decoder, Frame, FrameError, Outbound};
 use crate::process::Process;
 use crate::protocol::{Incoming, Outgoing};
 use crate::request::PyCall;
+
+use super::pipes::Capacity;
 
 /// The session enforces a call's deadline (the pool's, from [`CallCtx`])
 /// itself this long after it passes: with a pool, the pool's `CallTimeout`
@@ -61,6 +64,8 @@ pub(super) struct Session {
     proc: Process,
     stdin: Option<pipe::Sender>,
     stdout: pipe::Receiver,
+    /// The capacity of the pipe to the bridge and of the one from it.
+    capacity: [Capacity; 2],
     decoder: Decoder,
     max_frame: usize,
     /// The frame being written and how much of it is out.
@@ -100,6 +105,7 @@ impl Session {
             proc,
             stdin: Some(stdin),
             stdout,
+            capacity: Default::default(),
             decoder: Decoder::new(max_frame),
             max_frame,
             outbox: Outbound::default(),
@@ -175,6 +181,9 @@ impl Session {
 
     /// Make `frame` the next to write.
     fn queue(&mut self, frame: Outbound) {
+        if let Some(stdin) = &self.stdin {
+            self.capacity[0].fit(stdin, frame.len());
+        }
         self.outbox = frame;
         self.written = 0;
     }
@@ -384,7 +393,20 @@ impl Session {
     /// or an I/O error means the process died; bytes that are not a frame
     /// break the protocol.
     pub(super) async fn read_frame(&mut self) -> Result<Incoming, PythonError> {
-        let polled = std::future::poll_fn(|cx| self.decoder.poll_frame(&mut self.stdout, cx)).await;
+        let polled = std::future::poll_fn(|cx| {
+            let polled = self.decoder.poll_frame(&mut self.stdout, cx);
+            // Size the pipe for the frame coming in (or just in).
+            let size = match &polled {
+                Poll::Ready(Ok(Ok(Some(frame)))) => Some(frame.size()),
+                Poll::Pending => self.decoder.frame_size(),
+                _ => None,
+            };
+            if let Some(size) = size {
+                self.capacity[1].fit(&self.stdout, size);
+            }
+            polled
+        })
+        .await;
         let frame = match polled {
             Ok(Ok(Some(frame))) => frame,
             Ok(Ok(None)) | Err(_) => return Err(self.crash().await),
