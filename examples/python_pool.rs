@@ -1,6 +1,6 @@
 //! A pool of Python workers running `examples/python/handlers.py`: plain,
-//! async and generator handlers, a Python exception, a deadline, and the
-//! pool's status.
+//! async and generator handlers, raw bytes in and out, a Python exception,
+//! a deadline, and the pool's status.
 //!
 //! Run with `cargo run --example python_pool` (needs `python3` on PATH).
 //! `RUST_LOG=cenote_python=debug` shows each worker's lifecycle, and
@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cenote::python::{PyCall, PythonConfig, PythonError, PythonFactory, PythonPool};
+use cenote::python::{Bytes, PyCall, PythonConfig, PythonError, PythonFactory, PythonPool};
 use cenote::{CallOptions, Error, Pool};
 use futures::StreamExt;
 use serde_json::json;
@@ -68,6 +68,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .call(PyCall::new("fetch", json!({"key": "k1"})))
         .await?;
     println!("fetch     -> {fetched}");
+
+    // Raw bytes in and out, beside the JSON: no base64, no copy on the way in.
+    let image = Bytes::from((0..=255u8).cycle().take(1 << 20).collect::<Vec<u8>>());
+    let inverted: Bytes = pool
+        .call(
+            PyCall::new("invert", json!(null))
+                .kwarg_bytes("data", image.clone())
+                .returning(),
+        )
+        .await?;
+    assert!(image.iter().zip(&inverted).all(|(a, b)| a ^ b == 0xff));
+    #[derive(serde::Deserialize)]
+    struct Digest {
+        length: usize,
+        crc32: u32,
+    }
+    let digest: Digest = pool
+        .call(PyCall::with_args("digest", &(image,))?.returning())
+        .await?;
+    println!(
+        "invert    -> {} bytes back; digest -> {} bytes, crc32 {:08x}",
+        inverted.len(),
+        digest.length,
+        digest.crc32
+    );
 
     // Generators stream item by item.
     let mut squares = pool.stream(PyCall::new("count", json!({"n": 4}))).await?;

@@ -31,7 +31,9 @@ const MIB: usize = 1 << 20;
 const SIZES: [(&str, usize, usize); 2] = [("1m", MIB, 40), ("64m", 64 * MIB, 5)];
 
 fn bench_py(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/py").join(file)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/py")
+        .join(file)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -149,8 +151,8 @@ pub async fn run(interpreter: &Path) -> Value {
     let mut out = serde_json::Map::new();
     println!("\npayloads: round-trip echo of bytes, MB/s of payload (median of the reps)");
     println!(
-        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}   {}",
-        "size", "cenote", "base64", "PPE", "mp.Pool", "pipe", "pipe 64K", "cenote / mp.Pool, / pipe"
+        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}   cenote / mp.Pool, / pipe",
+        "size", "cenote", "base64", "PPE", "mp.Pool", "pipe", "pipe 64K"
     );
     for (label, size, reps) in SIZES {
         let (binary, base64) = cenote_lanes(size, reps).await;
@@ -185,7 +187,10 @@ pub async fn run(interpreter: &Path) -> Value {
             rates[0].1 / rates[4].1,
         );
         for (name, rate) in rates {
-            out.insert(format!("{name}_{label}"), json!((rate * 10.0).round() / 10.0));
+            out.insert(
+                format!("{name}_{label}"),
+                json!((rate * 10.0).round() / 10.0),
+            );
         }
     }
     Value::Object(out)

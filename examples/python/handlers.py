@@ -2,12 +2,17 @@
 
 Every public function here can be called by name from Rust:
 `pool.call(PyCall::new("echo", json!({"value": 1})))`. Arguments arrive as
-JSON: an array is passed positionally, an object as keyword arguments.
+JSON: an array is passed positionally, an object as keyword arguments. Raw
+bytes sent from Rust arrive as `bytes`, and `bytes` (or a bytearray or
+memoryview) returned go back as raw bytes, with no base64 on the way.
 """
 import asyncio
 import hashlib
 import math
 import time
+import zlib
+
+_INVERT = bytes(255 - b for b in range(256))
 
 
 def echo(value=None, **extra):
@@ -77,3 +82,13 @@ def noisy(value=None):
     """Print to stdout: it goes to the worker's stderr log, not the protocol."""
     print("noisy handler says hello")
     return value
+
+
+def digest(data):
+    """Raw bytes in, JSON out."""
+    return {"length": len(data), "crc32": zlib.crc32(data)}
+
+
+def invert(data):
+    """Raw bytes in and out: every byte inverted."""
+    return data.translate(_INVERT)

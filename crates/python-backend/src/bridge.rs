@@ -107,8 +107,14 @@ mod tests {
         let head = &script[..script.len() - SOURCE.len()];
         assert!(head.contains("    BAD_ARGS = \"bad_args\"\n"), "{head}");
         assert!(head.contains("    PARENT_GONE = 75\n"), "{head}");
-        assert!(head.contains("    PLACEHOLDER = \"$cenote_bytes\"\n"), "{head}");
-        assert!(head.contains(&format!("    PROTOCOL = {PROTOCOL}\n")), "{head}");
+        assert!(
+            head.contains("    PLACEHOLDER = \"$cenote_bytes\"\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("    PROTOCOL = {PROTOCOL}\n")),
+            "{head}"
+        );
         assert_eq!(
             head.lines().count(),
             7 + ErrorKind::ALL.len() + BridgeExit::ALL.len()

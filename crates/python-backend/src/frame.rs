@@ -227,7 +227,10 @@ fn word(bytes: &[u8]) -> u32 {
 /// against the body size.
 fn layout(size: usize, table: &[u8]) -> Result<Vec<usize>, FrameError> {
     let count = word(table) as usize;
-    let lengths: Vec<usize> = table[4..].chunks_exact(4).map(|w| word(w) as usize).collect();
+    let lengths: Vec<usize> = table[4..]
+        .chunks_exact(4)
+        .map(|w| word(w) as usize)
+        .collect();
     let total = lengths
         .iter()
         .try_fold(table.len(), |sum, &len| sum.checked_add(len))
@@ -582,7 +585,9 @@ mod tests {
         assert!(matches!(d.next_frame(), Err(FrameError::BadTable { .. })));
         // Attachment lengths that add up to more than the frame.
         let mut d = Decoder::new(1 << 20);
-        d.extend(&[0x80, 0, 0, 12, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        d.extend(&[
+            0x80, 0, 0, 12, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
         assert!(matches!(d.next_frame(), Err(FrameError::BadTable { .. })));
         // A flagged frame too small to hold even the count.
         let mut d = Decoder::new(1 << 20);
@@ -670,6 +675,9 @@ mod tests {
         let mut d = Decoder::new(13);
         d.extend(&flat(&fits));
         let f = d.next_frame().unwrap().unwrap();
-        assert_eq!((f.json.as_slice(), f.attachments), (&b"{}"[..], vec![b"xyz".to_vec()]));
+        assert_eq!(
+            (f.json.as_slice(), f.attachments),
+            (&b"{}"[..], vec![b"xyz".to_vec()])
+        );
     }
 }

@@ -41,10 +41,43 @@
 //! # }
 //! ```
 //!
+//! # Raw bytes
+//!
+//! Bytes travel beside a call's JSON as they are, both ways, with no base64
+//! and no pickle: [`PyCall::kwarg_bytes`] and [`PyCall::attach`] move a
+//! `Bytes` or `Vec<u8>` in without a copy, [`PyCall::with_args`] takes
+//! byte-string fields (`Bytes`, `serde_bytes::ByteBuf`) from anywhere in a
+//! serde type; the handler gets Python `bytes` there. Bytes a handler
+//! returns (`bytes`, `bytearray`, `memoryview`), anywhere in a result or a
+//! stream item, decode into the byte-string fields of the type asked for
+//! with [`PyCall::returning`] or [`PyStream::typed`], taking the buffer
+//! they were read into. A JSON `Value` cannot hold bytes, so an untyped
+//! call whose result has some fails with [`PythonError::Decode`], which
+//! says how to ask for them. `max_frame_size` bounds the JSON and the bytes
+//! together: over it, a request is [`PythonError::RequestTooLarge`] (not
+//! sent) and a result [`PythonError::ResultTooLarge`], and the worker
+//! serves on.
+//!
+//! ```no_run
+//! # use cenote_core::Pool;
+//! # use cenote_python::PythonFactory;
+//! # use cenote_strategies::{Fifo, Lifo};
+//! use cenote_python::{Bytes, PyCall};
+//! # async fn run(pool: Pool<PythonFactory, Lifo, Fifo>) -> Result<(), Box<dyn std::error::Error>> {
+//! let image = Bytes::from(vec![0u8; 1 << 20]);
+//! let call = PyCall::new("invert", serde_json::json!(null)).kwarg_bytes("data", image);
+//! let inverted: Bytes = pool.call(call.returning()).await?;
+//! # let _ = inverted;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! How it works: each worker runs `<python> -u -c <bridge>` (the bridge
 //! ships in this crate) in its own process group. Requests and answers are
-//! length-prefixed JSON frames on private copies of stdin/stdout, so handler
-//! output cannot corrupt them; stderr lines go to tracing (target
+//! length-prefixed frames (JSON, then any raw bytes; see the `frame`
+//! module) on private copies of stdin/stdout, so handler output cannot
+//! corrupt them; the bridge announces its wire protocol version when ready,
+//! and a worker whose bridge speaks another fails to start, saying so; stderr lines go to tracing (target
 //! `cenote_python::stderr`). A worker that dies, hangs past a deadline or
 //! misses a heartbeat is killed by process group and replaced by the pool.
 //! The bridge also exits by itself when the host process goes away.

@@ -341,7 +341,10 @@ mod tests {
         assert!(Incoming::parse(br#"{"t":"bogus","id":1}"#, vec![]).is_err());
         assert!(Incoming::parse(br#"{"id":1}"#, vec![]).is_err());
         assert!(Incoming::parse(b"\xff\x00garbage", vec![]).is_err());
-        let r = Incoming::parse(br#"{"t":"ready","id":0,"pid":9,"version":"3.11","protocol":1,"functions":["f"]}"#, vec![])
+        let r = Incoming::parse(
+            br#"{"t":"ready","id":0,"pid":9,"version":"3.11","protocol":1,"functions":["f"]}"#,
+            vec![],
+        )
         .unwrap();
         assert!(matches!(
             r,
@@ -362,8 +365,11 @@ mod tests {
         assert_eq!(ErrorKind::parse(""), None);
         // An error frame of a kind not in the table is not a protocol
         // message (the worker reports a protocol breach), never a panic.
-        let e = Incoming::parse(br#"{"t":"error","id":4,"kind":"meltdown","message":"m"}"#, vec![])
-            .unwrap_err();
+        let e = Incoming::parse(
+            br#"{"t":"error","id":4,"kind":"meltdown","message":"m"}"#,
+            vec![],
+        )
+        .unwrap_err();
         assert!(e.contains("meltdown"), "{e}");
         assert!(Incoming::parse(br#"{"t":"error","id":4}"#, vec![]).is_err());
     }

@@ -95,15 +95,15 @@ async fn bytes_go_anywhere_in_the_arguments_and_arrive_as_bytes() {
     call.args = json!([{"a": [1, {"b": deep}]}]);
     let call = call.kwarg_bytes("extra", vec![9u8; 3]);
     let got = pool.call(call).await.unwrap();
-    assert_eq!(got["args"], json!([{"a": [1, {"b": described(&pattern(5, 4))}]}]));
+    assert_eq!(
+        got["args"],
+        json!([{"a": [1, {"b": described(&pattern(5, 4))}]}])
+    );
     assert_eq!(got["kwargs"], json!({"extra": described(&[9, 9, 9])}));
 
     // A call without bytes leaves look-alike objects alone.
     let got = pool
-        .call(PyCall::new(
-            "describe",
-            json!([{"$cenote_bytes": 0}]),
-        ))
+        .call(PyCall::new("describe", json!([{"$cenote_bytes": 0}])))
         .await
         .unwrap();
     assert_eq!(got["args"], json!([{"$cenote_bytes": 0}]));
@@ -166,7 +166,11 @@ async fn large_payloads_round_trip_intact() {
     let pool = chaos_pool(binary(&tag).max_frame_size(40 << 20), 1).await;
     let data = Bytes::from(pattern(32 << 20, 5));
     let back: Bytes = pool
-        .call(PyCall::with_args("echo", &(data.clone(),)).unwrap().returning())
+        .call(
+            PyCall::with_args("echo", &(data.clone(),))
+                .unwrap()
+                .returning(),
+        )
         .await
         .unwrap();
     assert!(back == data, "32 MiB came back changed");
@@ -193,7 +197,11 @@ async fn oversized_bytes_fail_the_call_and_keep_the_worker() {
     // Just under the limit goes through (the frame's own bytes count).
     let fits = max - 200;
     let back: Bytes = pool
-        .call(PyCall::new("echo", Value::Null).kwarg_bytes("value", vec![1u8; fits]).returning())
+        .call(
+            PyCall::new("echo", Value::Null)
+                .kwarg_bytes("value", vec![1u8; fits])
+                .returning(),
+        )
         .await
         .unwrap();
     assert_eq!(back.len(), fits);
@@ -385,8 +393,16 @@ async fn a_caller_gone_mid_upload_leaves_the_worker_clean() {
             .call(PyCall::with_args("describe", &(small.clone(),)).unwrap())
             .await
             .unwrap();
-        assert_eq!(got["args"], json!([described(&small)]), "after {wait_us} µs");
+        assert_eq!(
+            got["args"],
+            json!([described(&small)]),
+            "after {wait_us} µs"
+        );
     }
-    assert_eq!(pid(&pool).await, before, "the abandoned uploads were finished, not killed");
+    assert_eq!(
+        pid(&pool).await,
+        before,
+        "the abandoned uploads were finished, not killed"
+    );
     pool.close().await;
 }

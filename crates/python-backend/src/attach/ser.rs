@@ -103,7 +103,10 @@ impl<'a, S: ser::Serializer> ser::Serializer for Capture<'a, S> {
     }
 
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
-        self.inner.serialize_some(&Wrap { value, store: self.store })
+        self.inner.serialize_some(&Wrap {
+            value,
+            store: self.store,
+        })
     }
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -111,7 +114,13 @@ impl<'a, S: ser::Serializer> ser::Serializer for Capture<'a, S> {
         name: &'static str,
         value: &T,
     ) -> Result<S::Ok, S::Error> {
-        self.inner.serialize_newtype_struct(name, &Wrap { value, store: self.store })
+        self.inner.serialize_newtype_struct(
+            name,
+            &Wrap {
+                value,
+                store: self.store,
+            },
+        )
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -121,18 +130,31 @@ impl<'a, S: ser::Serializer> ser::Serializer for Capture<'a, S> {
         variant: &'static str,
         value: &T,
     ) -> Result<S::Ok, S::Error> {
-        self.inner
-            .serialize_newtype_variant(name, index, variant, &Wrap { value, store: self.store })
+        self.inner.serialize_newtype_variant(
+            name,
+            index,
+            variant,
+            &Wrap {
+                value,
+                store: self.store,
+            },
+        )
     }
 
     fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
         let inner = self.inner.serialize_seq(len)?;
-        Ok(Compound { inner, store: self.store })
+        Ok(Compound {
+            inner,
+            store: self.store,
+        })
     }
 
     fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
         let inner = self.inner.serialize_tuple(len)?;
-        Ok(Compound { inner, store: self.store })
+        Ok(Compound {
+            inner,
+            store: self.store,
+        })
     }
 
     fn serialize_tuple_struct(
@@ -141,7 +163,10 @@ impl<'a, S: ser::Serializer> ser::Serializer for Capture<'a, S> {
         len: usize,
     ) -> Result<Self::SerializeTupleStruct, S::Error> {
         let inner = self.inner.serialize_tuple_struct(name, len)?;
-        Ok(Compound { inner, store: self.store })
+        Ok(Compound {
+            inner,
+            store: self.store,
+        })
     }
 
     fn serialize_tuple_variant(
@@ -154,12 +179,18 @@ impl<'a, S: ser::Serializer> ser::Serializer for Capture<'a, S> {
         let inner = self
             .inner
             .serialize_tuple_variant(name, index, variant, len)?;
-        Ok(Compound { inner, store: self.store })
+        Ok(Compound {
+            inner,
+            store: self.store,
+        })
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
         let inner = self.inner.serialize_map(len)?;
-        Ok(Compound { inner, store: self.store })
+        Ok(Compound {
+            inner,
+            store: self.store,
+        })
     }
 
     fn serialize_struct(
@@ -168,7 +199,10 @@ impl<'a, S: ser::Serializer> ser::Serializer for Capture<'a, S> {
         len: usize,
     ) -> Result<Self::SerializeStruct, S::Error> {
         let inner = self.inner.serialize_struct(name, len)?;
-        Ok(Compound { inner, store: self.store })
+        Ok(Compound {
+            inner,
+            store: self.store,
+        })
     }
 
     fn serialize_struct_variant(
@@ -181,7 +215,10 @@ impl<'a, S: ser::Serializer> ser::Serializer for Capture<'a, S> {
         let inner = self
             .inner
             .serialize_struct_variant(name, index, variant, len)?;
-        Ok(Compound { inner, store: self.store })
+        Ok(Compound {
+            inner,
+            store: self.store,
+        })
     }
 }
 

@@ -64,7 +64,11 @@ mod tests {
         let mut cap = Capacity::default();
         let before = capacity(writer.as_raw_fd());
         cap.fit(&writer, 100);
-        assert_eq!(capacity(writer.as_raw_fd()), before, "small frames leave it");
+        assert_eq!(
+            capacity(writer.as_raw_fd()),
+            before,
+            "small frames leave it"
+        );
         cap.fit(&writer, LARGE);
         if cap.grown {
             assert_eq!(capacity(reader.as_raw_fd()), GROWN);

@@ -14,8 +14,8 @@
 //! touching the pipes.
 
 use std::io::IoSlice;
-use std::task::Poll;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use cenote_core::CallCtx;
