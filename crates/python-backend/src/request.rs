@@ -157,3 +157,24 @@ pub struct TypedCall<R> {
     pub call: PyCall,
     _result: PhantomData<fn() -> R>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_call_with_bytes_survives_serde_whole() {
+        let mut call = PyCall::new("f", json!(null));
+        let image = call.attach(vec![0u8, 1, 255]);
+        call.args = json!([image, 2]);
+        let call = call.kwarg_bytes("extra", Bytes::from_static(b"xy"));
+        assert_eq!(call.attachments().len(), 2);
+        let wire = serde_json::to_string(&call).unwrap();
+        let back: PyCall = serde_json::from_str(&wire).unwrap();
+        assert_eq!(back, call, "{wire}");
+        // Without bytes the wire form is what it always was.
+        let plain = serde_json::to_value(PyCall::new("add", json!([1, 2]))).unwrap();
+        assert_eq!(plain, json!({"function": "add", "args": [1, 2]}));
+    }
+}
