@@ -195,3 +195,91 @@ async fn an_oversized_frame_ends_the_bridge_with_the_protocol_code() {
     assert_eq!(raw.exit_code().await, Some(BridgeExit::Protocol.code()));
     assert!(wait_gone(&tag, Duration::from_secs(2)).await.is_empty());
 }
+
+/// A frame with an attachment table, as the host writes one.
+fn attached(json: &Value, attachments: &[&[u8]]) -> Vec<u8> {
+    let json = json.to_string();
+    let mut body = (attachments.len() as u32).to_be_bytes().to_vec();
+    for a in attachments {
+        body.extend_from_slice(&(a.len() as u32).to_be_bytes());
+    }
+    body.extend_from_slice(json.as_bytes());
+    for a in attachments {
+        body.extend_from_slice(a);
+    }
+    let mut frame = (body.len() as u32 | 1 << 31).to_be_bytes().to_vec();
+    frame.extend(body);
+    frame
+}
+
+#[tokio::test]
+async fn attachments_arrive_as_bytes_and_come_back_as_attachments() {
+    init_tracing();
+    let tag = new_tag("rawattach");
+    let mut raw = Raw::start(&tag, 1 << 20).await;
+    let call = json!({"t": "call", "id": 3, "fn": "echo", "args": [{"$cenote_bytes": 1}]});
+    let stdin = raw.stdin.as_mut().unwrap();
+    stdin
+        .write_all(&attached(&call, &[b"unused", b"\x00\xffraw"]))
+        .await
+        .unwrap();
+    stdin.flush().await.unwrap();
+    // The answer: flagged word, one attachment of 5 bytes, then the JSON.
+    let mut head = [0u8; 12];
+    raw.stdout.read_exact(&mut head).await.unwrap();
+    let word = u32::from_be_bytes(head[..4].try_into().unwrap());
+    assert_ne!(word & 1 << 31, 0, "the answer carries attachments");
+    assert_eq!(u32::from_be_bytes(head[4..8].try_into().unwrap()), 1);
+    assert_eq!(u32::from_be_bytes(head[8..12].try_into().unwrap()), 5);
+    let mut rest = vec![0u8; (word & !(1 << 31)) as usize - 8];
+    raw.stdout.read_exact(&mut rest).await.unwrap();
+    let (json, bytes) = rest.split_at(rest.len() - 5);
+    assert_eq!(bytes, b"\x00\xffraw");
+    let answer: Value = serde_json::from_slice(json).unwrap();
+    assert_eq!(
+        answer,
+        json!({"t": "result", "id": 3, "value": {"$cenote_bytes": 0}})
+    );
+    raw.serves(4).await;
+    assert_eq!(raw.exit_code().await, Some(BridgeExit::Ok.code()));
+}
+
+#[tokio::test]
+async fn a_table_that_does_not_fit_its_frame_ends_the_bridge_with_the_protocol_code() {
+    init_tracing();
+    for (what, frame) in [
+        // Five attachments announced in a body of 8 bytes.
+        (
+            "count",
+            [
+                &(8u32 | 1 << 31).to_be_bytes()[..],
+                &5u32.to_be_bytes(),
+                &[0; 4],
+            ]
+            .concat(),
+        ),
+        // One attachment longer than the body.
+        (
+            "length",
+            [
+                &(12u32 | 1 << 31).to_be_bytes()[..],
+                &1u32.to_be_bytes(),
+                &99u32.to_be_bytes(),
+                b"{}{}",
+            ]
+            .concat(),
+        ),
+    ] {
+        let tag = new_tag("rawtable");
+        let mut raw = Raw::start(&tag, 1 << 20).await;
+        raw.serves(1).await;
+        raw.stdin.as_mut().unwrap().write_all(&frame).await.unwrap();
+        raw.stdin.as_mut().unwrap().flush().await.unwrap();
+        assert_eq!(
+            raw.exit_code().await,
+            Some(BridgeExit::Protocol.code()),
+            "{what}"
+        );
+        assert!(wait_gone(&tag, Duration::from_secs(2)).await.is_empty());
+    }
+}
