@@ -546,7 +546,6 @@ async fn main() {
 
     let (tp, ppe, mp) = throughput(&interpreter).await;
 
-
     let mut one = Vec::new();
     let mut conc = Vec::new();
     let mut seq = Vec::new();

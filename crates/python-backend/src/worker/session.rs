@@ -27,6 +27,8 @@ use crate::process::Process;
 use crate::protocol::{Incoming, Outgoing};
 use crate::request::PyCall;
 
+use super::spin::FrameReader;
+
 /// The session enforces a call's deadline (the pool's, from [`CallCtx`])
 /// itself this long after it passes: with a pool, the pool's `CallTimeout`
 /// is what a caller sees; used directly, the worker still never waits
@@ -59,7 +61,7 @@ pub(super) struct Session {
     pid: u32,
     proc: Process,
     stdin: Option<pipe::Sender>,
-    stdout: pipe::Receiver,
+    stdout: FrameReader,
     decoder: Decoder,
     max_frame: usize,
     outbox: Vec<u8>,
@@ -97,7 +99,7 @@ impl Session {
             pid,
             proc,
             stdin: Some(stdin),
-            stdout,
+            stdout: FrameReader::new(stdout),
             decoder: Decoder::new(max_frame),
             max_frame,
             outbox: Vec::new(),
@@ -106,6 +108,11 @@ impl Session {
             pending: None,
             fault: None,
         }
+    }
+
+    /// How long a read may poll for a frame before it parks (see `spin`).
+    pub(super) fn set_read_spin(&mut self, budget: Duration) {
+        self.stdout.set_budget(budget);
     }
 
     pub(super) fn label(&self) -> &str {
@@ -363,7 +370,7 @@ impl Session {
     /// or an I/O error means the process died; bytes that are not a frame
     /// break the protocol.
     pub(super) async fn read_frame(&mut self) -> Result<Incoming, PythonError> {
-        let polled = std::future::poll_fn(|cx| self.decoder.poll_frame(&mut self.stdout, cx)).await;
+        let polled = self.stdout.read_frame(&mut self.decoder).await;
         let bytes = match polled {
             Ok(Ok(Some(bytes))) => bytes,
             Ok(Ok(None)) | Err(_) => return Err(self.crash().await),
