@@ -150,7 +150,8 @@ pub struct PythonConfig {
     /// µs on a VM). Only a read that began while no other was in progress
     /// in the process spins, so at most one thread spins at a time; a
     /// handler slower than this makes its worker back off (one spin in up
-    /// to 64 calls).
+    /// to 64 calls). Zero suits hosts where CPU time is scarcer than
+    /// latency (a tight cgroup CPU quota, say).
     pub read_spin: Duration,
 }
 
