@@ -2,8 +2,10 @@
 //! against a baseline, in one run on one machine.
 //!
 //! `cargo bench --bench python` prints tables; `-- --json` adds one JSON
-//! object on the last line; `-- --payloads-only` runs only the payload
-//! section (`support/payloads.rs`). Needs `python3` on PATH.
+//! object on the last line. `-- --roundtrip-only`, `-- --throughput-only`
+//! and `-- --payloads-only` run just that section (its table, and with
+//! `--json` its keys only), to compare runs quickly; the payload section is
+//! `support/payloads.rs`. Needs `python3` on PATH.
 //!
 //! * round trip: 1 worker, sequential echo of a small dict, through the pool
 //!   vs the same bridge driven by a minimal blocking Rust client (no pool, no
@@ -491,6 +493,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 #[tokio::main]
 async fn main() {
     let json_out = std::env::args().any(|a| a == "--json");
+    let roundtrip_only = std::env::args().any(|a| a == "--roundtrip-only");
+    let throughput_only = std::env::args().any(|a| a == "--throughput-only");
     let interpreter = Arc::new(
         PythonFactory::new(config())
             .interpreter()
@@ -503,6 +507,14 @@ async fn main() {
         let bytes_mb_s = payloads::run(&interpreter).await;
         if json_out {
             println!("{}", json!({ "bytes_mb_s": bytes_mb_s }));
+        }
+        return;
+    }
+
+    if throughput_only {
+        let (tp, ppe, mp) = throughput(&interpreter).await;
+        if json_out {
+            println!("{}", json!({"calls_per_sec": calls_per_sec(tp, ppe, mp)}));
         }
         return;
     }
@@ -525,39 +537,25 @@ async fn main() {
         );
     }
     println!(
-        "ratio cenote / bare: {:.2} (block medians), {:.2} (means)",
+        "ratio cenote / bare: {:.2} (block medians), {:.2} (means), {:.2} (p50)",
         ours.block_us / base.block_us,
-        ours.mean_us / base.mean_us
+        ours.mean_us / base.mean_us,
+        ours.p50_us as f64 / base.p50_us.max(1) as f64
     );
-
-    // Alternate rounds and keep each contender's median, so that load from
-    // elsewhere on the machine does not favour whoever ran at a quiet moment.
-    let (mut tps, mut ppes, mut mps) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..THROUGHPUT_ROUNDS {
-        tps.push(cenote_throughput().await);
-        let interp = Arc::clone(&interpreter);
-        let (ppe, mp) = tokio::task::spawn_blocking(move || python_throughput(&interp))
-            .await
-            .expect("python bench");
-        ppes.push(ppe);
-        mps.push(mp);
+    let roundtrip_us = json!({
+        "cenote": round1(ours.block_us),
+        "baseline": round1(base.block_us),
+        "cenote_p50": ours.p50_us,
+        "baseline_p50": base.p50_us,
+    });
+    if roundtrip_only {
+        if json_out {
+            println!("{}", json!({ "roundtrip_us": roundtrip_us }));
+        }
+        return;
     }
-    let (tp, ppe, mp) = (median_f(tps), median_f(ppes), median_f(mps));
-    println!(
-        "\nthroughput, 2 workers, {CALLERS} concurrent callers, echo (median of {THROUGHPUT_ROUNDS} alternating rounds)"
-    );
-    println!("{:<36} {:>12}", "", "calls/s");
-    println!("{:<36} {:>12.0}", "cenote", tp);
-    println!("{:<36} {:>12.0}", "ProcessPoolExecutor(2), submit", ppe);
-    println!(
-        "{:<36} {:>12.0}",
-        "multiprocessing.Pool(2), apply_async", mp
-    );
-    println!(
-        "cenote / PPE: {:.1}x   cenote / mp.Pool: {:.1}x",
-        tp / ppe,
-        tp / mp
-    );
+
+    let (tp, ppe, mp) = throughput(&interpreter).await;
 
     let mut one = Vec::new();
     let mut conc = Vec::new();
@@ -657,8 +655,8 @@ memory: total PSS of 8 workers holding 100 MiB of read-only data"
     if json_out {
         let out = json!({
             "bytes_mb_s": bytes_mb_s,
-            "roundtrip_us": {"cenote": round1(ours.block_us), "baseline": round1(base.block_us)},
-            "calls_per_sec": {"cenote": tp.round(), "ppe": ppe.round(), "mp_pool": mp.round()},
+            "roundtrip_us": roundtrip_us,
+            "calls_per_sec": calls_per_sec(tp, ppe, mp),
             "startup_ms": {"one": round1(ms(one)), "concurrent8": round1(ms(conc)), "sequential8": round1(ms(seq))},
             "startup_heavy_ms": heavy_ms,
             "replace_ms": {"spawn": rs, "forkserver": rf},
@@ -666,6 +664,44 @@ memory: total PSS of 8 workers holding 100 MiB of read-only data"
         });
         println!("{out}");
     }
+}
+
+/// The throughput section: cenote, `ProcessPoolExecutor` and
+/// `multiprocessing.Pool`, printed as a table; returns their calls/s.
+async fn throughput(interpreter: &Arc<PathBuf>) -> (f64, f64, f64) {
+    // Alternate rounds and keep each contender's median, so that load from
+    // elsewhere on the machine does not favour whoever ran at a quiet moment.
+    let (mut tps, mut ppes, mut mps) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..THROUGHPUT_ROUNDS {
+        tps.push(cenote_throughput().await);
+        let interp = Arc::clone(interpreter);
+        let (ppe, mp) = tokio::task::spawn_blocking(move || python_throughput(&interp))
+            .await
+            .expect("python bench");
+        ppes.push(ppe);
+        mps.push(mp);
+    }
+    let (tp, ppe, mp) = (median_f(tps), median_f(ppes), median_f(mps));
+    println!(
+        "\nthroughput, 2 workers, {CALLERS} concurrent callers, echo (median of {THROUGHPUT_ROUNDS} alternating rounds)"
+    );
+    println!("{:<36} {:>12}", "", "calls/s");
+    println!("{:<36} {:>12.0}", "cenote", tp);
+    println!("{:<36} {:>12.0}", "ProcessPoolExecutor(2), submit", ppe);
+    println!(
+        "{:<36} {:>12.0}",
+        "multiprocessing.Pool(2), apply_async", mp
+    );
+    println!(
+        "cenote / PPE: {:.1}x   cenote / mp.Pool: {:.1}x",
+        tp / ppe,
+        tp / mp
+    );
+    (tp, ppe, mp)
+}
+
+fn calls_per_sec(tp: f64, ppe: f64, mp: f64) -> Value {
+    json!({"cenote": tp.round(), "ppe": ppe.round(), "mp_pool": mp.round()})
 }
 
 fn median_f(mut v: Vec<f64>) -> f64 {

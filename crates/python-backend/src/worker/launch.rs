@@ -74,6 +74,9 @@ impl PythonWorker {
 
     async fn ready(mut session: Session, config: &PythonConfig) -> Result<Self, PythonError> {
         let ready = handshake(&mut session, config).await?;
+        // Not before: the ready frame takes milliseconds, a spin would only
+        // run out.
+        session.set_read_spin(config.read_spin);
         tracing::debug!(worker = %session.label(), pid = ready.pid, version = %ready.version, "python worker ready");
         Ok(PythonWorker::new(session, ready, config))
     }

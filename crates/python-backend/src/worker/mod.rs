@@ -7,7 +7,9 @@
 //! - `session`: the protocol state machine (the request in flight, the
 //!   outbox, settling what a dropped caller left, deadlines, faults), which
 //!   is what makes every call cancel-safe;
-//! - `retire`: when a worker that still works should be replaced.
+//! - `retire`: when a worker that still works should be replaced;
+//! - `spin`: reading the bridge's frames, with a short spin before parking
+//!   that keeps a sequential caller's round trip off idle CPUs.
 //!
 //! This module puts them together behind the public API and the pool's
 //! traits, and turns the bridge's answers into what a caller sees.
@@ -16,6 +18,7 @@ mod launch;
 mod pipes;
 mod retire;
 mod session;
+mod spin;
 
 use std::time::Duration;
 

@@ -15,7 +15,6 @@
 
 use std::io::IoSlice;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use cenote_core::CallCtx;
@@ -30,6 +29,7 @@ use crate::protocol::{Incoming, Outgoing};
 use crate::request::PyCall;
 
 use super::pipes::Capacity;
+use super::spin::FrameReader;
 
 /// The session enforces a call's deadline (the pool's, from [`CallCtx`])
 /// itself this long after it passes: with a pool, the pool's `CallTimeout`
@@ -63,9 +63,9 @@ pub(super) struct Session {
     pid: u32,
     proc: Process,
     stdin: Option<pipe::Sender>,
-    stdout: pipe::Receiver,
-    /// The capacity of the pipe to the bridge and of the one from it.
-    capacity: [Capacity; 2],
+    /// The capacity of the pipe to the bridge (the reader keeps its own).
+    stdin_capacity: Capacity,
+    stdout: FrameReader,
     decoder: Decoder,
     max_frame: usize,
     /// The frame being written and how much of it is out.
@@ -104,8 +104,8 @@ impl Session {
             pid,
             proc,
             stdin: Some(stdin),
-            stdout,
-            capacity: Default::default(),
+            stdin_capacity: Capacity::default(),
+            stdout: FrameReader::new(stdout),
             decoder: Decoder::new(max_frame),
             max_frame,
             outbox: Outbound::default(),
@@ -114,6 +114,11 @@ impl Session {
             pending: None,
             fault: None,
         }
+    }
+
+    /// How long a read may poll for a frame before it parks (see `spin`).
+    pub(super) fn set_read_spin(&mut self, budget: Duration) {
+        self.stdout.set_budget(budget);
     }
 
     pub(super) fn label(&self) -> &str {
@@ -182,7 +187,7 @@ impl Session {
     /// Make `frame` the next to write.
     fn queue(&mut self, frame: Outbound) {
         if let Some(stdin) = &self.stdin {
-            self.capacity[0].fit(stdin, frame.len());
+            self.stdin_capacity.fit(stdin, frame.len());
         }
         self.outbox = frame;
         self.written = 0;
@@ -393,20 +398,7 @@ impl Session {
     /// or an I/O error means the process died; bytes that are not a frame
     /// break the protocol.
     pub(super) async fn read_frame(&mut self) -> Result<Incoming, PythonError> {
-        let polled = std::future::poll_fn(|cx| {
-            let polled = self.decoder.poll_frame(&mut self.stdout, cx);
-            // Size the pipe for the frame coming in (or just in).
-            let size = match &polled {
-                Poll::Ready(Ok(Ok(Some(frame)))) => Some(frame.size()),
-                Poll::Pending => self.decoder.frame_size(),
-                _ => None,
-            };
-            if let Some(size) = size {
-                self.capacity[1].fit(&self.stdout, size);
-            }
-            polled
-        })
-        .await;
+        let polled = self.stdout.read_frame(&mut self.decoder).await;
         let frame = match polled {
             Ok(Ok(Some(frame))) => frame,
             Ok(Ok(None)) | Err(_) => return Err(self.crash().await),
