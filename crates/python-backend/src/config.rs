@@ -131,7 +131,9 @@ pub struct PythonConfig {
     pub rss_check_interval: Duration,
     /// Replace a worker after this long.
     pub max_lifetime: Option<Duration>,
-    /// The largest frame either side sends or accepts, in bytes.
+    /// The largest frame either side sends or accepts, in bytes: its JSON
+    /// and its raw bytes together. At most 2 GiB − 1 (the frame word's
+    /// 31 bits); a larger value acts as that.
     pub max_frame_size: usize,
     /// Value for [`THREAD_ENV`] in each worker (`None`: leave them alone).
     pub thread_limit: Option<u32>,

@@ -99,6 +99,7 @@ impl Session {
         stdout: pipe::Receiver,
         max_frame: usize,
     ) -> Self {
+        let max_frame = max_frame.min(crate::frame::MAX_BODY);
         Session {
             label,
             pid,
