@@ -164,6 +164,7 @@ async fn large_payloads_round_trip_intact() {
     init_tracing();
     let tag = new_tag("bin-large");
     let pool = chaos_pool(binary(&tag).max_frame_size(40 << 20), 1).await;
+    let worker = pid(&pool).await as u32;
     let data = Bytes::from(pattern(32 << 20, 5));
     let back: Bytes = pool
         .call(
@@ -174,7 +175,43 @@ async fn large_payloads_round_trip_intact() {
         .await
         .unwrap();
     assert!(back == data, "32 MiB came back changed");
+    // The pipes grown for the transfer are back to the default once it is
+    // over, so an idle worker holds no extra pipe quota.
+    let capacities = pipe_capacities(worker);
+    assert!(
+        capacities.len() >= 3,
+        "frames in, frames out, stderr: {capacities:?}"
+    );
+    assert!(capacities.iter().all(|&c| c == 64 << 10), "{capacities:?}");
     pool.close().await;
+}
+
+/// The capacity of every pipe the process `pid` holds open.
+fn pipe_capacities(pid: u32) -> Vec<i32> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut seen = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let path = entry.unwrap().path();
+        let Ok(target) = std::fs::read_link(&path) else {
+            continue;
+        };
+        let target = target.to_string_lossy().into_owned();
+        if !target.starts_with("pipe:") || seen.contains_key(&target) {
+            continue;
+        }
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        // SAFETY: F_GETPIPE_SZ only reads the pipe's size.
+        let size = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        seen.insert(target, size);
+    }
+    seen.into_values().collect()
 }
 
 #[tokio::test]

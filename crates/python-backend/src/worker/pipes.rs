@@ -7,11 +7,14 @@
 //! (`F_SETPIPE_SZ`), which lifted 1 MiB echoes from about 300 to about
 //! 500 MB/s here (`cargo bench --bench python -- --payloads-only`).
 //!
-//! It is shrunk back when a small frame passes, because pipe capacity is
-//! charged to the user: past `/proc/sys/fs/pipe-user-pages-soft` (64 MiB by
-//! default) an unprivileged user's new pipes get one page, which would slow
-//! every later worker. A pipe that cannot be grown (that limit, an old
-//! kernel) or shrunk (it still holds more than the default) stays as it is:
+//! It is shrunk back as soon as the frame has crossed (the pipe from the
+//! bridge once the frame is read, the pipe to it once the bridge answers,
+//! having read the request whole), because pipe capacity is charged to the
+//! user: past `/proc/sys/fs/pipe-user-pages-soft` (64 MiB by default) an
+//! unprivileged user's new pipes get one page, which would slow every later
+//! worker, so idle workers must not sit on grown pipes. A pipe that cannot
+//! be grown (that limit, an old kernel) or shrunk (it still holds more than
+//! the default) stays as it is and is tried again at the next frame:
 //! capacity is an optimisation, never an error.
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -33,7 +36,7 @@ pub(super) struct Capacity {
 
 impl Capacity {
     /// A frame of `size` bytes is about to move through the pipe `end` is
-    /// an end of.
+    /// an end of (0: none is moving any more).
     pub(super) fn fit(&mut self, end: &impl AsRawFd, size: usize) {
         let large = size >= LARGE;
         if large != self.grown && set(end.as_raw_fd(), if large { GROWN } else { DEFAULT }) {

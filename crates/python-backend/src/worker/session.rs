@@ -400,6 +400,10 @@ impl Session {
     /// break the protocol.
     pub(super) async fn read_frame(&mut self) -> Result<Incoming, PythonError> {
         let polled = self.stdout.read_frame(&mut self.decoder).await;
+        if let Some(stdin) = &self.stdin {
+            // The bridge answers only once it has read the request whole.
+            self.stdin_capacity.fit(stdin, 0);
+        }
         let frame = match polled {
             Ok(Ok(Some(frame))) => frame,
             Ok(Ok(None)) | Err(_) => return Err(self.crash().await),

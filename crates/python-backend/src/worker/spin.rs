@@ -197,10 +197,10 @@ impl FrameReader {
     }
 }
 
-/// Size the pipe for the frame coming in, or just in.
+/// Size the pipe for the frame coming in; back to the default once it is in.
 fn fit(capacity: &mut Capacity, end: &impl AsRawFd, decoder: &Decoder, polled: &Poll<Polled>) {
     let size = match polled {
-        Poll::Ready(Ok(Ok(Some(frame)))) => Some(frame.size()),
+        Poll::Ready(Ok(Ok(Some(_)))) => Some(0),
         Poll::Pending => decoder.frame_size(),
         Poll::Ready(_) => None,
     };
