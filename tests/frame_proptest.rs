@@ -125,11 +125,6 @@ fn plain(json: &[u8]) -> Frame {
     }
 }
 
-/// Body bytes of a decoded frame.
-fn size(frame: &Frame) -> usize {
-    frame.json.len() + frame.attachments.iter().map(Vec::len).sum::<usize>()
-}
-
 /// Split `bytes` at the given cut points (taken modulo its length).
 fn split<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     let mut at: Vec<usize> = cuts
@@ -170,7 +165,7 @@ fn feed(max: usize, chunks: &[&[u8]]) -> Fed {
         loop {
             match d.next_frame() {
                 Ok(Some(f)) => {
-                    assert!(size(&f) <= max, "frame of {} over max {max}", size(&f));
+                    assert!(f.size() <= max, "frame of {} over max {max}", f.size());
                     frames.push(f);
                 }
                 Ok(None) => break,
@@ -250,7 +245,7 @@ fn read_all(max: usize, reader: &mut Trickle) -> (Vec<Frame>, Result<(), FrameEr
             Poll::Pending => continue,
             Poll::Ready(Err(e)) => panic!("the test reader does not fail: {e}"),
             Poll::Ready(Ok(Ok(Some(f)))) => {
-                assert!(size(&f) <= max);
+                assert!(f.size() <= max);
                 frames.push(f);
             }
             Poll::Ready(Ok(Ok(None))) => return (frames, Ok(()), d.buffered()),

@@ -220,7 +220,6 @@ class Bridge:
                 views[0] = views[0][n:]
 
     def encode(self, obj):
-        del _attached[:]
         try:
             payload = _dumps(obj).encode("utf-8")
             found = [_flat(b) for b in _attached]

@@ -104,8 +104,6 @@ impl Frame {
 struct Partial {
     /// Body bytes announced.
     size: usize,
-    /// Body bytes taken so far.
-    taken: usize,
     /// The count and table, until the layout is known.
     table: Vec<u8>,
     /// Lengths of the JSON and of each attachment, once the table is in.
@@ -123,7 +121,6 @@ impl Partial {
         }
         let mut partial = Partial {
             size,
-            taken: 0,
             table: Vec::new(),
             layout: None,
             parts: Vec::new(),
@@ -139,9 +136,14 @@ impl Partial {
         self.parts.push(Vec::new());
     }
 
+    /// Body bytes taken so far: what the table and the parts hold.
+    fn taken(&self) -> usize {
+        self.table.len() + self.parts.iter().map(Vec::len).sum::<usize>()
+    }
+
     /// Bytes of the body still to come.
     fn missing(&self) -> usize {
-        self.size - self.taken
+        self.size - self.taken()
     }
 
     /// How long the table is: the count word, then one word per
@@ -179,13 +181,13 @@ impl Partial {
         let n = want.min(bytes.len());
         grow(dest, n, want);
         dest.extend_from_slice(&bytes[..n]);
-        self.took(n)
+        self.check_table()?;
+        Ok(n)
     }
 
-    /// Count `n` bytes just added to the target; once the table is
-    /// complete, check it and lay out the parts.
-    fn took(&mut self, n: usize) -> Result<usize, FrameError> {
-        self.taken += n;
+    /// After bytes went to the target: once the table is complete, check
+    /// it and lay out the parts.
+    fn check_table(&mut self) -> Result<(), FrameError> {
         if self.layout.is_none() && self.table.len() >= 4 {
             let table_len = self.table_len();
             if table_len > self.size {
@@ -202,7 +204,7 @@ impl Partial {
                 self.lay_out(layout);
             }
         }
-        Ok(n)
+        Ok(())
     }
 
     fn is_complete(&mut self) -> bool {
@@ -360,7 +362,7 @@ impl Decoder {
 
     /// Bytes of an unfinished frame, for the end-of-stream report.
     pub fn buffered(&self) -> usize {
-        let partial = self.partial.as_ref().map_or(0, |p| p.taken + HEADER_LEN);
+        let partial = self.partial.as_ref().map_or(0, |p| p.taken() + HEADER_LEN);
         partial + self.end - self.start
     }
 
@@ -389,8 +391,8 @@ impl Decoder {
                 grow(dest, n, want);
                 let mut limited = dest.limit(n);
                 match poll_read_into(reader, cx, &mut limited) {
-                    Poll::Ready(Ok(got)) if got > 0 => match partial.took(got) {
-                        Ok(got) => Poll::Ready(Ok(got)),
+                    Poll::Ready(Ok(got)) if got > 0 => match partial.check_table() {
+                        Ok(()) => Poll::Ready(Ok(got)),
                         Err(e) => return Poll::Ready(Ok(Err(e))),
                     },
                     other => other,
@@ -606,8 +608,7 @@ mod tests {
             for piece in bytes.chunks(rng.gen_range(1..9)) {
                 d.extend(piece);
                 while let Ok(Some(f)) = d.next_frame() {
-                    let total = f.json.len() + f.attachments.iter().map(Vec::len).sum::<usize>();
-                    assert!(total <= max);
+                    assert!(f.size() <= max);
                 }
             }
         }

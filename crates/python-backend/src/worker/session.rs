@@ -388,9 +388,11 @@ impl Session {
             }
         }
         // Sent: do not keep a request's buffers (or its caller's bytes)
-        // for the worker's life.
+        // for the worker's life. Not through `queue`: the pipe may still
+        // hold the frame, so its capacity is left until the answer.
         if self.outbox.head.capacity() > 1 << 20 || !self.outbox.attachments.is_empty() {
-            self.queue(Outbound::default());
+            self.outbox = Outbound::default();
+            self.written = 0;
         }
         Ok(())
     }
