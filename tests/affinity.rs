@@ -30,6 +30,28 @@ async fn serve<I: cenote::IdleStrategy, W: cenote::WaitStrategy>(
     Ok(guard.id())
 }
 
+/// A pool of two whose hint sessions wait up to `wait`, with session "h"
+/// checked out: the pool, the checkout, and its worker's id.
+async fn hint_held(
+    wait: Duration,
+) -> (
+    cenote::Pool<TestFactory>,
+    cenote::Checkout<TestWorker>,
+    WorkerId,
+) {
+    let pool = builder(TestFactory::default(), 2)
+        .affinity_hint_wait(wait)
+        .build()
+        .await
+        .unwrap();
+    let held = pool
+        .get_with(session("h", AffinityMode::Hint))
+        .await
+        .unwrap();
+    let owner = held.id();
+    (pool, held, owner)
+}
+
 async fn settled<I: cenote::IdleStrategy, W: cenote::WaitStrategy>(
     pool: &cenote::Pool<TestFactory, I, W>,
     size: usize,
@@ -111,16 +133,7 @@ async fn strict_wait_ends_at_its_checkout_timeout() {
 
 #[tokio::test]
 async fn hint_waits_its_bound_then_takes_any_worker_and_the_session_moves() {
-    let pool = builder(TestFactory::default(), 2)
-        .affinity_hint_wait(Duration::from_millis(80))
-        .build()
-        .await
-        .unwrap();
-    let held = pool
-        .get_with(session("h", AffinityMode::Hint))
-        .await
-        .unwrap();
-    let owner = held.id();
+    let (pool, held, owner) = hint_held(Duration::from_millis(80)).await;
     let asked = Instant::now();
     let other = serve(&pool, session("h", AffinityMode::Hint))
         .await
@@ -147,16 +160,7 @@ async fn hint_waits_its_bound_then_takes_any_worker_and_the_session_moves() {
 
 #[tokio::test]
 async fn hint_served_by_its_worker_within_the_bound() {
-    let pool = builder(TestFactory::default(), 2)
-        .affinity_hint_wait(Duration::from_secs(3))
-        .build()
-        .await
-        .unwrap();
-    let held = pool
-        .get_with(session("h", AffinityMode::Hint))
-        .await
-        .unwrap();
-    let owner = held.id();
+    let (pool, held, owner) = hint_held(Duration::from_secs(3)).await;
     let p = pool.clone();
     let waiter = tokio::spawn(async move { serve(&p, session("h", AffinityMode::Hint)).await });
     assert!(eventually(SETTLE, || pool.status().waiting == 1).await);
@@ -264,16 +268,7 @@ async fn strict_waiter_learns_its_worker_crashed_and_the_session_stays_lost() {
 
 #[tokio::test]
 async fn hint_waiter_whose_worker_crashes_is_served_by_another() {
-    let pool = builder(TestFactory::default(), 2)
-        .affinity_hint_wait(Duration::from_secs(3))
-        .build()
-        .await
-        .unwrap();
-    let mut held = pool
-        .get_with(session("h", AffinityMode::Hint))
-        .await
-        .unwrap();
-    let owner = held.id();
+    let (pool, mut held, owner) = hint_held(Duration::from_secs(3)).await;
     let p = pool.clone();
     let waiter = tokio::spawn(async move { serve(&p, session("h", AffinityMode::Hint)).await });
     assert!(eventually(SETTLE, || pool.status().waiting == 1).await);
