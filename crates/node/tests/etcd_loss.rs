@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use cenote_core::{Registry, RegistryEvent};
 use cenote_node::{CallError, Node, Remote};
 use cenote_registry::EtcdRegistry;
-use common::{eventually, job_pool, Job};
+use common::{eventually, job_pool, Job, Logs};
 use etcd::EtcdServer;
 use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -83,26 +83,6 @@ impl Drop for Proxy {
     }
 }
 
-/// Collects every log line of this test binary.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 async fn etcd_registry(url: &str, node: &str) -> EtcdRegistry {
     EtcdRegistry::builder([url.to_string()])
         .prefix("/loss")
@@ -117,15 +97,7 @@ async fn etcd_registry(url: &str, node: &str) -> EtcdRegistry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_loses_etcd_calls_known_nodes_until_their_leases_would_expire() {
     let logs = Logs::default();
-    let sink = logs.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish(),
-    )
-    .unwrap();
+    tracing::subscriber::set_global_default(logs.subscriber(tracing::Level::INFO)).unwrap();
 
     let server = EtcdServer::start();
     tokio::time::timeout(Duration::from_secs(90), async {

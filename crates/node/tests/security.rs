@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -52,30 +51,10 @@ async fn a_wrong_or_missing_token_is_unauthorized_and_the_node_serves_on() {
     .expect("test timed out");
 }
 
-/// Collects formatted log lines.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn an_open_node_says_so_loudly() {
     let logs = Logs::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::WARN));
     let registry = LocalRegistry::new("-");
     let open = Node::builder(as_node(&registry, "open"))
         .pool::<Job>("jobs", job_pool("open", 1).await)
@@ -85,7 +64,7 @@ async fn an_open_node_says_so_loudly() {
     open.shutdown().await;
     let closed = serve_jobs(as_node(&registry, "closed"), job_pool("closed", 1).await).await;
     closed.shutdown().await;
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let warnings: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("WITHOUT a token"))
