@@ -1,6 +1,6 @@
 //! A user-written idle strategy: the idle worker that served the fewest tasks
 //! goes first, spreading wear. `tests/custom_strategy.rs` checks it.
-use cenote::{Caller, Factory, IdleStrategy, IdleWorker, Pool, Queue, Worker, WorkerCtx};
+use cenote::{Caller, Checkout, Factory, IdleStrategy, IdleWorker, Pool, Queue, Worker, WorkerCtx};
 use std::{collections::BTreeMap, convert::Infallible, time::Duration};
 
 /// By (tasks served, arrival): O(log n); a session claim scans, O(n).
@@ -71,7 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool: Pool<Nop, LeastTasks, cenote::Fifo> = Pool::builder(Nop).size(3).build().await?;
     let mut served = BTreeMap::new();
     for _ in 0..12 {
-        *served.entry(pool.get().await?.id()).or_insert(0) += 1; // LIFO: 12 on one
+        *served.entry(Checkout::id(&pool.get().await?)).or_insert(0) += 1; // LIFO: 12 on one
     }
     println!("checkouts per worker: {served:?}");
     pool.close().await;

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cenote::{AffinityLoss, AffinityMode, CallOptions, CheckoutOptions, Error, WorkerId};
+use cenote::{AffinityLoss, AffinityMode, CallOptions, Checkout, CheckoutOptions, Error, WorkerId};
 use common::*;
 
 const SETTLE: Duration = Duration::from_secs(5);
@@ -27,7 +27,7 @@ async fn serve<I: cenote::IdleStrategy, W: cenote::WaitStrategy>(
     opts: CheckoutOptions,
 ) -> Result<WorkerId, Error<TestError>> {
     let guard = pool.get_with(opts).await?;
-    Ok(guard.id())
+    Ok(Checkout::id(&guard))
 }
 
 /// A pool of two whose hint sessions wait up to `wait`, with session "h"
@@ -48,7 +48,7 @@ async fn hint_held(
         .get_with(session("h", AffinityMode::Hint))
         .await
         .unwrap();
-    let owner = held.id();
+    let owner = Checkout::id(&held);
     (pool, held, owner)
 }
 
@@ -101,7 +101,7 @@ async fn every_mode_returns_to_the_worker_that_served_the_session() {
 async fn strict_waits_for_its_busy_worker_while_others_sit_idle() {
     let pool = builder(TestFactory::default(), 2).build().await.unwrap();
     let held = pool.get_with(strict("s")).await.unwrap();
-    let owner = held.id();
+    let owner = Checkout::id(&held);
     let p = pool.clone();
     let waiter = tokio::spawn(async move { serve(&p, strict("s")).await });
     assert!(eventually(SETTLE, || pool.status().waiting == 1).await);
@@ -178,7 +178,7 @@ async fn fail_fast_is_busy_at_once_and_served_when_its_worker_is_free() {
         .get_with(session("f", AffinityMode::FailFast))
         .await
         .unwrap();
-    let owner = held.id();
+    let owner = Checkout::id(&held);
     let asked = Instant::now();
     let err = serve(&pool, session("f", AffinityMode::FailFast))
         .await
@@ -218,7 +218,7 @@ async fn strict_waiter_on_held_worker(
     tokio::task::JoinHandle<Result<WorkerId, Error<TestError>>>,
 ) {
     let held = pool.get_with(strict(key)).await.unwrap();
-    let owner = held.id();
+    let owner = Checkout::id(&held);
     let (p, k) = (pool.clone(), key.to_string());
     let waiter = tokio::spawn(async move { serve(&p, strict(&k)).await });
     assert!(eventually(SETTLE, || pool.status().waiting == 1).await);
@@ -541,7 +541,10 @@ async fn sessions_stick_with<I: cenote::IdleStrategy>() {
             let mut g = pool.get_with(opts.checkout.clone()).await.unwrap();
             let n = g.call(Op::Bump(s)).await.unwrap();
             assert_eq!(n, round + 1, "{} session {s}", I::NAME);
-            assert_eq!(*owners.entry(s).or_insert(g.id()), g.id());
+            assert_eq!(
+                *owners.entry(s).or_insert(Checkout::id(&g)),
+                Checkout::id(&g)
+            );
         }
     }
     pool.check_invariants().unwrap();

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cenote::{CallOptions, CheckoutOptions, Error};
+use cenote::{CallOptions, Checkout, CheckoutOptions, Error};
 use common::*;
 
 const SETTLE: Duration = Duration::from_secs(5);
@@ -55,7 +55,7 @@ async fn a_worker_returned_before_the_timeout_is_taken() {
     let waiter = tokio::spawn(async move {
         p.get_with(CheckoutOptions::default().timeout(Duration::from_secs(5)))
             .await
-            .map(|c| c.waited())
+            .map(|c| Checkout::waited(&c))
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(held);

@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cenote::PriorityLevel;
+use cenote::{Checkout, PriorityLevel};
 use common::*;
 
 const SETTLE: Duration = Duration::from_secs(5);
@@ -111,7 +111,7 @@ async fn priority_waiters_are_served_highest_first_ties_in_arrival_order() {
     // `call_with` with a priority queues through the same strategy: every call is
     // served by the one worker once it is released.
     let held = pool.get().await.unwrap();
-    let held_id = held.id().0;
+    let held_id = Checkout::id(&held).0;
     let mut calls = Vec::new();
     for (i, prio) in [1, 2, 2, 1, 3].into_iter().enumerate() {
         let p = pool.clone();
@@ -177,7 +177,7 @@ where
     // Shuffle the return order away from the checkout order.
     held.rotate_left(1);
     held.swap(0, n - 1);
-    let ids: Vec<u64> = held.iter().map(|c| c.id().0).collect();
+    let ids: Vec<u64> = held.iter().map(|c| Checkout::id(&c).0).collect();
     for co in held {
         drop(co);
     }
@@ -195,16 +195,16 @@ async fn lifo_idle_reuses_the_most_recently_returned_worker() {
     for _ in 0..4 {
         held.push(pool.get().await.unwrap());
     }
-    let taken: Vec<u64> = held.iter().map(|c| c.id().0).collect();
+    let taken: Vec<u64> = held.iter().map(|c| Checkout::id(&c).0).collect();
     let mut newest_first = returned.clone();
     newest_first.reverse();
     assert_eq!(taken, newest_first, "returned in order {returned:?}");
     drop(held);
     // One caller at a time: always the same, hot worker.
-    let hot = pool.get().await.unwrap().id().0;
+    let hot = Checkout::id(&pool.get().await.unwrap()).0;
     for _ in 0..20 {
         let mut co = pool.get().await.unwrap();
-        assert_eq!(co.id().0, hot);
+        assert_eq!(Checkout::id(&co).0, hot);
         assert_eq!(co.call(Op::Ok).await.unwrap(), hot);
     }
     pool.close().await;
@@ -225,8 +225,8 @@ async fn fifo_idle_rotates_through_every_worker() {
     let mut seen = Vec::new();
     for _ in 0..12 {
         let mut co = pool.get().await.unwrap();
-        assert_eq!(co.call(Op::Ok).await.unwrap(), co.id().0);
-        seen.push(co.id().0);
+        assert_eq!(co.call(Op::Ok).await.unwrap(), Checkout::id(&co).0);
+        seen.push(Checkout::id(&co).0);
     }
     let expected: Vec<u64> = returned.iter().cycle().take(12).copied().collect();
     assert_eq!(seen, expected);

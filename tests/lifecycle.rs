@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cenote::Error;
+use cenote::{Checkout, Error};
 use common::*;
 
 const SETTLE: Duration = Duration::from_secs(5);
@@ -75,7 +75,7 @@ async fn removed_idle_workers_are_really_shut_down() {
 async fn retain_replaces_what_it_removes() {
     let f = TestFactory::default();
     let pool = builder(f.clone(), 3).build().await.unwrap();
-    let first = pool.get().await.unwrap().id();
+    let first = Checkout::id(&pool.get().await.unwrap());
     let removed = pool.retain(|w| w.id != first).await;
     assert_eq!(removed, 1);
     assert!(eventually(SETTLE, || pool.status().idle == 3).await);
@@ -83,7 +83,7 @@ async fn retain_replaces_what_it_removes() {
     let ids: Vec<_> = futures::future::join_all((0..3).map(|_| pool.get()))
         .await
         .into_iter()
-        .map(|g| g.unwrap().id())
+        .map(|g| Checkout::id(&g.unwrap()))
         .collect();
     assert!(!ids.contains(&first), "a removed worker still serves");
     pool.close().await;

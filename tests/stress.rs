@@ -162,14 +162,14 @@ impl World {
 
     /// Take a worker into the test's ledger; it must not be held already.
     fn hold(&self, co: &Held) {
-        if !self.held.lock().unwrap().insert(co.id().0) {
-            self.fail(format!("worker {} checked out twice", co.id()));
+        if !self.held.lock().unwrap().insert(Checkout::id(&co).0) {
+            self.fail(format!("worker {} checked out twice", Checkout::id(&co)));
         }
     }
 
     fn release(&self, co: Held) {
         // Out of the ledger before the pool can hand it to anyone else.
-        self.held.lock().unwrap().remove(&co.id().0);
+        self.held.lock().unwrap().remove(&Checkout::id(&co).0);
         drop(co);
     }
 
@@ -321,8 +321,10 @@ async fn one_step(w: &World, rng: &mut StdRng) {
                 w.tally.held.fetch_add(1, Ordering::SeqCst);
                 if rng.gen_bool(0.5) {
                     match co.call(Op::Ok).await {
-                        Ok(id) if id == co.id().0 => {}
-                        other => w.fail(format!("checkout {} answered {other:?}", co.id())),
+                        Ok(id) if id == Checkout::id(&co).0 => {}
+                        other => {
+                            w.fail(format!("checkout {} answered {other:?}", Checkout::id(&co)))
+                        }
                     }
                 }
                 if rng.gen_bool(0.2) {

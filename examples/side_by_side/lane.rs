@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cenote::python::{PyCall, PythonConfig, PythonFactory};
-use cenote::{CheckoutOptions, Error, IdleStrategy, Pool, Registry, Status, WaitStrategy};
+use cenote::{
+    Checkout, CheckoutOptions, Error, IdleStrategy, Pool, Registry, Status, WaitStrategy,
+};
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
@@ -75,7 +77,7 @@ impl<I: IdleStrategy, W: WaitStrategy> Lane for PoolLane<I, W> {
                 }
                 Err(_) => return (asked.elapsed(), Duration::ZERO, End::Failed),
             };
-            let waited = worker.waited();
+            let waited = Checkout::waited(&worker);
             let began = Instant::now();
             let req = PyCall::new(
                 "sleep",

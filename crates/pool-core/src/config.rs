@@ -33,12 +33,22 @@ impl Backoff {
     }
 }
 
-/// How many worker restarts (replacements after a crash, a failed start or a
-/// failed recycle) are allowed within `window` before the pool holds further
-/// restarts back until the window has room, and reports a crash loop.
+/// The crash-loop guard: how many charged failures are allowed within
+/// `window` before the pool holds every start back until the window has
+/// room again, and reports a crash loop.
+///
+/// Charged are failures the pool did not choose: a failed start, and a
+/// worker that broke on its own (crashed, failed a health check or a
+/// recycle). A worker that breaks before it has finished a single call
+/// counts twice, so a module that dies on every call is held back twice as
+/// soon. Not charged are the pool's own decisions: killing a call that ran
+/// past its deadline and did not let go, retirements, removals, shrinking,
+/// idle overflow. Only real failure times are remembered; holding a start
+/// back never pushes time into the window, so once it has room, starts
+/// resume at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CrashBudget {
-    /// Restarts allowed per window.
+    /// Charged failures allowed per window.
     pub max_restarts: u32,
     /// The sliding window.
     pub window: Duration,
@@ -66,6 +76,11 @@ pub struct PoolConfig {
     pub recycle_timeout: Duration,
     /// Deadline for one `Pool::call`, unless the call gives its own.
     pub call_timeout: Duration,
+    /// How long a worker is given to let go of a call that ran past its
+    /// deadline, or that its caller dropped, before it is killed and
+    /// replaced (see [`Worker::cancel`](crate::Worker::cancel)). Zero: kill
+    /// at once.
+    pub cancel_grace: Duration,
     /// Backoff between failed starts of one slot.
     pub start_backoff: Backoff,
     /// Crash-loop budget.
@@ -101,6 +116,12 @@ impl Default for PoolConfig {
             create_timeout: Duration::from_secs(30),
             recycle_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(60),
+            // A cancelled asyncio task or an interrupted handler confirms in
+            // well under a millisecond; 250 ms leaves room for a handler's
+            // own cleanup (closing a connection in a `finally`) while a
+            // worker that will not let go holds its slot only briefly
+            // before it is replaced.
+            cancel_grace: Duration::from_millis(250),
             start_backoff: Backoff {
                 initial: Duration::from_millis(100),
                 max: Duration::from_secs(10),

@@ -137,7 +137,8 @@ pub use config::{Backoff, CrashBudget, PoolConfig};
 pub use entry::{Caller, IdleWorker, Waiter};
 pub use error::{BuildError, ConfigError, Error, StartError};
 pub use pool::{
-    CallOptions, Checkout, CheckoutOptions, Pool, PoolBuilder, RetryIf, RetryPolicy, WorkerInfo,
+    CallBudget, CallOptions, Checkout, CheckoutOptions, Pool, PoolBuilder, RetryIf, RetryPolicy,
+    WorkerInfo,
 };
 pub use queue::{Entry, IdleStrategy, PriorityLevel, Queue, WaitStrategy};
 pub use registry::{
@@ -145,4 +146,4 @@ pub use registry::{
     WorkerState,
 };
 pub use status::{Percentiles, Status, Totals};
-pub use worker::{Call, CallCtx, Factory, Retire, Worker, WorkerCtx, WorkerId};
+pub use worker::{Call, CallCtx, Cancel, Factory, Retire, Worker, WorkerCtx, WorkerId};

@@ -11,11 +11,18 @@ pub struct Totals {
     pub timeouts: u64,
     /// Callers that gave up waiting for a worker (`checkout_timeout`).
     pub checkout_timeouts: u64,
-    /// Calls killed at their deadline.
+    /// Calls that ran past their deadline (each also counted `cancelled` or
+    /// `killed`, once its worker let go or was killed).
     pub call_timeouts: u64,
+    /// Abandoned calls (past their deadline, or dropped by their caller)
+    /// that their worker let go of: it served on, with no restart.
+    pub cancelled: u64,
+    /// Workers killed because a call they were running did not let go of
+    /// (or they could not cancel it): each costs a restart.
+    pub killed: u64,
     /// Workers found broken (crashed, failed health check or recycle).
     pub crashes: u64,
-    /// Replacement starts after a crash, a timeout or a failed start.
+    /// Replacement starts after a crash, a kill or a failed start.
     pub restarts: u64,
     /// Callers turned away (`Saturated`).
     pub rejected: u64,

@@ -7,9 +7,12 @@
 //!   gives up while a slow process starts does not waste the start;
 //! * **is it broken?** ([`Worker::is_broken`]) — a cheap, synchronous look taken
 //!   on every checkout and every return, e.g. "has my process exited?";
+//! * **cancel** ([`Worker::cancel`]) — asked, off the caller's path, to
+//!   abandon an operation its caller left (past its deadline, or dropped
+//!   mid-call), so the worker can serve again without a restart;
 //! * **recycle** ([`Worker::recycle`]) — the slow, async repair the pool runs,
-//!   off the caller's path, on a worker whose operation was cut off and on idle
-//!   workers due a health check;
+//!   off the caller's path, on a worker whose operation was cut off and that
+//!   cannot cancel it, and on idle workers due a health check;
 //! * **shut down** ([`Worker::shutdown`]) — graceful within a deadline, a kill
 //!   when the deadline is zero.
 
@@ -78,11 +81,32 @@ pub trait Worker: Send + Sized + 'static {
     }
 
     /// Make the worker ready for the next caller: finish or kill an operation
-    /// that a caller abandoned, or answer a health check when idle. The pool
+    /// that a caller abandoned (when [`cancel`](Worker::cancel) is
+    /// [`Cancel::Unsupported`]), or answer a health check when idle. The pool
     /// bounds it with `recycle_timeout`; an error or a timeout replaces the
     /// worker.
     fn recycle(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
         async { Ok(()) }
+    }
+
+    /// Abandon the operation a caller left on this worker: its call ran past
+    /// its deadline, or the caller dropped it mid-way. The pool asks this
+    /// once, off the caller's path (the caller already has its answer), and
+    /// bounds it with `grace` (the pool's `cancel_grace`), which the worker
+    /// is told to pass on (a handler's cleanup time, say).
+    ///
+    /// * [`Cancel::Freed`]: the operation let go; the worker serves again as
+    ///   it is, its warm state kept, and nothing is charged to the crash
+    ///   budget.
+    /// * [`Cancel::Failed`], or no answer within `grace`: the worker is
+    ///   killed and replaced (not charged to the crash budget either: the
+    ///   pool chose to end it).
+    /// * [`Cancel::Unsupported`] (the default, for workers that cannot
+    ///   cancel): a late call's worker is killed and replaced; a dropped
+    ///   call's worker is [recycled](Worker::recycle).
+    fn cancel(&mut self, grace: Duration) -> impl Future<Output = Cancel> + Send {
+        let _ = grace;
+        async { Cancel::Unsupported }
     }
 
     /// Asked on every return: should this worker be replaced although it still
@@ -100,6 +124,19 @@ pub trait Worker: Send + Sized + 'static {
     fn pid(&self) -> Option<u32> {
         None
     }
+}
+
+/// What [`Worker::cancel`] did with an abandoned operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// The operation let go: the worker may serve again.
+    Freed,
+    /// It did not (or the worker broke meanwhile): the worker must be
+    /// replaced.
+    Failed,
+    /// This worker cannot cancel an operation; the pool kills a late call's
+    /// worker and recycles a dropped call's.
+    Unsupported,
 }
 
 /// Makes workers. Called concurrently, once per slot, from tasks the pool owns.
@@ -123,12 +160,15 @@ pub trait Factory: Send + Sync + 'static {
 
 /// What a worker is told about the call it serves: its deadline.
 ///
-/// A call has exactly one deadline, the pool's (`call_timeout`, or the one
-/// given in [`CallOptions`](crate::CallOptions)). The pool enforces it: past
-/// it the call's future is dropped, the caller gets
-/// [`Error::CallTimeout`](crate::Error::CallTimeout), and the worker is
-/// killed and replaced. A worker reads it to bound work it hands elsewhere
-/// (a child process, a remote service), never to set a deadline of its own.
+/// A call has exactly one deadline, resolved once by its
+/// [`CallBudget`](crate::CallBudget) (`call_timeout`, or the call's own
+/// timeout, cut short by the call's whole budget if it has one). The pool
+/// enforces it, with one timer: past it the call's future is dropped, the
+/// caller gets [`Error::CallTimeout`](crate::Error::CallTimeout) at once,
+/// and the worker is asked to [cancel](Worker::cancel) the operation (or is
+/// killed and replaced if it cannot, or does not let go within
+/// `cancel_grace`). A worker reads it to bound work it hands elsewhere (a
+/// child process, a remote service), never to set a deadline of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallCtx {
     deadline: tokio::time::Instant,
@@ -175,8 +215,8 @@ pub trait Call<Req>: Worker {
 
     /// Serve one request, by `ctx`'s deadline. The future may be dropped at
     /// any await point (caller cancelled, deadline passed); the pool then
-    /// never hands the worker out again before [`recycle`](Worker::recycle)
-    /// succeeds, or kills it.
+    /// never hands the worker out again before [`cancel`](Worker::cancel)
+    /// (or [`recycle`](Worker::recycle)) succeeds, or kills it.
     fn call(
         &mut self,
         req: Req,

@@ -74,6 +74,9 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> PoolBuilder<F, I, W> {
         recycle_timeout: Duration;
         /// Default deadline for `call`.
         call_timeout: Duration;
+        /// How long a worker may take to let go of a late or dropped call
+        /// before it is killed (default 250 ms; zero: kill at once).
+        cancel_grace: Duration;
         /// Backoff between failed starts.
         start_backoff: Backoff;
         /// Crash-loop budget.

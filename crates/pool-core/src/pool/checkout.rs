@@ -1,4 +1,5 @@
-//! [`Checkout`]: a worker on loan to one caller, returned when dropped.
+//! [`Checkout`]: a worker on loan to one caller, returned when dropped, and
+//! the one place a call's deadline is enforced.
 
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
@@ -16,10 +17,18 @@ use crate::worker::{Call, CallCtx, Worker, WorkerId};
 ///
 /// What happens on drop depends on how the worker was left:
 /// * nothing in flight: it goes to the next waiter or the idle queue;
-/// * dropped while [`call`](Checkout::call) was running (the caller was
-///   cancelled), or after [`taint`](Checkout::taint): it is recycled before
-///   anyone else gets it;
-/// * its call passed its deadline: it is killed and replaced.
+/// * dropped while a call was running (the caller was cancelled), or its
+///   call ran past its deadline: the worker is asked to
+///   [cancel](crate::Worker::cancel) the call, and serves again once it has
+///   let go; one that does not within `cancel_grace` (or cannot cancel) is
+///   killed and replaced after a late call, recycled after a dropped one;
+/// * after [`taint`](Checkout::taint): as after a dropped call; after
+///   [`kill_on_return`](Checkout::kill_on_return): it is killed and
+///   replaced.
+///
+/// What the guard itself knows ([`id`](Checkout::id),
+/// [`waited`](Checkout::waited)...) is read through associated functions,
+/// `Checkout::id(&guard)`, so they never hide the worker's own methods.
 pub struct Checkout<W: Worker> {
     /// Moved out by Drop, and only there: a `ManuallyDrop` rather than an
     /// `Option`, so no check of it is left in every access and in the
@@ -28,8 +37,8 @@ pub struct Checkout<W: Worker> {
     /// Nanoseconds the caller waited.
     waited_ns: u64,
     taken: Stamp,
-    in_flight: bool,
-    kill: bool,
+    /// How the worker goes back if the guard drops now.
+    left: Return,
 }
 
 /// The worker and where it goes back to, moved out together on drop.
@@ -44,29 +53,28 @@ impl<W: Worker> Checkout<W> {
             loan: ManuallyDrop::new(Loan { live, home }),
             waited_ns,
             taken,
-            in_flight: false,
-            kill: false,
+            left: Return::Clean,
         }
     }
 
     /// The worker's id in its pool.
-    pub fn id(&self) -> WorkerId {
-        self.live().meta.id
+    pub fn id(this: &Self) -> WorkerId {
+        this.live().meta.id
     }
 
     /// The worker's OS process id, where it has one.
-    pub fn pid(&self) -> Option<u32> {
-        self.live().meta.pid
+    pub fn pid(this: &Self) -> Option<u32> {
+        this.live().meta.pid
     }
 
     /// How long the caller waited for this worker.
-    pub fn waited(&self) -> Duration {
-        Duration::from_nanos(self.waited_ns)
+    pub fn waited(this: &Self) -> Duration {
+        Duration::from_nanos(this.waited_ns)
     }
 
-    /// Tasks this worker served before this checkout.
-    pub fn tasks_served(&self) -> u64 {
-        self.live().meta.tasks
+    /// Checkouts of this worker that ended before this one.
+    pub fn tasks_served(this: &Self) -> u64 {
+        this.live().meta.tasks
     }
 
     /// Serve one request under the pool's `call_timeout`, exactly as
@@ -75,22 +83,11 @@ impl<W: Worker> Checkout<W> {
     where
         W: Call<Req>,
     {
-        let limit = self.home().call_timeout();
-        self.call_within(req, limit).await
+        let ctx = self.call_ctx();
+        self.call_in(req, ctx).await
     }
 
-    /// Serve one request, which must finish within `limit`.
-    ///
-    /// * Past the deadline the call is cut off and
-    ///   [`Error::CallTimeout`] returned; the worker is killed and replaced
-    ///   when this guard drops.
-    /// * A worker that answers with an error stays: [`Error::Worker`]; one
-    ///   that died during the call is replaced: [`Error::Crashed`].
-    /// * If this future is dropped before it finishes, the worker is
-    ///   recycled (its abandoned work finished or killed) before it serves
-    ///   anyone else.
-    /// * When the pool's close grace runs out, the call is cut off with
-    ///   [`Error::Closed`].
+    /// Serve one request, which must finish within `limit` from now.
     pub async fn call_within<Req>(
         &mut self,
         req: Req,
@@ -99,52 +96,73 @@ impl<W: Worker> Checkout<W> {
     where
         W: Call<Req>,
     {
-        let ctx = CallCtx::within(limit);
-        let deadline = ctx.deadline();
+        self.call_in(req, CallCtx::within(limit)).await
+    }
+
+    /// Serve one request by `ctx`'s deadline (a [`CallBudget`]'s
+    /// [`start`](CallBudget::start)). This is where a call's deadline is
+    /// enforced, by one timer:
+    ///
+    /// * Past the deadline the call is cut off and [`Error::CallTimeout`]
+    ///   returned at once; when this guard drops, the worker is asked to
+    ///   cancel the call (see [`Checkout`]).
+    /// * A worker that answers with an error stays: [`Error::Worker`]; one
+    ///   that broke during the call is replaced: [`Error::Crashed`].
+    /// * If this future is dropped before it finishes, the call is cancelled
+    ///   the same way when the guard drops.
+    /// * When the pool's close grace runs out, the call is cut off with
+    ///   [`Error::Closed`].
+    ///
+    /// [`CallBudget`]: crate::CallBudget
+    pub async fn call_in<Req>(
+        &mut self,
+        req: Req,
+        ctx: CallCtx,
+    ) -> Result<W::Response, Error<W::Error>>
+    where
+        W: Call<Req>,
+    {
         let Loan { live, home } = &mut *self.loan;
-        self.in_flight = true;
+        self.left = Return::Interrupted;
         let outcome = tokio::select! {
             biased;
-            r = tokio::time::timeout_at(deadline, live.worker.call(req, ctx)) => r,
+            r = tokio::time::timeout_at(ctx.deadline(), live.worker.call(req, ctx)) => r,
             // The close grace ran out: cut the call off; the guard's drop
             // (in flight, pool closed) ends the worker.
             () = home.kill_signal().cancelled() => return Err(Error::Closed),
         };
-        self.in_flight = false;
-        let broken = matches!(outcome, Ok(Err(_))) && live.worker.is_broken();
-        match outcome {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if !broken => Err(Error::Worker(e)),
-            // A worker that broke only once the deadline had passed ran into
-            // it: a stalled runtime can find a worker's own backstop
-            // (derived from the same deadline) expired before this timer.
-            Ok(Err(e)) if tokio::time::Instant::now() < deadline => Err(Error::Crashed(e)),
-            Ok(Err(_)) | Err(_) => {
-                tracing::warn!(pool = %home.name(), worker = %live.meta.id, ?limit, "call timed out; killing its worker");
-                self.kill = true;
-                Err(Error::CallTimeout(limit))
-            }
+        let Ok(answered) = outcome else {
+            tracing::debug!(pool = %home.name(), worker = %live.meta.id, limit = ?ctx.timeout(),
+                "call ran past its deadline; cancelling it");
+            self.left = Return::Late;
+            return Err(Error::CallTimeout(ctx.timeout()));
+        };
+        self.left = Return::Clean;
+        match answered {
+            Ok(resp) => Ok(resp),
+            Err(e) if live.worker.is_broken() => Err(Error::Crashed(e)),
+            Err(e) => Err(Error::Worker(e)),
         }
     }
 
     /// The context a call made now through `DerefMut` would get: the pool's
-    /// `call_timeout` from now. For worker methods outside [`Call`] (e.g.
-    /// streams) that should honour the same deadline.
+    /// `call_timeout` from now.
     pub fn call_ctx(&self) -> CallCtx {
         CallCtx::within(self.home().call_timeout())
     }
 
     /// Mark the worker as left mid-operation by code that used it directly
-    /// through `DerefMut`: it will be recycled before it serves again.
+    /// through `DerefMut`: the operation is cancelled (or the worker
+    /// recycled, if it cannot cancel) before it serves again.
     pub fn taint(&mut self) {
-        self.in_flight = true;
+        self.left = Return::Interrupted;
     }
 
     /// Mark the worker to be killed and replaced when this guard drops:
     /// for code that used it through `DerefMut` and ran past a deadline of
     /// its own. It counts as a call timeout.
     pub fn kill_on_return(&mut self) {
-        self.kill = true;
+        self.left = Return::Kill;
     }
 
     fn home(&self) -> &Arc<dyn Home<W>> {
@@ -179,13 +197,7 @@ impl<W: Worker> Drop for Checkout<W> {
         // SAFETY: `loan` is initialised from construction until here, and
         // nothing reads it after this line: drop runs once.
         let Loan { live, home } = unsafe { ManuallyDrop::take(&mut self.loan) };
-        let how = if self.kill {
-            Return::Kill
-        } else if self.in_flight {
-            Return::Interrupted
-        } else {
-            Return::Clean
-        };
+        let how = self.left;
         let returned = Stamp::now();
         let served = Served {
             waited_ns: self.waited_ns,
@@ -200,7 +212,7 @@ impl<W: Worker + std::fmt::Debug> std::fmt::Debug for Checkout<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkout")
             .field("worker", &self.loan.live.worker)
-            .field("waited", &self.waited())
+            .field("waited", &Checkout::waited(self))
             .finish()
     }
 }

@@ -71,10 +71,12 @@ pub(crate) struct Held<Wk> {
 /// ([`StopReason::graceful`]) and what the log says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StopReason {
-    /// It broke: crashed, failed a recycle or a health check.
+    /// It broke: crashed, failed a recycle or a health check. Charged to
+    /// the crash budget.
     Broken,
-    /// Its call ran past the deadline.
-    TimedOut,
+    /// The pool killed it: a call it ran did not let go when cancelled (or
+    /// it cannot cancel), or its user asked. Not charged.
+    Killed,
     /// It asked to retire (quota, memory, lifetime).
     Retired(Retire),
     /// Its retirement replacement is serving.
@@ -97,7 +99,7 @@ impl StopReason {
     /// What a session served by a worker leaving for this reason is told.
     pub fn loss(&self) -> AffinityLoss {
         match self {
-            StopReason::Broken | StopReason::TimedOut => AffinityLoss::Crashed,
+            StopReason::Broken | StopReason::Killed => AffinityLoss::Crashed,
             StopReason::Retired(_) | StopReason::Replaced => AffinityLoss::Recycled,
             StopReason::Shrunk
             | StopReason::IdleOverflow
@@ -112,7 +114,7 @@ impl StopReason {
     pub fn graceful(&self) -> bool {
         !matches!(
             self,
-            StopReason::Broken | StopReason::TimedOut | StopReason::AfterClose
+            StopReason::Broken | StopReason::Killed | StopReason::AfterClose
         )
     }
 }

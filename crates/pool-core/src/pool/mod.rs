@@ -3,10 +3,14 @@
 //! Data takes one path through it. A caller's [`get`](Pool::get) takes an idle
 //! worker or queues as a waiter ([`waiter`]); the worker comes back when its
 //! [`Checkout`] drops ([`checkout`]) and re-enters service through
-//! [`shared`], the only place that decides between "next waiter", "idle",
-//! "recycle" ([`recycle`]), "replace" and "retire". Workers are made only by
-//! start tasks ([`start`]); counts are kept honest by slot tokens ([`state`]).
+//! [`shared`], which asks the worker what it needs to know and carries out
+//! what [`state`] decides under the pool's lock: "next waiter", "idle",
+//! "cancel" or "recycle" ([`recycle`]), "replace" or "retire". Workers are
+//! made only by start tasks ([`start`]), each holding a ticket the state
+//! counted. A call's time is resolved once ([`budget`]) and enforced once,
+//! by its checkout.
 
+mod budget;
 mod builder;
 mod checkout;
 mod handoff;
@@ -25,6 +29,7 @@ mod waiter;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use budget::CallBudget;
 pub use builder::PoolBuilder;
 pub use checkout::Checkout;
 pub use options::{CallOptions, CheckoutOptions};
@@ -122,7 +127,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
 
     /// Check out a worker, waiting up to the pool's `checkout_timeout`.
     pub async fn get(&self) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
-        self.checkout(&options::NO_CHECKOUT_OPTIONS).await
+        self.get_by_ref(&options::NO_CHECKOUT_OPTIONS).await
     }
 
     /// Check out a worker with options for this checkout: its own timeout
@@ -134,16 +139,45 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
         &self,
         opts: CheckoutOptions,
     ) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
-        self.checkout(&opts).await
+        self.get_by_ref(&opts).await
     }
 
-    /// `get_with` by reference: `get` and `call` pass shared defaults, so
-    /// their futures own nothing to drop.
-    async fn checkout(&self, opts: &CheckoutOptions) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
+    /// `get_with` by reference: `get` passes shared defaults, so its future
+    /// owns nothing to drop.
+    async fn get_by_ref(
+        &self,
+        opts: &CheckoutOptions,
+    ) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
+        let budget = CallBudget::of_checkout(opts, &self.shared().config);
+        self.checkout(opts, &budget).await
+    }
+
+    /// Check out a worker for one call of `opts`, whose time is `budget`
+    /// (see [`budget`](Pool::budget)): it waits until the budget's checkout
+    /// deadline. For code that serves a call another way than
+    /// [`call_with`](Pool::call_with) (a stream, say), then runs it by
+    /// [`CallBudget::start`].
+    pub async fn get_for(
+        &self,
+        opts: &CallOptions,
+        budget: &CallBudget,
+    ) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
+        self.checkout(&opts.checkout, budget).await
+    }
+
+    /// Wait for a worker until `budget`'s checkout deadline, taken once: a
+    /// worker found broken is replaced, and the caller waits on for another
+    /// within the same deadline.
+    async fn checkout(
+        &self,
+        opts: &CheckoutOptions,
+        budget: &CallBudget,
+    ) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
         let shared = self.shared();
+        let asked = budget.asked();
         loop {
-            let asked = Stamp::now();
-            let (mut live, taken) = Acquire::new(shared, opts, asked).await?;
+            let wait = Acquire::new(shared, opts, asked, budget.checkout_timeout());
+            let (mut live, taken) = wait.await?;
             if live.worker.is_broken() {
                 shared.discard(live, StopReason::Broken);
                 continue;
@@ -154,6 +188,16 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
             let home: Arc<dyn Home<Wk<F>>> = Arc::clone(shared) as _;
             return Ok(Checkout::new(live, home, waited, taken));
         }
+    }
+
+    /// A call's time, resolved from its options and this pool's config:
+    /// the one place `checkout_timeout`, `call_timeout` and a call's own
+    /// values meet. [`call_with`](Pool::call_with) uses it; so does
+    /// anything that checks out a worker to serve one call another way (a
+    /// stream, a node's server), through [`get_for`](Pool::get_for) and
+    /// [`CallBudget::start`].
+    pub fn budget(&self, opts: &CallOptions) -> CallBudget {
+        CallBudget::resolve(opts, &self.shared().config)
     }
 
     /// Check out a worker, serve `req`, give the worker back, under the
@@ -169,13 +213,13 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
     }
 
     /// [`call`](Pool::call) with options for this call: its deadline, its
-    /// checkout timeout, its waiter priority.
+    /// checkout timeout, its whole budget, its waiter priority, its session.
     ///
     /// The deadline is the call's only one: the worker learns it (through
-    /// [`CallCtx`](crate::CallCtx)); past it the call is cut off with
-    /// [`Error::CallTimeout`] and its worker killed and replaced. If the
-    /// caller drops this future early, the worker is recycled before it
-    /// serves again.
+    /// [`CallCtx`](crate::CallCtx)); past it the call ends with
+    /// [`Error::CallTimeout`] at once, and its worker is asked to cancel it
+    /// (see [`Checkout`]). If the caller drops this future early, the call
+    /// is cancelled the same way.
     pub async fn call_with<Req>(
         &self,
         req: Req,
@@ -196,9 +240,14 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
     where
         Wk<F>: Call<Req>,
     {
-        let limit = opts.timeout.unwrap_or(self.shared().config.call_timeout);
-        let mut guard = self.checkout(&opts.checkout).await?;
-        guard.call_within(req, limit).await
+        let budget = CallBudget::resolve(opts, &self.shared().config);
+        let mut guard = self.checkout(&opts.checkout, &budget).await?;
+        match budget.start() {
+            Some(ctx) => guard.call_in(req, ctx).await,
+            // Nothing left to run it in: the worker goes back unused rather
+            // than be cut off by a deadline it never had a chance to meet.
+            None => Err(Error::CallTimeout(Duration::ZERO)),
+        }
     }
 
     /// Forget session `key`: its next call starts a new session on
@@ -213,9 +262,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
     /// A snapshot of sizes, totals and latency percentiles.
     pub fn status(&self) -> Status {
         let shared = self.shared();
-        shared
-            .lock()
-            .status(&shared.name, shared.config.crash_budget)
+        shared.lock().status(&shared.name)
     }
 
     /// The counts a node publishes as its load (idle, busy, waiting,

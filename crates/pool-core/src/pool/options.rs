@@ -17,6 +17,7 @@ pub(crate) static NO_CHECKOUT_OPTIONS: CheckoutOptions = CheckoutOptions {
 /// What `call` uses: the pool's defaults (see [`NO_CHECKOUT_OPTIONS`]).
 pub(crate) static NO_CALL_OPTIONS: CallOptions = CallOptions {
     timeout: None,
+    budget: None,
     checkout: CheckoutOptions {
         timeout: None,
         priority: 0,
@@ -67,9 +68,15 @@ impl CheckoutOptions {
 pub struct CallOptions {
     /// The call's deadline once a worker is in hand (default: the pool's
     /// `call_timeout`). It is the call's only deadline: the worker learns it
-    /// through [`CallCtx`](crate::CallCtx), and past it the worker is killed
-    /// and replaced ([`Error::CallTimeout`](crate::Error::CallTimeout)).
+    /// through [`CallCtx`](crate::CallCtx), and past it the call ends with
+    /// [`Error::CallTimeout`](crate::Error::CallTimeout) and its worker is
+    /// asked to cancel it (killed and replaced if it cannot).
     pub timeout: Option<Duration>,
+    /// The whole call's allowance, waiting for a worker included, counted
+    /// from when the call is made: it cuts both the checkout timeout and the
+    /// call's deadline short (default: none). A node sets it from a remote
+    /// caller's time left.
+    pub budget: Option<Duration>,
     /// How the worker is checked out: checkout timeout, priority, session.
     pub checkout: CheckoutOptions,
 }
@@ -78,6 +85,13 @@ impl CallOptions {
     /// Set the call's deadline, counted from when it has a worker.
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
+        self
+    }
+
+    /// End the whole call, waiting for a worker included, within `d` of
+    /// when it is made.
+    pub fn budget(mut self, d: Duration) -> Self {
+        self.budget = Some(d);
         self
     }
 

@@ -1,6 +1,14 @@
-//! Recycling: the async repair a worker gets, off any caller's path, before it
-//! may serve again — after a caller abandoned an operation on it, and when it
-//! sat idle long enough to be due a health check.
+//! Cancelling and recycling: the async repair a worker gets, off any
+//! caller's path, before it may serve again.
+//!
+//! * **Cancel** — a call ran past its deadline, or its caller dropped it:
+//!   the worker is asked to let go of it ([`Worker::cancel`]) within
+//!   `cancel_grace`. One that does serves on, warm; one that does not is
+//!   killed and replaced, and the kill is the pool's choice, not charged to
+//!   the crash budget. A worker that cannot cancel is killed after a late
+//!   call, and recycled after a dropped one, as before cancelling existed.
+//! * **Recycle** — the same repair without a cancel: for a dropped call on a
+//!   worker that cannot cancel, and for idle workers due a health check.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +18,42 @@ use super::shared::{Shared, Wk};
 use crate::clock::Stamp;
 use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::registry::WorkerState;
-use crate::worker::{Factory, Worker};
+use crate::worker::{Cancel, Factory, Worker};
 
 impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
+    /// Cancel what a caller left in flight on a busy worker: its call ran
+    /// past its deadline (`late`), or the caller dropped it. Until the worker
+    /// lets go it stays busy: nobody else is handed a worker that may still
+    /// be running a dead caller's job.
+    pub fn cancel(self: &Arc<Self>, live: Live<Wk<F>>, late: bool) {
+        self.publish(&live.meta, WorkerState::Recycling);
+        let me = Arc::clone(self);
+        self.spawn(async move { me.run_cancel(live, late).await });
+    }
+
+    async fn run_cancel(self: Arc<Self>, mut live: Live<Wk<F>>, late: bool) {
+        let grace = self.config.cancel_grace;
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(grace, live.worker.cancel(grace)) => r.unwrap_or(Cancel::Failed),
+            // The close grace ran out: nothing may keep running.
+            () = self.kill.cancelled() => Cancel::Failed,
+        };
+        match outcome {
+            Cancel::Freed => {
+                tracing::debug!(pool = %self.name, worker = %live.meta.id, late, "abandoned call cancelled; worker serves on");
+                self.lock().count_cancelled();
+                live.meta.checked_at = Stamp::now();
+                self.reenter(live, None);
+            }
+            Cancel::Unsupported if !late => self.recycle(live),
+            Cancel::Failed | Cancel::Unsupported => {
+                tracing::warn!(pool = %self.name, worker = %live.meta.id, ?grace, late,
+                    "abandoned call did not let go; killing its worker");
+                self.discard(live, StopReason::Killed);
+            }
+        }
+    }
+
     /// Recycle a busy worker whose operation was cut off. Until `recycle`
     /// succeeds it stays busy: nobody else can be handed a worker that may
     /// still be running a dead caller's job.

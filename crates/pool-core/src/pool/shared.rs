@@ -2,12 +2,13 @@
 //! background tasks all hold, and the paths a worker takes through it:
 //!
 //! * **return** ([`Shared::put_back`]) — a guard is dropped: count it, then
-//!   either recycle the worker (its operation was cut off), discard it (its
-//!   call ran past the deadline), or let it re-enter service;
+//!   either cancel what it left in flight (its call was dropped or ran past
+//!   its deadline; see `recycle`), kill it (its user asked), or let it
+//!   re-enter service;
 //! * **re-enter** ([`Shared::reenter`]) — check the worker, then let the
 //!   state decide: next waiter, idle queue, retire, or stop;
-//! * **discard** ([`Shared::discard`]) — the worker is broken: shut it down
-//!   and start a replacement if one is wanted.
+//! * **discard** ([`Shared::discard`]) — the worker is broken or was killed:
+//!   shut it down and start a replacement if one is wanted.
 //!
 //! Each path asks the worker what it needs to know first (outside the
 //! lock), lets [`State`] decide under the lock, then carries out the
@@ -40,9 +41,12 @@ pub(crate) type WkError<F> = <Wk<F> as Worker>::Error;
 pub(crate) enum Return {
     /// Its user finished with it.
     Clean,
-    /// It was dropped while an operation was in flight: recycle before reuse.
+    /// It was dropped while an operation was in flight: cancel the
+    /// operation (or recycle the worker) before reuse.
     Interrupted,
-    /// Its call passed the deadline: kill it.
+    /// Its call passed the deadline: cancel it, or kill the worker.
+    Late,
+    /// Its user asked for it to be killed.
     Kill,
 }
 
@@ -170,8 +174,8 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
         }
     }
 
-    /// A busy worker is beyond use (or past its call deadline): shut it down
-    /// and start a replacement if one is wanted.
+    /// A busy worker is beyond use, or was killed: shut it down and start a
+    /// replacement if one is wanted.
     pub fn discard(self: &Arc<Self>, live: Live<Wk<F>>, reason: StopReason) {
         let fx = self.lock().discard(live, reason, &self.closing);
         self.apply(fx);
@@ -188,7 +192,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
             Duration::ZERO
         };
         match &reason {
-            StopReason::Broken | StopReason::TimedOut => {
+            StopReason::Broken | StopReason::Killed => {
                 tracing::warn!(pool = %self.name, worker = %meta.id, pid = ?meta.pid, ?reason, "worker discarded")
             }
             _ => {
@@ -225,9 +229,16 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Home<Wk<F>> for Shared<F, I, 
         tracing::trace!(pool = %self.name, worker = %live.meta.id, ?how, "worker returned");
         match how {
             Return::Clean => self.reenter(live, Some(served)),
-            Return::Interrupted => {
-                self.lock().record(served);
-                self.recycle(live)
+            Return::Interrupted | Return::Late => {
+                let late = how == Return::Late;
+                {
+                    let mut st = self.lock();
+                    st.record(served);
+                    if late {
+                        st.count_call_timeout();
+                    }
+                }
+                self.cancel(live, late)
             }
             Return::Kill => {
                 {
@@ -235,7 +246,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Home<Wk<F>> for Shared<F, I, 
                     st.record(served);
                     st.count_call_timeout();
                 }
-                self.discard(live, StopReason::TimedOut)
+                self.discard(live, StopReason::Killed)
             }
         }
     }

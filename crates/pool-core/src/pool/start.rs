@@ -1,10 +1,13 @@
 //! Starting workers: concurrently, each in a task the pool owns, retried with
-//! capped exponential backoff, held back by the crash-loop budget.
+//! capped exponential backoff, held back while the crash budget is spent.
 //!
 //! A start never runs on a caller's future. A caller who gives up while a
 //! process boots loses nothing: the worker arrives anyway and serves the next
-//! caller. While starts fail and no worker is up, waiters are told why
-//! ([`Error::Start`](crate::Error::Start)) instead of timing out blind.
+//! caller. While starts fail and no worker is up, waiters that waiting cannot
+//! help are told why ([`Error::Start`](crate::Error::Start)) instead of
+//! timing out blind: once a start has failed twice in a row, or when no
+//! retry comes before their deadline. A single failure with a retry in time
+//! is waited out, as it may be transient.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +15,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::live::{Held, Meta};
-use super::shared::{Shared, Wk};
+use super::shared::Shared;
 use super::state::StartTicket;
 use crate::clock::Stamp;
 use crate::error::StartError;
 use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::registry::WorkerState;
-use crate::worker::{Factory, Worker, WorkerCtx, WorkerId};
+use crate::worker::{Factory, Worker, WorkerCtx};
 
 impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
     /// Run a start the state has counted, in a task the pool owns.
@@ -28,26 +31,12 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
     }
 
     async fn run_start(self: Arc<Self>, ticket: StartTicket) {
-        let StartTicket {
-            id,
-            cancel,
-            is_restart,
-        } = ticket;
+        let id = ticket.id();
         let mut failures: u32 = 0;
         self.publish(&Meta::new(id, None), WorkerState::Starting);
         loop {
-            if is_restart || failures > 0 {
-                let delay = self.lock().restart_delay(self.config.crash_budget);
-                if !delay.is_zero() {
-                    tracing::error!(pool = %self.name, worker = %id, ?delay,
-                        "crash loop: restart budget spent, holding the next start back");
-                    if !pause(&cancel, delay).await {
-                        return self.start_ended(id);
-                    }
-                }
-            }
-            if cancel.is_cancelled() {
-                return self.start_ended(id);
+            if !self.crash_wait(&ticket).await || ticket.cancelled().is_cancelled() {
+                return self.start_ended(ticket);
             }
             let ctx = WorkerCtx {
                 pool: Arc::clone(&self.name),
@@ -60,45 +49,59 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
             // when the close grace runs out is it cut off.
             let made = tokio::select! {
                 made = tokio::time::timeout(self.config.create_timeout, self.factory.create(ctx)) => made,
-                () = self.kill.cancelled() => return self.start_ended(id),
+                () = self.kill.cancelled() => return self.start_ended(ticket),
             };
             let err = match made {
                 Ok(Ok(worker)) => {
                     let meta = Meta::new(id, worker.pid());
                     tracing::info!(pool = %self.name, worker = %id, pid = ?meta.pid, "worker ready");
                     self.publish(&meta, WorkerState::Ready);
-                    let fx = self
-                        .lock()
-                        .arrive(id, Box::new(Held { worker, meta }), Stamp::now());
+                    let fx =
+                        self.lock()
+                            .arrive(ticket, Box::new(Held { worker, meta }), Stamp::now());
                     return self.apply(fx);
                 }
                 Ok(Err(e)) => StartError::Failed(e),
                 Err(_) => StartError::TimedOut(self.config.create_timeout),
             };
             failures += 1;
-            self.start_failed(id, failures, Arc::new(err));
             let delay = self.config.start_backoff.jittered(failures);
-            if !pause(&cancel, delay).await {
-                return self.start_ended(id);
+            tracing::warn!(pool = %self.name, worker = %id, failures, error = %err, ?delay,
+                "worker failed to start; retrying with backoff");
+            self.lock()
+                .start_failed(&ticket, Arc::new(err), Stamp::now() + delay);
+            if !pause(ticket.cancelled(), delay).await {
+                return self.start_ended(ticket);
+            }
+            self.lock().start_retrying(&ticket);
+        }
+    }
+
+    /// Wait while the crash budget is spent; false if the start was
+    /// cancelled meanwhile.
+    async fn crash_wait(&self, ticket: &StartTicket) -> bool {
+        let mut told = false;
+        loop {
+            let delay = self.lock().crash_wait();
+            if delay.is_zero() {
+                return true;
+            }
+            if !told {
+                tracing::error!(pool = %self.name, worker = %ticket.id(), ?delay,
+                    "crash loop: the crash budget is spent; holding this start back");
+                told = true;
+            }
+            if !pause(ticket.cancelled(), delay).await {
+                return false;
             }
         }
     }
 
-    fn start_failed(
-        &self,
-        id: WorkerId,
-        failures: u32,
-        err: Arc<StartError<<Wk<F> as Worker>::Error>>,
-    ) {
-        tracing::warn!(pool = %self.name, worker = %id, failures, error = %err,
-            "worker failed to start; retrying with backoff");
-        self.lock().start_failed(id, err);
-    }
-
     /// The start ends without a worker: the pool is closing, or no longer
     /// needs it.
-    fn start_ended(&self, id: WorkerId) {
-        self.lock().start_ended(id);
+    fn start_ended(&self, ticket: StartTicket) {
+        let id = ticket.id();
+        self.lock().start_ended(ticket);
         self.drained.notify_waiters();
         if let Some(reg) = &self.registry {
             reg.remove_worker(id);

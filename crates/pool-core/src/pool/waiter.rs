@@ -16,14 +16,16 @@
 //!
 //! There is no timer per waiter: each waiter carries its deadline, and the
 //! pool's maintenance tick turns away those past it (at most 1/16 of
-//! `checkout_timeout` late). Only a checkout that sets its own timeout, or
-//! a hint waiting a bounded time for its session's worker, pays for a timer
-//! of its own.
+//! `checkout_timeout` late). Only a checkout whose deadline comes sooner
+//! than the pool's `checkout_timeout` (its own timeout, or a call's whole
+//! budget), or a hint waiting a bounded time for its session's worker, pays
+//! for a timer of its own.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::time::Sleep;
 
@@ -45,6 +47,8 @@ pub(crate) struct Acquire<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> {
     shared: &'a Arc<Shared<F, I, W>>,
     opts: &'a CheckoutOptions,
     asked: Stamp,
+    /// How long it may wait, from `asked` (resolved by its budget).
+    wait: Duration,
     /// Its cell, while queued.
     cell: Option<usize>,
     /// While queued: the checkout's own timeout, or the end of a hint's
@@ -55,11 +59,17 @@ pub(crate) struct Acquire<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> {
 }
 
 impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
-    pub fn new(shared: &'a Arc<Shared<F, I, W>>, opts: &'a CheckoutOptions, asked: Stamp) -> Self {
+    pub fn new(
+        shared: &'a Arc<Shared<F, I, W>>,
+        opts: &'a CheckoutOptions,
+        asked: Stamp,
+        wait: Duration,
+    ) -> Self {
         Acquire {
             shared,
             opts,
             asked,
+            wait,
             cell: None,
             timer: None,
             hint_until: None,
@@ -70,10 +80,7 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
     fn caller(&self) -> Caller<'a> {
         Caller {
             arrival: self.asked,
-            timeout: self
-                .opts
-                .timeout
-                .unwrap_or(self.shared.config.checkout_timeout),
+            timeout: self.wait,
             priority: self.opts.priority,
             affinity: self.opts.affinity.as_ref(),
         }
@@ -100,7 +107,7 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
                 return Some(Err(Error::Busy { key: a.key.clone() }));
             }
         }
-        if let Some(err) = st.start_error() {
+        if let Some(err) = st.start_error(caller.deadline()) {
             return Some(Err(Error::Start(err)));
         }
         if let Some(err) = self.saturated(&mut st) {
@@ -170,12 +177,15 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
         self.arm_timer();
     }
 
-    /// Set the timer to the hint's end, else to the checkout's own timeout.
+    /// Set the timer to the hint's end, else to the checkout's deadline if
+    /// it is sooner than the pool's own (which the maintenance tick keeps).
     #[inline]
     fn arm_timer(&mut self) {
         let until = match self.hint_until {
             Some(hint) => Some(hint),
-            None if self.opts.timeout.is_some() => Some(self.caller().deadline()),
+            None if self.wait < self.shared.config.checkout_timeout => {
+                Some(self.caller().deadline())
+            }
             None => None,
         };
         self.timer = until.map(|t| Box::pin(tokio::time::sleep_until(t.to_instant())));

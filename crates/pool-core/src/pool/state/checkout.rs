@@ -104,7 +104,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         if self.starts.len() > self.waiters.len() {
             return None;
         }
-        self.begin_start(None, false, parent)
+        self.begin_start(None, parent)
     }
 
     /// Forget session `key`: its next call starts a new session on any

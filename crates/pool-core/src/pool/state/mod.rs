@@ -38,24 +38,26 @@
 //! move to the general queue (or to an idle worker).
 
 mod checkout;
+mod crash_guard;
 mod returns;
 mod sizing;
 mod starts;
 mod waiters;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::task::Waker;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use self::crash_guard::CrashGuard;
 use super::handoff::{Cells, Grant, Place};
 use super::live::{Leaving, Live, Meta, Served, StopReason};
 use super::sessions::{Bound, Owner, Route, Sessions};
 use crate::affinity::{AffinityKey, AffinityLoss, AffinityMode};
 use crate::clock::Stamp;
-use crate::config::{CrashBudget, PoolConfig};
+use crate::config::PoolConfig;
 use crate::entry::{Caller, IdleWorker, Waiter};
 use crate::error::{Error, StartError};
 use crate::histogram::Metrics;
@@ -68,23 +70,37 @@ use crate::worker::{Retire, Worker, WorkerId};
 pub(crate) type WaitKey<W> = <<W as WaitStrategy>::Queue as Queue<Waiter>>::Key;
 
 /// A start the state has counted: the only way a new worker can come into
-/// the pool. Not `Clone`; the start task hands it back through
-/// [`State::arrive`], [`State::start_ended`].
+/// the pool. Made only by the state, and consumed by it: the start task
+/// hands it back through [`State::arrive`] or [`State::start_ended`], so a
+/// start cannot end twice or end one it does not hold.
 #[derive(Debug)]
 pub(crate) struct StartTicket {
-    pub id: WorkerId,
+    id: WorkerId,
     /// Cancelled when the pool closes or no longer needs this start.
-    pub cancel: CancellationToken,
-    /// A replacement after a crash: charged to the crash budget.
-    pub is_restart: bool,
+    cancel: CancellationToken,
+}
+
+impl StartTicket {
+    /// The id the new worker will carry.
+    pub fn id(&self) -> WorkerId {
+        self.id
+    }
+
+    /// Cancelled when the pool closes or no longer needs this start.
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.cancel
+    }
 }
 
 /// A start under way, as the state tracks it.
 #[derive(Debug)]
 struct Start {
     cancel: CancellationToken,
-    /// Its last attempt failed; it waits out a backoff before the next.
-    failing: bool,
+    /// Its attempts that failed in a row; it waits out a backoff before the
+    /// next.
+    failures: u32,
+    /// When its next attempt is due, while it is failing.
+    retry_at: Option<Stamp>,
     /// The retiring worker it replaces.
     replaces: Option<WorkerId>,
 }
@@ -168,8 +184,7 @@ pub(crate) struct State<Wk: Worker, I: IdleStrategy, W: WaitStrategy> {
     closed: bool,
     next_id: u64,
     last_start_error: Option<Arc<StartError<Wk::Error>>>,
-    /// Recent restarts, for the crash-loop budget.
-    restarts: VecDeque<Instant>,
+    crash_guard: CrashGuard,
     totals: Totals,
     metrics: Metrics,
 }
@@ -191,7 +206,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             closed: false,
             next_id: 1,
             last_start_error: None,
-            restarts: VecDeque::new(),
+            crash_guard: CrashGuard::new(config.crash_budget),
             totals: Totals::default(),
             metrics: Metrics::default(),
         }
@@ -239,7 +254,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
 
     /// Every start has made its worker or failed at least once.
     pub fn warm_settled(&self) -> bool {
-        self.starts.values().all(|s| s.failing)
+        self.starts.values().all(|s| s.failures > 0)
     }
 
     /// No worker is up and every start is failing: no waiter can be served
@@ -248,17 +263,28 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         self.idle.is_empty()
             && self.busy == 0
             && !self.starts.is_empty()
-            && self.starts.values().all(|s| s.failing)
+            && self.starts.values().all(|s| s.failures > 0)
     }
 
-    /// The start error a caller should get instead of waiting, if nobody
-    /// can serve.
-    pub fn start_error(&self) -> Option<Arc<StartError<Wk::Error>>> {
-        if self.nobody_can_serve() {
-            self.last_start_error.clone()
-        } else {
-            None
+    /// The start error a caller that waits until `deadline` gets instead
+    /// of waiting: when nobody can serve and waiting cannot help, because a
+    /// start has failed twice in a row (it keeps failing: an import error,
+    /// say), or because no start tries again before `deadline`. One failure
+    /// with a retry in time is waited out: it may be transient.
+    pub fn start_error(&self, deadline: Stamp) -> Option<Arc<StartError<Wk::Error>>> {
+        let hopeless = self.hopeless()?;
+        hopeless(deadline).then(|| self.last_start_error.clone())?
+    }
+
+    /// While nobody can serve: which deadlines waiting cannot help (see
+    /// [`start_error`](State::start_error)).
+    fn hopeless(&self) -> Option<impl Fn(Stamp) -> bool> {
+        if !self.nobody_can_serve() {
+            return None;
         }
+        let keeps_failing = self.starts.values().any(|s| s.failures >= 2);
+        let next_try = self.starts.values().filter_map(|s| s.retry_at).min();
+        Some(move |deadline: Stamp| keeps_failing || next_try.is_none_or(|at| at >= deadline))
     }
 
     /// Callers waiting: in the waiter queue and pinned to session workers.
@@ -277,7 +303,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     }
 
     /// A serde snapshot of the pool.
-    pub fn status(&self, name: &str, budget: CrashBudget) -> Status {
+    pub fn status(&self, name: &str) -> Status {
         let live = self.live();
         Status {
             name: name.to_string(),
@@ -293,7 +319,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             waiting: self.waiting(),
             sessions: self.sessions.len(),
             closed: self.closed,
-            crash_looping: self.crash_looping(budget),
+            crash_looping: self.crash_guard.looping(),
             totals: self.totals.clone(),
             wait: self.metrics.wait(),
             run: self.metrics.run(),

@@ -96,7 +96,12 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         self.metrics.record(served.waited_ns, served.ran_ns);
     }
 
-    /// Count a call killed at its deadline.
+    /// Count an abandoned call that its worker let go of.
+    pub fn count_cancelled(&mut self) {
+        self.totals.cancelled += 1;
+    }
+
+    /// Count a call that ran past its deadline.
     pub fn count_call_timeout(&mut self) {
         self.totals.call_timeouts += 1;
         self.totals.timeouts += 1;
@@ -165,7 +170,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         } else if self.live() < self.capacity() {
             // Room under the cap: serve on until a warm replacement is up.
             let id = live.meta.id;
-            if let Some(ticket) = self.begin_start(Some(id), false, parent) {
+            if let Some(ticket) = self.begin_start(Some(id), parent) {
                 self.retiring.insert(id, false);
                 fx.start.push(ticket);
             }
@@ -174,22 +179,31 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             // At the cap: stop first, then start the replacement in its place.
             fx.stop
                 .push(self.leave_busy(live, StopReason::Retired(reason)));
-            fx.start.extend(self.begin_start(None, false, parent));
+            fx.start.extend(self.begin_start(None, parent));
         }
         fx
     }
 
-    /// A busy worker is beyond use (`Broken`) or ran past its call deadline
-    /// (`TimedOut`): it leaves, and a replacement starts in its place unless
-    /// the pool is closing, shrinking or already has one for it.
+    /// A busy worker is beyond use (`Broken`, charged to the crash budget:
+    /// twice if it had not finished a call) or was killed (`Killed`, the
+    /// pool's choice: not charged): it leaves, and a replacement starts in
+    /// its place unless the pool is closing, shrinking or already has one
+    /// for it.
     pub fn discard(
         &mut self,
         live: Live<Wk>,
         reason: StopReason,
         parent: &CancellationToken,
     ) -> Effects<Wk> {
-        if reason == StopReason::Broken {
-            self.totals.crashes += 1;
+        match reason {
+            StopReason::Broken => {
+                self.totals.crashes += 1;
+                // Its tasks count the call it broke in, if it broke in one.
+                self.crash_guard
+                    .charge(if live.meta.tasks <= 1 { 2 } else { 1 });
+            }
+            StopReason::Killed => self.totals.killed += 1,
+            _ => {}
         }
         let had_replacement = self.retiring.contains_key(&live.meta.id);
         let mut fx = Effects::default();
@@ -197,14 +211,14 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         let wanted =
             !had_replacement && (self.settled_live() < self.size || !self.waiters.is_empty());
         if wanted {
-            if let Some(ticket) = self.begin_start(None, true, parent) {
+            if let Some(ticket) = self.begin_start(None, parent) {
                 self.totals.restarts += 1;
                 fx.start.push(ticket);
                 return fx;
             }
         }
-        if let Some(err) = self.start_error() {
-            self.fail_waiters(|| Error::Start(Arc::clone(&err)));
+        if let Some(err) = self.last_start_error.clone() {
+            self.fail_hopeless_waiters(&err);
         }
         fx
     }

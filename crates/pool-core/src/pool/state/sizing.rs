@@ -22,7 +22,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             let victim = self
                 .starts
                 .iter()
-                .find(|(_, s)| s.failing)
+                .find(|(_, s)| s.failures > 0)
                 .or_else(|| self.starts.iter().next_back())
                 .map(|(id, _)| *id);
             match victim {
@@ -31,7 +31,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             }
         }
         while self.settled_live() < self.size {
-            match self.begin_start(None, false, parent) {
+            match self.begin_start(None, parent) {
                 Some(ticket) => fx.start.push(ticket),
                 None => break,
             }

@@ -1,5 +1,5 @@
-//! Starts: the only way a worker enters the pool, and the crash budget
-//! that holds restarts back.
+//! Starts: the only way a worker enters the pool, each held back by the
+//! crash guard while the pool is crash-looping.
 
 use super::*;
 
@@ -8,7 +8,6 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     pub(super) fn begin_start(
         &mut self,
         replaces: Option<WorkerId>,
-        is_restart: bool,
         parent: &CancellationToken,
     ) -> Option<StartTicket> {
         if self.closed || self.live() >= self.capacity() {
@@ -21,21 +20,18 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             id,
             Start {
                 cancel: cancel.clone(),
-                failing: false,
+                failures: 0,
+                retry_at: None,
                 replaces,
             },
         );
-        Some(StartTicket {
-            id,
-            cancel,
-            is_restart,
-        })
+        Some(StartTicket { id, cancel })
     }
 
     /// The warm workers a new pool starts with.
     pub fn start_warm(&mut self, parent: &CancellationToken) -> Vec<StartTicket> {
         (0..self.size)
-            .filter_map(|_| self.begin_start(None, false, parent))
+            .filter_map(|_| self.begin_start(None, parent))
             .collect()
     }
 
@@ -55,9 +51,9 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// A start made its worker. It joins the pool (to a waiter or the idle
     /// queue), retiring the worker it replaces; or, if its start was
     /// cancelled or the pool closed, it is shut down.
-    pub fn arrive(&mut self, id: WorkerId, live: Live<Wk>, now: Stamp) -> Effects<Wk> {
+    pub fn arrive(&mut self, ticket: StartTicket, live: Live<Wk>, now: Stamp) -> Effects<Wk> {
         let mut fx = Effects::default();
-        let Some(start) = self.starts.remove(&id) else {
+        let Some(start) = self.starts.remove(&ticket.id) else {
             // Cancelled: already counted stopping.
             fx.stop.push(Leaving {
                 live,
@@ -84,58 +80,45 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         fx
     }
 
-    /// A start attempt failed; the start retries after a backoff. While
-    /// nobody can serve, waiters are told why.
-    pub fn start_failed(&mut self, id: WorkerId, err: Arc<StartError<Wk::Error>>) {
+    /// A start attempt failed; the start retries at `retry_at`. While
+    /// nobody can serve, waiters that waiting cannot help are told why (see
+    /// [`start_error`](State::start_error)).
+    pub fn start_failed(
+        &mut self,
+        ticket: &StartTicket,
+        err: Arc<StartError<Wk::Error>>,
+        retry_at: Stamp,
+    ) {
         self.totals.start_failures += 1;
         self.totals.restarts += 1;
-        if let Some(start) = self.starts.get_mut(&id) {
-            start.failing = true;
+        self.crash_guard.charge(1);
+        if let Some(start) = self.starts.get_mut(&ticket.id) {
+            start.failures += 1;
+            start.retry_at = Some(retry_at);
         }
         self.last_start_error = Some(Arc::clone(&err));
-        if self.nobody_can_serve() {
-            self.fail_waiters(|| Error::Start(Arc::clone(&err)));
+        self.fail_hopeless_waiters(&err);
+    }
+
+    /// A start's next attempt is about to run.
+    pub fn start_retrying(&mut self, ticket: &StartTicket) {
+        if let Some(start) = self.starts.get_mut(&ticket.id) {
+            start.retry_at = None;
         }
     }
 
     /// A start's task ended without a worker (the pool closed, or the start
     /// was cancelled).
-    pub fn start_ended(&mut self, id: WorkerId) {
-        if self.starts.contains_key(&id) {
-            self.cancel_start(id);
+    pub fn start_ended(&mut self, ticket: StartTicket) {
+        if self.starts.contains_key(&ticket.id) {
+            self.cancel_start(ticket.id);
         }
         self.stopped();
     }
 
-    /// Record one restart against the crash budget; returns how long the
-    /// restart must wait for the budget to have room.
-    pub fn restart_delay(&mut self, budget: CrashBudget) -> Duration {
-        let now = Instant::now();
-        while self
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= budget.window)
-        {
-            self.restarts.pop_front();
-        }
-        if self.restarts.len() < budget.max_restarts as usize {
-            self.restarts.push_back(now);
-            return Duration::ZERO;
-        }
-        let oldest = self.restarts.pop_front().unwrap_or(now);
-        let ready_at = oldest + budget.window;
-        self.restarts.push_back(ready_at);
-        ready_at.saturating_duration_since(now)
-    }
-
-    /// Whether the crash budget is spent for the current window.
-    pub(super) fn crash_looping(&self, budget: CrashBudget) -> bool {
-        let now = Instant::now();
-        let recent = self
-            .restarts
-            .iter()
-            .filter(|t| t.checked_add(budget.window).is_some_and(|end| end > now))
-            .count();
-        recent >= budget.max_restarts as usize
+    /// How long a start must wait before its next attempt, for the crash
+    /// budget to have room (zero: none).
+    pub fn crash_wait(&mut self) -> Duration {
+        self.crash_guard.wait()
     }
 }

@@ -124,6 +124,20 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// idle. A session worker serves the callers waiting for it first.
     #[inline(always)]
     /// Tell every waiter it will not be served.
+    /// While nobody can serve: fail with `err` the waiters that waiting
+    /// cannot help (see [`start_error`](State::start_error)).
+    pub(super) fn fail_hopeless_waiters(&mut self, err: &Arc<StartError<Wk::Error>>) {
+        let Some(hopeless) = self.hopeless() else {
+            return;
+        };
+        let mut doomed = |w: &mut Waiter| hopeless(w.deadline());
+        let mut out = self.waiters.take_matching(usize::MAX, &mut doomed);
+        out.extend(self.sessions.take_pinned(&mut doomed));
+        for waiter in out {
+            self.fail_waiter(waiter, Error::Start(Arc::clone(err)));
+        }
+    }
+
     pub(super) fn fail_waiters(&mut self, err: impl Fn() -> Error<Wk::Error>) {
         let mut all = self.waiters.take_first(usize::MAX);
         all.extend(self.sessions.take_pinned(&mut |_| true));
