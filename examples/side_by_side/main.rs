@@ -1,7 +1,8 @@
 //! The main job: four pools of Python workers side by side in one registry,
 //! the same workload through each (callers with priorities and a mix of
 //! checkout deadlines), and a table showing how their waiter strategies
-//! differ: waits per priority class, and callers timed out per pool.
+//! differ: waits per priority class, and callers timed out per pool. It also
+//! writes an HTML report with the shapes behind the table (`--report PATH`).
 //!
 //! ```sh
 //! cargo run --release --example side_by_side
@@ -9,10 +10,14 @@
 //! ```
 
 mod args;
+mod html;
 mod lane;
 mod report;
+mod svg;
+mod tally;
 mod workload;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +25,6 @@ use cenote::registry::LocalRegistry;
 use cenote::{Deadline, Fifo, Lifo, Priority, Registry};
 
 use lane::Lane;
-use report::Tally;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> std::process::ExitCode {
@@ -66,9 +70,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let overhead = lane::calibrate(&lanes[0], args.mix.short).await;
     let jobs = workload::schedule(&args.mix, args.size, overhead, args.length, args.seed);
-    println!(
+    let workload = format!(
         "workload: {} calls over {:?}; {:.0}% of capacity, bursts to {:.0}% (measured per-call cost {:.2} ms);\n\
-         {:.0}% of callers wait at most {:?} for a worker, the rest {:?}\n",
+         {:.0}% of callers wait at most {:?} for a worker, the rest {:?}",
         jobs.len(),
         args.length,
         args.mix.load * 100.0,
@@ -78,21 +82,32 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         args.mix.tight,
         args.mix.loose,
     );
-    let (tallies, elapsed) = lane::drive(&lanes, &jobs, args.refresh).await;
-    println!("{}", report::final_table(&tallies, elapsed, args.size));
+    println!("{workload}\n");
+    let run = lane::drive(&lanes, &jobs, args.refresh).await;
+    println!("{}", report::final_table(&run, args.size));
 
     for lane in &lanes {
         lane.close().await;
     }
     registry_cleanup(&registry).await;
+    let page = html::page(&run, args.size, &workload)?;
+    std::fs::create_dir_all(args.report.parent().unwrap_or(Path::new(".")))
+        .and_then(|()| std::fs::write(&args.report, page))
+        .map_err(|e| {
+            format!(
+                "cannot write the report to {}: {e}; choose another path with --report PATH",
+                args.report.display()
+            )
+        })?;
     let left = lane::python_children();
     println!("python processes left: {left}");
-    if left > 0 {
-        return Err(format!("{left} Python processes outlived their pools").into());
-    }
-    let errors: u64 = tallies.iter().map(|t: &Tally| t.errors).sum();
+    let errors: u64 = run.lanes.iter().map(|t| t.errors).sum();
     if errors > 0 {
         println!("({errors} calls failed; see the table)");
+    }
+    println!("report: {}", args.report.display());
+    if left > 0 {
+        return Err(format!("{left} Python processes outlived their pools").into());
     }
     Ok(())
 }
