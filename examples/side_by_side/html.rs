@@ -67,9 +67,7 @@ impl<'a> LaneData<'a> {
             wait_cdf_by_class: t.wait.iter().map(cdf).collect(),
         }
     }
-}
 
-impl LaneData<'_> {
     /// The pool's name, and its waiter strategy where the name does not say it.
     fn label(&self) -> String {
         if self.name == self.strategy {

@@ -17,6 +17,8 @@ mod svg;
 mod tally;
 mod workload;
 
+use std::fs::File;
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +47,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
+
+    // Opened now, so a path that cannot be written fails before the run, not after.
+    let mut report = create_report(&args.report).map_err(|e| cannot_write(&args.report, e))?;
 
     let registry: Arc<dyn Registry> = match &args.etcd {
         Some(url) => lane::etcd_registry(url).await?,
@@ -90,15 +95,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         lane.close().await;
     }
     registry_cleanup(&registry).await;
-    let page = html::page(&run, args.size, &workload)?;
-    std::fs::create_dir_all(args.report.parent().unwrap_or(Path::new(".")))
-        .and_then(|()| std::fs::write(&args.report, page))
-        .map_err(|e| {
-            format!(
-                "cannot write the report to {}: {e}; choose another path with --report PATH",
-                args.report.display()
-            )
-        })?;
+    html::page(&run, args.size, &workload)
+        .map_err(std::io::Error::from)
+        .and_then(|page| report.write_all(page.as_bytes()))
+        .map_err(|e| cannot_write(&args.report, e))?;
     let left = lane::python_children();
     println!("python processes left: {left}");
     let errors: u64 = run.lanes.iter().map(|t| t.errors).sum();
@@ -110,6 +110,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{left} Python processes outlived their pools").into());
     }
     Ok(())
+}
+
+fn create_report(path: &Path) -> std::io::Result<File> {
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    File::create(path)
+}
+
+fn cannot_write(path: &Path, e: std::io::Error) -> String {
+    format!(
+        "cannot write the report to {}: {e}; choose another path with --report PATH",
+        path.display()
+    )
 }
 
 async fn pool_names(registry: &Arc<dyn Registry>) -> Vec<String> {
