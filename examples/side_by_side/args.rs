@@ -1,6 +1,7 @@
 //! Command-line flags, with defaults that finish in well under a minute on
 //! two cores.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::workload::Mix;
@@ -12,11 +13,14 @@ pub struct Args {
     pub seed: u64,
     pub mix: Mix,
     pub etcd: Option<String>,
+    /// Where the HTML report goes.
+    pub report: PathBuf,
 }
 
 const USAGE: &str = "usage: side_by_side [--size N] [--secs S] [--load F] [--burst-load F] \
 [--long-share F] [--short-ms N] [--long-ms N] [--tight-ms N] [--loose-ms N] [--tight-share F] \
-[--seed N] [--refresh-ms N] [--etcd URL]";
+[--seed N] [--refresh-ms N] [--etcd URL] [--report PATH]\n\
+--report PATH: where to write the HTML report (default: side_by_side.html in the build's target directory)";
 
 impl Args {
     pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -27,6 +31,7 @@ impl Args {
             seed: 7,
             mix: Mix::default(),
             etcd: None,
+            report: default_report(),
         };
         while let Some(flag) = it.next() {
             if flag == "--help" || flag == "-h" {
@@ -59,9 +64,22 @@ impl Args {
                 "--seed" => a.seed = num(&value)? as u64,
                 "--refresh-ms" => a.refresh = Duration::from_millis(num(&value)?.max(50.0) as u64),
                 "--etcd" => a.etcd = Some(value),
+                "--report" => a.report = PathBuf::from(value),
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
             }
         }
         Ok(a)
     }
+}
+
+/// `target/side_by_side.html` of the build that made this binary
+/// (`target/<profile>/examples/side_by_side`), wherever the target directory
+/// is; `side_by_side.html` in the working directory for a binary run from
+/// elsewhere.
+fn default_report() -> PathBuf {
+    let target = std::env::current_exe().ok().and_then(|exe| {
+        let examples = exe.parent()?;
+        (examples.file_name()? == "examples").then_some(examples.parent()?.parent()?.to_path_buf())
+    });
+    target.unwrap_or_default().join("side_by_side.html")
 }

@@ -13,7 +13,8 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::args::Args;
-use super::report::{self, Tally};
+use super::report;
+use super::tally::{Run, Tally, Timeline};
 use super::workload::{Job, CLASSES};
 
 /// How long one call may take before it counts as failed.
@@ -35,6 +36,8 @@ pub struct Done {
     pub waited: Duration,
     pub ran: Duration,
     pub end: End,
+    /// When it ended, from the start of the run.
+    pub finished: Duration,
 }
 
 pub trait Lane: Send + Sync {
@@ -167,16 +170,14 @@ pub async fn calibrate(lane: &Arc<dyn Lane>, work: Duration) -> Duration {
 }
 
 /// Replay `jobs` into every lane at their instants, showing a live table,
-/// until every call has resolved. Returns the tallies and the time it took.
-pub async fn drive(
-    lanes: &[Arc<dyn Lane>],
-    jobs: &[Job],
-    refresh: Duration,
-) -> (Vec<Tally>, Duration) {
+/// until every call has resolved.
+pub async fn drive(lanes: &[Arc<dyn Lane>], jobs: &[Job], refresh: Duration) -> Run {
+    let span = jobs.last().map_or(Duration::ZERO, |j| j.at);
     let mut tallies: Vec<Tally> = lanes
         .iter()
-        .map(|l| Tally::new(l.name(), l.strategy()))
+        .map(|l| Tally::new(l.name(), l.strategy(), span))
         .collect();
+    let mut offered = Timeline::for_run(span);
     let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
     let start = tokio::time::Instant::now();
     let tty = std::io::stdout().is_terminal();
@@ -195,12 +196,14 @@ pub async fn drive(
             () = async { tokio::time::sleep_until(due.unwrap_or(start)).await }, if due.is_some() => {
                 let job = jobs[next];
                 next += 1;
+                offered.add(start.elapsed());
                 for (i, lane) in lanes.iter().enumerate() {
                     let (tx, call) = (tx.clone(), lane.run(job));
                     outstanding += 1;
                     tokio::spawn(async move {
                         let (waited, ran, end) = call.await;
-                        let _ = tx.send(Done { lane: i, job, waited, ran, end });
+                        let finished = start.elapsed();
+                        let _ = tx.send(Done { lane: i, job, waited, ran, end, finished });
                     });
                 }
             }
@@ -214,7 +217,11 @@ pub async fn drive(
         }
     }
     draw(lanes, &tallies, start.elapsed(), tty, drawn_lines);
-    (tallies, start.elapsed())
+    Run {
+        lanes: tallies,
+        offered,
+        elapsed: start.elapsed(),
+    }
 }
 
 fn draw(

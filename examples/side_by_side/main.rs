@@ -1,7 +1,8 @@
 //! The main job: four pools of Python workers side by side in one registry,
 //! the same workload through each (callers with priorities and a mix of
 //! checkout deadlines), and a table showing how their waiter strategies
-//! differ: waits per priority class, and callers timed out per pool.
+//! differ: waits per priority class, and callers timed out per pool. It also
+//! writes an HTML report with the shapes behind the table (`--report PATH`).
 //!
 //! ```sh
 //! cargo run --release --example side_by_side
@@ -9,10 +10,16 @@
 //! ```
 
 mod args;
+mod html;
 mod lane;
 mod report;
+mod svg;
+mod tally;
 mod workload;
 
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +27,6 @@ use cenote::registry::LocalRegistry;
 use cenote::{Deadline, Fifo, Lifo, Priority, Registry};
 
 use lane::Lane;
-use report::Tally;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> std::process::ExitCode {
@@ -41,6 +47,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
+
+    // Opened now, so a path that cannot be written fails before the run, not after.
+    let mut report = create_report(&args.report).map_err(|e| cannot_write(&args.report, e))?;
 
     let registry: Arc<dyn Registry> = match &args.etcd {
         Some(url) => lane::etcd_registry(url).await?,
@@ -66,9 +75,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let overhead = lane::calibrate(&lanes[0], args.mix.short).await;
     let jobs = workload::schedule(&args.mix, args.size, overhead, args.length, args.seed);
-    println!(
+    let workload = format!(
         "workload: {} calls over {:?}; {:.0}% of capacity, bursts to {:.0}% (measured per-call cost {:.2} ms);\n\
-         {:.0}% of callers wait at most {:?} for a worker, the rest {:?}\n",
+         {:.0}% of callers wait at most {:?} for a worker, the rest {:?}",
         jobs.len(),
         args.length,
         args.mix.load * 100.0,
@@ -78,23 +87,41 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         args.mix.tight,
         args.mix.loose,
     );
-    let (tallies, elapsed) = lane::drive(&lanes, &jobs, args.refresh).await;
-    println!("{}", report::final_table(&tallies, elapsed, args.size));
+    println!("{workload}\n");
+    let run = lane::drive(&lanes, &jobs, args.refresh).await;
+    println!("{}", report::final_table(&run, args.size));
 
     for lane in &lanes {
         lane.close().await;
     }
     registry_cleanup(&registry).await;
+    html::page(&run, args.size, &workload)
+        .map_err(std::io::Error::from)
+        .and_then(|page| report.write_all(page.as_bytes()))
+        .map_err(|e| cannot_write(&args.report, e))?;
     let left = lane::python_children();
     println!("python processes left: {left}");
-    if left > 0 {
-        return Err(format!("{left} Python processes outlived their pools").into());
-    }
-    let errors: u64 = tallies.iter().map(|t: &Tally| t.errors).sum();
+    let errors: u64 = run.lanes.iter().map(|t| t.errors).sum();
     if errors > 0 {
         println!("({errors} calls failed; see the table)");
     }
+    println!("report: {}", args.report.display());
+    if left > 0 {
+        return Err(format!("{left} Python processes outlived their pools").into());
+    }
     Ok(())
+}
+
+fn create_report(path: &Path) -> std::io::Result<File> {
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    File::create(path)
+}
+
+fn cannot_write(path: &Path, e: std::io::Error) -> String {
+    format!(
+        "cannot write the report to {}: {e}; choose another path with --report PATH",
+        path.display()
+    )
 }
 
 async fn pool_names(registry: &Arc<dyn Registry>) -> Vec<String> {

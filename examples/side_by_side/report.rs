@@ -1,70 +1,10 @@
-//! What the run shows: a live table while it runs, a comparison at the end.
+//! What the run shows on the terminal: a live table while it runs, a
+//! comparison at the end. The pictures go to a file (`html.rs`).
 
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
-use super::lane::{Done, End};
+use super::tally::{Run, Tally, HURRIED, PATIENT};
 use super::workload::CLASSES;
-
-/// One pool's results, as its callers measured them.
-pub struct Tally {
-    pub name: &'static str,
-    pub strategy: &'static str,
-    /// Checkout wait per priority class (µs).
-    pub wait: Vec<Histogram<u64>>,
-    pub done: u64,
-    pub errors: u64,
-    /// Callers that got no worker within their checkout timeout: those in
-    /// a hurry, and the patient ones.
-    pub timed_out: [u64; 2],
-    /// Callers in a hurry, and patient ones.
-    pub callers: [u64; 2],
-    /// Sum of time workers spent on calls.
-    pub busy_time: Duration,
-}
-
-impl Tally {
-    pub fn new(name: &'static str, strategy: &'static str) -> Self {
-        Tally {
-            name,
-            strategy,
-            wait: CLASSES
-                .iter()
-                .map(|_| {
-                    Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid histogram bounds")
-                })
-                .collect(),
-            done: 0,
-            errors: 0,
-            timed_out: [0; 2],
-            callers: [0; 2],
-            busy_time: Duration::ZERO,
-        }
-    }
-
-    pub fn record(&mut self, d: &Done) {
-        let patient = usize::from(!d.job.hurried);
-        self.callers[patient] += 1;
-        self.busy_time += d.ran;
-        match d.end {
-            End::Ok => {
-                self.done += 1;
-                self.wait[d.job.class].saturating_record(d.waited.as_micros().max(1) as u64);
-            }
-            End::TimedOut => self.timed_out[patient] += 1,
-            End::Failed => self.errors += 1,
-        }
-    }
-
-    fn all_waits(&self) -> Histogram<u64> {
-        let mut all = self.wait[0].clone();
-        for h in &self.wait[1..] {
-            let _ = all.add(h);
-        }
-        all
-    }
-}
 
 fn ms(us: u64) -> String {
     format!("{:.1}", us as f64 / 1000.0)
@@ -96,7 +36,7 @@ pub fn live_table(rows: &[(&Tally, cenote::Status)], elapsed: Duration) -> Strin
             s.busy,
             s.waiting,
             t.done,
-            t.timed_out[0] + t.timed_out[1],
+            t.timed_out_by_patience().iter().sum::<u64>(),
             t.done as f64 / elapsed.as_secs_f64().max(1e-3),
             ms(all.value_at_quantile(0.5)),
             ms(all.value_at_quantile(0.99)),
@@ -107,7 +47,8 @@ pub fn live_table(rows: &[(&Tally, cenote::Status)], elapsed: Duration) -> Strin
 
 /// The closing comparison: throughput, callers timed out (in a hurry and
 /// patient), wait per class of those served, utilization, errors.
-pub fn final_table(rows: &[Tally], elapsed: Duration, workers: usize) -> String {
+pub fn final_table(run: &Run, workers: usize) -> String {
+    let elapsed = run.elapsed;
     let mut out = String::from("\n== comparison ==\n");
     out += &format!(
         "{:<10} {:<9} {:>8} {:>6} {:>7} {:>22}",
@@ -117,8 +58,9 @@ pub fn final_table(rows: &[Tally], elapsed: Duration, workers: usize) -> String 
         out += &format!(" {:>16}", format!("{class} p50/p99 ms"));
     }
     out += "\n";
-    for t in rows {
+    for t in &run.lanes {
         let util = t.busy_time.as_secs_f64() / (workers as f64 * elapsed.as_secs_f64());
+        let (timed_out, callers) = (t.timed_out_by_patience(), t.callers_by_patience());
         out += &format!(
             "{:<10} {:<9} {:>8.0} {:>5.0}% {:>7} {:>22}",
             t.name,
@@ -128,7 +70,7 @@ pub fn final_table(rows: &[Tally], elapsed: Duration, workers: usize) -> String 
             t.errors,
             format!(
                 "{}/{} of {}/{}",
-                t.timed_out[0], t.timed_out[1], t.callers[0], t.callers[1]
+                timed_out[HURRIED], timed_out[PATIENT], callers[HURRIED], callers[PATIENT]
             ),
         );
         for h in &t.wait {

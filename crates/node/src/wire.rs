@@ -13,9 +13,12 @@
 //! | `cenote-priority` | the waiter priority |
 //! | `authorization` | `Bearer <token>`, when the node wants one |
 //!
-//! A failure is a gRPC status whose details are a [`CallError`] as JSON;
-//! failures raised by the transport itself (no details) are mapped by code
-//! in [`status_error`]. A client in another language needs nothing else.
+//! A failure is a gRPC status whose details are a [`CallError`] as JSON.
+//! A status without them was raised by the transport itself and is read by
+//! its code: `OUT_OF_RANGE` or `RESOURCE_EXHAUSTED` is
+//! [`CallError::TooLarge`] (a message past the frame limit),
+//! `UNAUTHENTICATED` is [`CallError::Unauthorized`], any other is
+//! [`CallError::NodeLost`]. A client in another language needs nothing else.
 
 use std::time::Duration;
 
