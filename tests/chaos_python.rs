@@ -402,12 +402,10 @@ async fn python_storm_of_faults_loses_nothing() {
     // cancelled callers' workers), but never more than the signals sent.
     assert!(t.crashes >= Tally::get(&tally.crashed), "{t:?}");
     assert!(t.crashes <= kills + stops, "{t:?}");
-    // Each broken or timed-out worker and each failed start was replaced.
-    assert_eq!(
-        t.restarts,
-        t.crashes + t.call_timeouts + t.start_failures,
-        "{t:?}"
-    );
+    // Each broken or killed worker and each failed start was replaced; a
+    // late call's worker was killed only if it did not let go of the call.
+    assert_eq!(t.restarts, t.crashes + t.killed + t.start_failures, "{t:?}");
+    assert!(t.cancelled + t.killed >= t.call_timeouts, "{t:?}");
     assert!(t.served >= Tally::get(&tally.ok));
 
     assert_recovered(&pool, &tag).await;

@@ -177,7 +177,7 @@ where
     // Shuffle the return order away from the checkout order.
     held.rotate_left(1);
     held.swap(0, n - 1);
-    let ids: Vec<u64> = held.iter().map(|c| Checkout::id(&c).0).collect();
+    let ids: Vec<u64> = held.iter().map(|c| Checkout::id(c).0).collect();
     for co in held {
         drop(co);
     }
@@ -195,7 +195,7 @@ async fn lifo_idle_reuses_the_most_recently_returned_worker() {
     for _ in 0..4 {
         held.push(pool.get().await.unwrap());
     }
-    let taken: Vec<u64> = held.iter().map(|c| Checkout::id(&c).0).collect();
+    let taken: Vec<u64> = held.iter().map(|c| Checkout::id(c).0).collect();
     let mut newest_first = returned.clone();
     newest_first.reverse();
     assert_eq!(taken, newest_first, "returned in order {returned:?}");

@@ -162,8 +162,8 @@ impl World {
 
     /// Take a worker into the test's ledger; it must not be held already.
     fn hold(&self, co: &Held) {
-        if !self.held.lock().unwrap().insert(Checkout::id(&co).0) {
-            self.fail(format!("worker {} checked out twice", Checkout::id(&co)));
+        if !self.held.lock().unwrap().insert(Checkout::id(co).0) {
+            self.fail(format!("worker {} checked out twice", Checkout::id(co)));
         }
     }
 

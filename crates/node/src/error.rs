@@ -157,59 +157,9 @@ impl CallError {
     }
 }
 
-/// What a caller is told a worker error is: a short, stable name to match
-/// on, sent beside the message. A node can serve a pool only if its
-/// worker's error type implements this.
-pub trait ErrorKind {
-    /// The kind, e.g. `"ValueError"` for a Python exception, or a variant
-    /// name.
-    fn kind(&self) -> String;
-}
-
-impl ErrorKind for std::io::Error {
-    /// The [`std::io::ErrorKind`], e.g. `"NotFound"`.
-    fn kind(&self) -> String {
-        format!("{:?}", std::io::Error::kind(self))
-    }
-}
-
-impl ErrorKind for std::convert::Infallible {
-    fn kind(&self) -> String {
-        match *self {}
-    }
-}
-
-#[cfg(feature = "python")]
-impl ErrorKind for cenote_python::PythonError {
-    /// The exception type for a raised exception (`"ValueError"`), the
-    /// variant's name otherwise (`"Timeout"`, `"Crashed"`...).
-    fn kind(&self) -> String {
-        use cenote_python::PythonError as P;
-        let name = match self {
-            P::Raised { type_name, .. } => return type_name.clone(),
-            P::SystemExit { .. } => "SystemExit",
-            P::UnknownFunction { .. } => "UnknownFunction",
-            P::BadArguments { .. } => "BadArguments",
-            P::Unserializable { .. } => "Unserializable",
-            P::ResultTooLarge { .. } => "ResultTooLarge",
-            P::RequestTooLarge { .. } => "RequestTooLarge",
-            P::BadRequest(_) => "BadRequest",
-            P::Decode { .. } => "Decode",
-            P::Timeout { .. } => "Timeout",
-            P::Crashed { .. } => "Crashed",
-            P::Protocol { .. } => "Protocol",
-            P::Spawn { .. } => "Spawn",
-            P::Interpreter { .. } => "Interpreter",
-            P::Startup { .. } => "Startup",
-            P::StartupTimeout { .. } => "StartupTimeout",
-            P::Heartbeat { .. } => "Heartbeat",
-            P::Abandoned { .. } => "Abandoned",
-        };
-        name.to_string()
-    }
-}
-
-impl<E: std::error::Error + ErrorKind + 'static> From<cenote_core::Error<E>> for CallError {
+impl<E: std::error::Error + cenote_core::ErrorKind + 'static> From<cenote_core::Error<E>>
+    for CallError
+{
     fn from(e: cenote_core::Error<E>) -> Self {
         use cenote_core::Error as P;
         match e {

@@ -96,10 +96,11 @@ mod server;
 mod services;
 pub mod wire;
 
+pub use cenote_core::ErrorKind;
 pub use client::{
     Answered, NodeInfo, Remote, RemoteBuilder, RemotePool, RemoteRetry, DEFAULT_MAX_RESPONSE_BYTES,
 };
-pub use error::{CallError, ErrorKind};
+pub use error::CallError;
 pub use servable::Servable;
 pub use server::{Node, NodeBuilder, NodeError, DEFAULT_MAX_REQUEST_BYTES};
 pub use services::PoolService;

@@ -17,7 +17,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::error::{CallError, ErrorKind};
+use crate::error::CallError;
+use cenote_core::ErrorKind;
 
 type Wk<F> = <F as Factory>::Worker;
 type WkError<F> = <Wk<F> as Worker>::Error;

@@ -82,6 +82,28 @@ fn start_note<E: std::fmt::Display>(e: &Option<Arc<E>>) -> String {
     }
 }
 
+/// What a caller that cannot see a worker's error type is told it is: a
+/// short, stable name to match on, sent beside the message. A node can
+/// serve a pool only if its worker's error type implements this.
+pub trait ErrorKind {
+    /// The kind, e.g. `"ValueError"` for a Python exception, or a variant
+    /// name.
+    fn kind(&self) -> String;
+}
+
+impl ErrorKind for std::io::Error {
+    /// The [`std::io::ErrorKind`], e.g. `"NotFound"`.
+    fn kind(&self) -> String {
+        format!("{:?}", std::io::Error::kind(self))
+    }
+}
+
+impl ErrorKind for std::convert::Infallible {
+    fn kind(&self) -> String {
+        match *self {}
+    }
+}
+
 /// A configuration value that cannot work, found when the pool is built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid pool configuration: {0}")]

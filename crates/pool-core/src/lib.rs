@@ -135,7 +135,7 @@ pub use affinity::{Affinity, AffinityKey, AffinityLoss, AffinityMode};
 pub use clock::Stamp;
 pub use config::{Backoff, CrashBudget, PoolConfig};
 pub use entry::{Caller, IdleWorker, Waiter};
-pub use error::{BuildError, ConfigError, Error, StartError};
+pub use error::{BuildError, ConfigError, Error, ErrorKind, StartError};
 pub use pool::{
     CallBudget, CallOptions, Checkout, CheckoutOptions, Pool, PoolBuilder, RetryIf, RetryPolicy,
     WorkerInfo,

@@ -91,16 +91,20 @@ pub trait Worker: Send + Sized + 'static {
 
     /// Abandon the operation a caller left on this worker: its call ran past
     /// its deadline, or the caller dropped it mid-way. The pool asks this
-    /// once, off the caller's path (the caller already has its answer), and
-    /// bounds it with `grace` (the pool's `cancel_grace`), which the worker
-    /// is told to pass on (a handler's cleanup time, say).
+    /// once, off the caller's path (the caller already has its answer).
+    /// `grace` (the pool's `cancel_grace`) is how long the operation itself
+    /// may take to let go once asked: the worker enforces it, as
+    /// [`shutdown`](Worker::shutdown) enforces its grace, so that time the
+    /// worker needs of its own first (finishing a half-written request, say)
+    /// is not charged to the operation. The pool bounds the whole cancel by
+    /// `grace + recycle_timeout`, a backstop against one that never returns.
     ///
     /// * [`Cancel::Freed`]: the operation let go; the worker serves again as
     ///   it is, its warm state kept, and nothing is charged to the crash
     ///   budget.
-    /// * [`Cancel::Failed`], or no answer within `grace`: the worker is
-    ///   killed and replaced (not charged to the crash budget either: the
-    ///   pool chose to end it).
+    /// * [`Cancel::Failed`], or no answer in time: the worker is killed and
+    ///   replaced (not charged to the crash budget either: the pool chose to
+    ///   end it).
     /// * [`Cancel::Unsupported`] (the default, for workers that cannot
     ///   cancel): a late call's worker is killed and replaced; a dropped
     ///   call's worker is [recycled](Worker::recycle).

@@ -1,6 +1,8 @@
 # cenote bridge: runs inside each Python worker process.
 #
-# Launched as `<python> -u -c <script> <handler> <max_frame> <parent_pid>`.
+# Launched as `<python> -u -c <script> <handler> <max_frame> <parent_pid>`,
+# with the frame pipes on fds 0 and 1, stderr on 2, and the cancel pipe on
+# fd 3 (a fork server's worker gets the same four fds, passed to it).
 # <script> is this file with three classes put in front of it, generated
 # from the crate's protocol.rs (see bridge.rs): `ErrorKind`, the kinds an
 # error frame carries, `BridgeExit`, this process's exit codes, and `Wire`,
@@ -30,6 +32,26 @@
 #   classes: exactly the `functions` of the ready frame. Any other name is
 #   UNKNOWN_FUNCTION, a call frame without a string name BAD_REQUEST; either
 #   way the bridge serves the next call.
+#
+# Cancelling: the host writes the id of a request it gave up on (its
+# deadline passed, or its caller left) to the cancel pipe, 8 bytes big-endian.
+# A thread reads them (the main thread is busy running handlers) and stops
+# the call where it runs:
+# - a sync handler (or a sync generator's step) is interrupted by a signal
+#   (_CANCEL_SIGNAL) sent to the main thread, whose handler raises
+#   `cenote.Cancelled` at the next bytecode, or in a blocking call such as
+#   time.sleep. The signal is acted on only while a handler runs
+#   ("interruptible"), never while the bridge reads or writes frames;
+# - an `async def` handler (or an async generator's step) has its task
+#   cancelled: asyncio.CancelledError at its current await;
+# - a call not started yet is answered without running;
+# - between a stream's items, the generator is closed (GeneratorExit).
+# The call is then answered with an error frame of kind CANCELLED, which the
+# host waits for (within its grace) before it sends another request. A
+# handler that swallows the exception, or loops in C code, is killed by the
+# host when the grace runs out. `cenote.Cancelled` derives from BaseException,
+# as CancelledError does, so `except Exception` does not swallow it; a
+# handler cleans up in `try/finally`.
 #
 # Exits:
 # - `sys.exit()` (any `SystemExit`) in a handler ends the call, not the
@@ -82,6 +104,20 @@ def _unshadow_cwd():
         sys.path.insert(_after_stdlib(), "")
 
 
+def _take_cancel_fd():
+    # The cancel pipe's read end, on fd 3 from the host: kept on a private
+    # fd that handler subprocesses do not inherit.
+    try:
+        fd = os.dup(3)
+    except OSError:
+        sys.stderr.write("cenote bridge: no cancel pipe on fd 3; the bridge is started by "
+                         "cenote-python, which passes one\n")
+        sys.stderr.flush()
+        os._exit(BridgeExit.INTERNAL)
+    os.close(3)
+    return fd
+
+
 _cenote_frames_in, _cenote_frames_out = _setup_fds()
 _unshadow_cwd()
 
@@ -103,6 +139,26 @@ import traceback  # noqa: E402
 faulthandler.enable(file=sys.stderr, all_threads=False)
 
 _WORD = struct.Struct(">I")
+_CANCEL_ID = struct.Struct(">Q")
+# A real-time signal where there are some (they are left to applications),
+# else SIGUSR2. Handlers must leave it alone.
+_CANCEL_SIGNAL = signal.SIGRTMIN + 4 if hasattr(signal, "SIGRTMIN") else signal.SIGUSR2
+
+
+class Cancelled(BaseException):
+    # Raised in a sync handler whose call the host cancelled (its deadline
+    # passed, or its caller left). A BaseException, as CancelledError is, so
+    # that `except Exception` does not swallow it: clean up in try/finally.
+    pass
+
+
+def _public_module():
+    # What handlers can import as `cenote` inside a worker.
+    import types
+
+    module = types.ModuleType("cenote", "The cenote bridge, as seen by the handlers it runs.")
+    module.Cancelled = Cancelled
+    sys.modules.setdefault("cenote", module)
 _BODY_MASK = Wire.ATTACHMENTS_FLAG - 1
 _BYTES = (bytes, bytearray, memoryview)
 
@@ -165,6 +221,17 @@ class _TooLarge(Exception):
     pass
 
 
+def _past_bridge(tb):
+    # The traceback from its first frame that is not the bridge's own
+    # (None if all are): what a handler's author wants to read.
+    while tb is not None and tb.tb_frame.f_globals is _BRIDGE_GLOBALS:
+        tb = tb.tb_next
+    return tb
+
+
+_BRIDGE_GLOBALS = globals()
+
+
 def _die_with_group():
     # The bridge leads its own process group: take handler subprocesses too.
     try:
@@ -199,6 +266,17 @@ class Bridge:
         self.reader = os.fdopen(_cenote_frames_in, "rb", buffering=1 << 16)
         self.loop = None
         self.found = {}
+        # Shared with the cancel thread (plain attribute reads and writes,
+        # each atomic under the GIL):
+        # - current: the request the main thread is serving (0: none);
+        # - cancel_req: the last request the host asked to cancel;
+        # - interruptible: a sync handler of `current` runs now, and the
+        #   cancel signal may raise in it;
+        # - task: the asyncio task running a step of `current`, if any.
+        self.current = 0
+        self.cancel_req = 0
+        self.interruptible = False
+        self.task = None
 
     # ---- wire -------------------------------------------------------------
     def write(self, parts):
@@ -358,16 +436,69 @@ class Bridge:
             "%s; it has: %s" % (what, ", ".join(self.functions())),
         )
 
+    # ---- running handler code, cancellably ---------------------------------
     def run(self, awaitable):
+        # Await a handler's awaitable on the worker's one loop, as a task the
+        # cancel thread can cancel.
         if self.loop is None:
             self.loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.loop)
-        return self.loop.run_until_complete(awaitable)
+        task = self.loop.create_task(awaitable)
+        self.task = task
+        try:
+            if self.cancel_req == self.current:
+                task.cancel()
+            return self.loop.run_until_complete(task)
+        finally:
+            self.task = None
 
-    def raised(self, rid, exc, skip_bridge_frame=True):
-        tb = exc.__traceback__
-        if skip_bridge_frame and tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
+    def step(self, fn, *args, **kwargs):
+        # Run sync handler code where the cancel signal may interrupt it.
+        self.interruptible = True
+        try:
+            if self.cancel_req == self.current:
+                self.interruptible = False
+                raise Cancelled("request %d was cancelled before it ran" % self.current)
+            return fn(*args, **kwargs)
+        finally:
+            self.interruptible = False
+
+    def cancel(self, rid):
+        # On the cancel thread: the host gave up on request `rid`.
+        self.cancel_req = rid
+        if self.current != rid:
+            # Done already, or not started (then `step`/`run` see it).
+            return
+        if self.task is not None:
+            self.loop.call_soon_threadsafe(self._cancel_task, rid)
+        elif self.interruptible:
+            signal.pthread_kill(threading.main_thread().ident, _CANCEL_SIGNAL)
+
+    def _cancel_task(self, rid):
+        # On the loop: cancel the task running request `rid`, if it still is.
+        task = self.task
+        if task is not None and self.current == rid:
+            task.cancel()
+
+    def interrupt(self):
+        # The cancel signal's handler, on the main thread: raise in the
+        # handler code that runs, once, if its request is the one cancelled.
+        if self.interruptible and self.current and self.current == self.cancel_req:
+            self.interruptible = False
+            raise Cancelled("request %d was cancelled by the host" % self.current)
+
+    def cancelled(self, rid, exc):
+        # A call ended by Cancelled or CancelledError: answered CANCELLED if
+        # the host asked for it, as a raised exception otherwise (a handler's
+        # own CancelledError).
+        if self.cancel_req == rid:
+            self.send_error(rid, ErrorKind.CANCELLED, type(exc).__name__, "cancelled by the host")
+        else:
+            self.raised(rid, exc)
+
+    def raised(self, rid, exc):
+        # The traceback starts at the handler's code, past the bridge's.
+        tb = _past_bridge(exc.__traceback__) or exc.__traceback__
         text = "".join(traceback.format_exception(type(exc), exc, tb))
         if isinstance(exc, SystemExit):
             self.send_error(rid, ErrorKind.SYSTEM_EXIT, "SystemExit", repr(exc.code), text)
@@ -376,6 +507,15 @@ class Bridge:
 
     def call(self, msg):
         rid = msg.get("id", 0)
+        self.current = rid
+        try:
+            self.serve_call(rid, msg)
+        except (Cancelled, asyncio.CancelledError) as e:
+            self.cancelled(rid, e)
+        finally:
+            self.current = 0
+
+    def serve_call(self, rid, msg):
         name = msg.get("fn")
         if not isinstance(name, str):
             self.send_error(
@@ -396,9 +536,9 @@ class Bridge:
             return
         stream = bool(msg.get("stream"))
         try:
-            result = fn(*pos, **kwargs)
+            result = self.step(fn, *pos, **kwargs)
         except TypeError as e:
-            if e.__traceback__ is not None and e.__traceback__.tb_next is None:
+            if _past_bridge(e.__traceback__) is None:
                 # Raised by the call itself, not inside the handler: the
                 # arguments do not fit the signature.
                 self.send_error(
@@ -425,7 +565,7 @@ class Bridge:
                     return
                 result = self.collect(result)
         except _CAUGHT as e:
-            self.raised(rid, e, skip_bridge_frame=False)
+            self.raised(rid, e)
             return
         if stream:
             if self.send_value(rid, "chunk", "data", result, name):
@@ -439,7 +579,7 @@ class Bridge:
                 return [item async for item in gen]
 
             return self.run(drain())
-        return list(gen)
+        return self.step(list, gen)
 
     def stream(self, rid, name, gen):
         is_async = inspect.isasyncgen(gen)
@@ -449,18 +589,20 @@ class Bridge:
                     if is_async:
                         item = self.run(gen.__anext__())
                     else:
-                        item = next(gen)
+                        item = self.step(next, gen)
                 except (StopIteration, StopAsyncIteration):
                     break
                 if not self.send_value(rid, "chunk", "data", item, name):
                     return
         except _CAUGHT as e:
-            self.raised(rid, e, skip_bridge_frame=False)
+            self.raised(rid, e)
             return
         finally:
+            # Also on Cancelled between items: the generator's own cleanup
+            # runs (GeneratorExit), outside any cancellable step.
             try:
                 if is_async:
-                    self.run(gen.aclose())
+                    self.loop.run_until_complete(gen.aclose())
                 else:
                     gen.close()
             except _CAUGHT:
@@ -573,9 +715,31 @@ def _load(spec):
     return importlib.import_module(spec)
 
 
-def _serve(module, max_frame):
+def _watch_cancels(bridge, fd):
+    # The cancel thread: the ids of requests the host gave up on, each 8
+    # bytes (written whole: a pipe write that small is atomic).
+    pending = b""
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            return
+        if not data:
+            return  # the host closed the pipe: it is going away
+        pending += data
+        whole = len(pending) - len(pending) % _CANCEL_ID.size
+        for (rid,) in _CANCEL_ID.iter_unpack(pending[:whole]):
+            bridge.cancel(rid)
+        pending = pending[whole:]
+
+
+def _serve(module, max_frame, cancel_fd):
     # Say ready, then serve calls until stdin closes or a shutdown frame.
     bridge = Bridge(module, max_frame)
+    signal.signal(_CANCEL_SIGNAL, lambda *_: bridge.interrupt())
+    threading.Thread(
+        target=_watch_cancels, args=(bridge, cancel_fd), daemon=True, name="cenote-cancels"
+    ).start()
     bridge.send(
         {
             "t": "ready",
@@ -604,12 +768,14 @@ def main():
     spec, max_frame, parent_pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     if os.getppid() != parent_pid:
         _die_with_group()
+    cancel_fd = _take_cancel_fd()
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="cenote-watchdog").start()
+    _public_module()
     try:
         module = _load(spec)
     except BaseException as e:
         _import_failed(Bridge(None, max_frame).send_error, e)
-    _serve(module, max_frame)
+    _serve(module, max_frame, cancel_fd)
 
 
 # ---- fork server ------------------------------------------------------------
@@ -618,8 +784,9 @@ def main():
 # preload modules and the handler once, then fork a worker for each request
 # on the control socket (fd 3, SOCK_SEQPACKET; one JSON object a message):
 #
-#   host -> zygote: {"t":"fork","id":N} with the worker's stdin, stdout and
-#                   stderr fds attached (SCM_RIGHTS); {"t":"reap","pid":P}
+#   host -> zygote: {"t":"fork","id":N} with the worker's stdin, stdout,
+#                   stderr and cancel pipe fds attached (SCM_RIGHTS), which
+#                   become its fds 0-3; {"t":"reap","pid":P}
 #   zygote -> host: {"t":"ready","pid":P}, or {"t":"unsafe","reason":...},
 #                   or {"t":"error","type":...,"message":...} (import failed);
 #                   {"t":"forked","id":N,"pid":P} or {"t":"fork_failed",...};
@@ -668,6 +835,7 @@ def _zygote(spec, max_frame, host_pid, preload):
     def send_import_error(_rid, _kind, type_name, message, _tb):
         send({"t": "error", "type": type_name, "message": message})
 
+    _public_module()
     try:
         for name in preload:
             importlib.import_module(name)
@@ -751,12 +919,16 @@ def _zygote(spec, max_frame, host_pid, preload):
                 send({"t": "exit", "pid": pid, "signal": info.si_status})
 
 
+# The fds a fork request carries: the worker's fds 0, 1, 2 and 3.
+_FORK_FDS = 4
+
+
 def _recv_fds(ctl, socket):
     # One control message and the fds attached to it, without blocking.
     # (socket.recv_fds ignores its flags argument before Python 3.12.)
     import array
     fds = array.array("i")
-    msg, ancdata, _, _ = ctl.recvmsg(65536, socket.CMSG_LEN(3 * fds.itemsize), socket.MSG_DONTWAIT)
+    msg, ancdata, _, _ = ctl.recvmsg(65536, socket.CMSG_LEN(_FORK_FDS * fds.itemsize), socket.MSG_DONTWAIT)
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
@@ -772,10 +944,10 @@ def _killpg(pid):
 
 def _fork(rid, fds, send, module, max_frame, zygote_fds):
     # Fork one worker with `fds` as its stdin, stdout and stderr; the pid.
-    if len(fds) != 3:
+    if len(fds) != _FORK_FDS:
         for fd in fds:
             os.close(fd)
-        send({"t": "fork_failed", "id": rid, "message": "a fork request needs 3 fds, got %d" % len(fds)})
+        send({"t": "fork_failed", "id": rid, "message": "a fork request needs %d fds, got %d" % (_FORK_FDS, len(fds))})
         return None
     sys.stdout.flush()
     sys.stderr.flush()
@@ -827,10 +999,11 @@ def _worker(fds, module, max_frame, zygote_fds):
     os.close(_cenote_frames_in)
     os.close(_cenote_frames_out)
     _cenote_frames_in, _cenote_frames_out = _setup_fds()
+    cancel_fd = _take_cancel_fd()
     # The zygote may die: then this worker takes its own group down.
     threading.Thread(target=_watch_parent, args=(zygote,), daemon=True, name="cenote-watchdog").start()
     _after_fork(module, max_frame)
-    _serve(module, max_frame)
+    _serve(module, max_frame, cancel_fd)
 
 
 def _after_fork(module, max_frame):

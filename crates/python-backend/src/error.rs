@@ -159,8 +159,12 @@ pub enum PythonError {
         /// The serde error.
         source: Arc<serde_json::Error>,
     },
-    /// The call passed its deadline; the worker's process group was killed.
-    #[error("{function} did not finish within {after:?}; its worker (pid {pid}) was killed")]
+    /// A pool's stream ran past its call's deadline; it was cancelled (its
+    /// worker serves on if it let go within the pool's `cancel_grace`, and
+    /// is killed and replaced if not).
+    #[error(
+        "{function} did not finish within {after:?}; it was cancelled on its worker (pid {pid})"
+    )]
     Timeout {
         /// The function called.
         function: String,
@@ -238,12 +242,20 @@ pub enum PythonError {
         /// The heartbeat timeout.
         after: Duration,
     },
-    /// A call abandoned by its caller did not finish by its deadline; the
-    /// worker was killed rather than handed to anyone else.
-    #[error("python worker (pid {pid}) was still running an abandoned call past its deadline; it was killed")]
+    /// A call abandoned by its caller (on a worker used without a pool) did
+    /// not let go when cancelled; the worker was killed rather than used
+    /// again.
+    #[error("python worker (pid {pid}) did not let go of an abandoned call when cancelled; it was killed")]
     Abandoned {
         /// Its pid.
         pid: u32,
+    },
+    /// The pool closed, and its close grace ran out, while this stream
+    /// was running; its worker was killed.
+    #[error("the pool closed while {function} was streaming, and its close grace ran out; its worker was killed")]
+    Closed {
+        /// The function streamed.
+        function: String,
     },
 }
 
@@ -271,6 +283,36 @@ impl PythonError {
             PythonError::Raised { type_name, .. } => Some(type_name),
             _ => None,
         }
+    }
+}
+
+impl cenote_core::ErrorKind for PythonError {
+    /// The exception type for a raised exception (`"ValueError"`), the
+    /// variant's name otherwise (`"Timeout"`, `"Crashed"`...).
+    fn kind(&self) -> String {
+        use PythonError as P;
+        let name = match self {
+            P::Raised { type_name, .. } => return type_name.clone(),
+            P::SystemExit { .. } => "SystemExit",
+            P::UnknownFunction { .. } => "UnknownFunction",
+            P::BadArguments { .. } => "BadArguments",
+            P::Unserializable { .. } => "Unserializable",
+            P::ResultTooLarge { .. } => "ResultTooLarge",
+            P::RequestTooLarge { .. } => "RequestTooLarge",
+            P::BadRequest(_) => "BadRequest",
+            P::Decode { .. } => "Decode",
+            P::Timeout { .. } => "Timeout",
+            P::Crashed { .. } => "Crashed",
+            P::Protocol { .. } => "Protocol",
+            P::Spawn { .. } => "Spawn",
+            P::Interpreter { .. } => "Interpreter",
+            P::Startup { .. } => "Startup",
+            P::StartupTimeout { .. } => "StartupTimeout",
+            P::Heartbeat { .. } => "Heartbeat",
+            P::Abandoned { .. } => "Abandoned",
+            P::Closed { .. } => "Closed",
+        };
+        name.to_string()
     }
 }
 

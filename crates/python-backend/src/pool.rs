@@ -7,8 +7,9 @@
 //! its own deadline, which is then the call's only one.
 
 use std::future::Future;
+use std::time::Duration;
 
-use cenote_core::{CallCtx, CallOptions, Error, IdleStrategy, Pool, WaitStrategy};
+use cenote_core::{CallOptions, Error, IdleStrategy, Pool, WaitStrategy};
 
 use crate::error::PythonError;
 use crate::factory::PythonFactory;
@@ -19,16 +20,18 @@ use crate::stream::{stream_checkout, PyStream};
 pub trait PythonPool {
     /// Check out a worker and stream a generator handler's items, under the
     /// pool's `call_timeout` for the whole stream. The worker returns to the
-    /// pool when the stream ends or is dropped; dropped early, it is
-    /// recycled (rest of the stream drained, or killed at the deadline)
-    /// before serving again.
+    /// pool when the stream ends or is dropped; past the deadline, or
+    /// dropped early, the generator is cancelled (closed at its current
+    /// step, or its worker killed if it does not let go within
+    /// `cancel_grace`) before the worker serves again.
     fn stream(
         &self,
         call: PyCall,
     ) -> impl Future<Output = Result<PyStream<'static>, Error<PythonError>>> + Send;
 
     /// [`stream`](Self::stream) with this stream's own deadline, checkout
-    /// timeout and priority.
+    /// timeout, whole budget, priority and session, resolved as a call's
+    /// are ([`Pool::budget`]).
     fn stream_with(
         &self,
         call: PyCall,
@@ -46,11 +49,12 @@ impl<I: IdleStrategy, W: WaitStrategy> PythonPool for Pool<PythonFactory, I, W> 
         call: PyCall,
         opts: CallOptions,
     ) -> Result<PyStream<'static>, Error<PythonError>> {
-        let guard = self.get_with(opts.checkout).await?;
-        let ctx = match opts.timeout {
-            Some(limit) => CallCtx::within(limit),
-            None => guard.call_ctx(),
-        };
-        Ok(stream_checkout(guard, call, ctx))
+        let budget = self.budget(&opts);
+        let guard = self.get_for(&opts, &budget).await?;
+        match budget.start() {
+            Some(ctx) => Ok(stream_checkout(guard, call, ctx)),
+            // Spent waiting: the worker goes back unused.
+            None => Err(Error::CallTimeout(Duration::ZERO)),
+        }
     }
 }

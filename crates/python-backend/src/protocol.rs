@@ -16,8 +16,9 @@ use serde_json::{Map, Value};
 use crate::reply::Reply;
 
 /// Protocol version the bridge announces in its ready frame; the worker
-/// refuses to start on any other. 2: frames may carry attachments.
-pub const PROTOCOL: u32 = 2;
+/// refuses to start on any other. 2: frames may carry attachments. 3: a
+/// cancel pipe beside the frame pipes, and the `cancelled` error kind.
+pub const PROTOCOL: u32 = 3;
 
 /// How a request failed, as the `kind` of an error frame. The bridge knows
 /// each kind as `ErrorKind.<AS_STR_IN_CAPITALS>`, e.g. `ErrorKind.BAD_ARGS`.
@@ -41,11 +42,14 @@ pub enum ErrorKind {
     /// The frame itself was malformed (undecodable, unknown type, no
     /// function name).
     BadRequest,
+    /// The call was cancelled, as the host asked (see `bridge.py`): its
+    /// answer to a cancel.
+    Cancelled,
 }
 
 impl ErrorKind {
     /// Every kind, in table order.
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::Import,
         ErrorKind::UnknownFunction,
         ErrorKind::BadArgs,
@@ -54,6 +58,7 @@ impl ErrorKind {
         ErrorKind::Unserializable,
         ErrorKind::TooLarge,
         ErrorKind::BadRequest,
+        ErrorKind::Cancelled,
     ];
 
     /// The kind as it travels in a frame.
@@ -67,6 +72,7 @@ impl ErrorKind {
             ErrorKind::Unserializable => "unserializable",
             ErrorKind::TooLarge => "too_large",
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 

@@ -1,14 +1,17 @@
 //! [`PyStream`]: the items of a generator handler, as a `Stream`.
 //!
 //! A stream holds its worker (borrowed, or a pool checkout) until it ends.
-//! Dropped early, it follows the abandoned-call rule: a pool checkout is
-//! marked for recycling, and the worker drains the rest of the stream (or
-//! is killed at the call's deadline) before it serves anyone again.
+//! Dropped early, it follows the abandoned-call rule: a pool's worker is
+//! asked to cancel the generator (killed if it does not let go within the
+//! pool's `cancel_grace`) before it serves anyone again; a borrowed worker
+//! cancels it at its next call.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use cenote_core::{CallCtx, Checkout};
+use std::future::Future;
+
+use cenote_core::{Call, CallCtx, Checkout, Error};
 use futures::stream::{BoxStream, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -68,31 +71,96 @@ impl std::fmt::Debug for PyStream<'_> {
 
 /// What a stream holds its worker through.
 trait Lease: Send {
-    fn worker(&mut self) -> &mut PythonWorker;
+    /// Start the streamed call.
+    fn begin(
+        &mut self,
+        call: PyCall,
+        ctx: CallCtx,
+    ) -> impl Future<Output = Result<(), PythonError>> + Send;
+    /// The next item of a stream of `function`; `None` once it ended.
+    fn next(
+        &mut self,
+        ctx: CallCtx,
+        function: &str,
+    ) -> impl Future<Output = Option<Result<Reply, PythonError>>> + Send;
     /// The stream was dropped before its end.
     fn abandon(&mut self);
 }
 
+/// A worker used without a pool: nothing bounds the stream but its
+/// consumer, and the worker itself remembers what is outstanding (its
+/// next call cancels it).
 impl Lease for &mut PythonWorker {
-    fn worker(&mut self) -> &mut PythonWorker {
-        self
+    async fn begin(&mut self, call: PyCall, _ctx: CallCtx) -> Result<(), PythonError> {
+        self.begin_stream(&call).await
     }
-    fn abandon(&mut self) {
-        // The worker itself remembers the outstanding request.
+    async fn next(&mut self, _ctx: CallCtx, _function: &str) -> Option<Result<Reply, PythonError>> {
+        self.next_chunk().await
     }
+    fn abandon(&mut self) {}
 }
 
+/// A pool checkout: every step runs through the checkout's `call_in`, so
+/// the pool's one timer bounds the whole stream by its call's deadline, and
+/// a stream dropped early is cancelled as a dropped call is.
 impl Lease for Checkout<PythonWorker> {
-    fn worker(&mut self) -> &mut PythonWorker {
-        self
+    async fn begin(&mut self, call: PyCall, ctx: CallCtx) -> Result<(), PythonError> {
+        let function = call.function.clone();
+        let step = self.call_in(StartStream(call), ctx).await;
+        step.map_err(|e| step_error(e, &function, Checkout::pid(self)))
+    }
+    async fn next(&mut self, ctx: CallCtx, function: &str) -> Option<Result<Reply, PythonError>> {
+        match self.call_in(NextChunk, ctx).await {
+            Ok(item) => item.map(Ok),
+            Err(e) => Some(Err(step_error(e, function, Checkout::pid(self)))),
+        }
     }
     fn abandon(&mut self) {
         self.taint();
     }
 }
 
+/// A pool's error for one step of a stream, as the stream's items carry
+/// it.
+fn step_error(e: Error<PythonError>, function: &str, pid: Option<u32>) -> PythonError {
+    let function = function.to_string();
+    match e {
+        Error::Worker(e) | Error::Crashed(e) => e,
+        Error::CallTimeout(after) => PythonError::Timeout {
+            function,
+            after,
+            pid: pid.unwrap_or_default(),
+        },
+        // `call_in` ends no other way but the pool's close.
+        _ => PythonError::Closed { function },
+    }
+}
+
+/// The step that starts a stream, as a call a checkout runs.
+struct StartStream(PyCall);
+
+/// The step that reads a stream's next item, as a call a checkout runs.
+struct NextChunk;
+
+impl Call<StartStream> for PythonWorker {
+    type Response = ();
+
+    async fn call(&mut self, req: StartStream, _ctx: CallCtx) -> Result<(), PythonError> {
+        self.begin_stream(&req.0).await
+    }
+}
+
+impl Call<NextChunk> for PythonWorker {
+    type Response = Option<Reply>;
+
+    async fn call(&mut self, _: NextChunk, _ctx: CallCtx) -> Result<Option<Reply>, PythonError> {
+        self.next_chunk().await.transpose()
+    }
+}
+
 struct State<L: Lease> {
     lease: L,
+    function: String,
     call: Option<PyCall>,
     ctx: CallCtx,
     started: bool,
@@ -100,6 +168,8 @@ struct State<L: Lease> {
 }
 
 impl<L: Lease> State<L> {
+    /// The stream ended: nothing is left to cancel (a method, so the drop
+    /// that reads it counts as reading it).
     fn finish(&mut self) {
         self.done = true;
     }
@@ -117,6 +187,7 @@ fn make<'a, L: Lease + 'a>(lease: L, call: PyCall, ctx: CallCtx) -> PyStream<'a>
     let function = call.function.clone();
     let state = State {
         lease,
+        function: function.clone(),
         call: Some(call),
         ctx,
         started: false,
@@ -128,12 +199,12 @@ fn make<'a, L: Lease + 'a>(lease: L, call: PyCall, ctx: CallCtx) -> PyStream<'a>
         }
         if let Some(call) = st.call.take() {
             st.started = true;
-            if let Err(e) = st.lease.worker().begin_stream(&call, st.ctx).await {
+            if let Err(e) = st.lease.begin(call, st.ctx).await {
                 st.done = true;
                 return Some((Err(e), st));
             }
         }
-        match st.lease.worker().next_chunk().await {
+        match st.lease.next(st.ctx, &st.function).await {
             Some(Ok(v)) => Some((Ok(v), st)),
             Some(Err(e)) => {
                 st.done = true;
@@ -157,9 +228,9 @@ pub(crate) fn over(worker: &mut PythonWorker, call: PyCall, ctx: CallCtx) -> PyS
 }
 
 /// A stream that owns a pool checkout and gives it back when it ends or is
-/// dropped (marked for recycling if dropped early). `ctx`'s deadline bounds
-/// the whole stream; [`Checkout::call_ctx`] gives the pool's.
-pub fn stream_checkout(
+/// dropped (its call cancelled if dropped early). `ctx`'s deadline bounds
+/// the whole stream.
+pub(crate) fn stream_checkout(
     guard: Checkout<PythonWorker>,
     call: PyCall,
     ctx: CallCtx,

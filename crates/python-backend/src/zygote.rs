@@ -12,9 +12,9 @@
 //!   safe (one thread, no CUDA, no event loop), runs `gc.collect();
 //!   gc.freeze()`, and says `ready` — or `unsafe` with the reason, and the
 //!   factory falls back to spawning.
-//! * A worker start sends `fork{id}` with three fds (the worker's stdin,
-//!   stdout and stderr pipe ends, by `SCM_RIGHTS`) and closes its own copies
-//!   of them at once, or end-of-file would never reach either side. The
+//! * A worker start sends `fork{id}` with four fds (the worker's stdin,
+//!   stdout, stderr and cancel pipe ends, by `SCM_RIGHTS`) and closes its
+//!   own copies of them at once, or end-of-file would never reach either side. The
 //!   zygote forks, puts the child in its own process group (both sides call
 //!   `setpgid`, so the group exists before the host hears the pid), and
 //!   answers `forked{id, pid}`. From there the child is a bridge like any
@@ -36,7 +36,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -51,6 +51,7 @@ use tokio::task::JoinHandle;
 use crate::command;
 use crate::config::PythonConfig;
 use crate::error::{Exit, PythonError};
+use crate::fds::{self, pipe_pair, socketpair};
 use crate::process::{Leader, Process};
 
 /// The largest control message either side sends.
@@ -159,6 +160,8 @@ pub(crate) struct Child {
     pub stdin: pipe::Sender,
     pub stdout: pipe::Receiver,
     pub stderr: pipe::Receiver,
+    /// The write end of its cancel pipe.
+    pub cancels: OwnedFd,
 }
 
 /// How a zygote start ended.
@@ -189,17 +192,7 @@ impl Zygote {
         };
         let (host, theirs) = socketpair().map_err(spawn_error)?;
         let mut cmd = command::zygote(interpreter, config);
-        let fd = theirs.as_raw_fd();
-        // SAFETY: dup2 is async-signal-safe; the new fd 3 is not
-        // close-on-exec, so the zygote inherits exactly this one end.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(fd, 3) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        fds::inherit_as_fd3(&mut cmd, &theirs);
         let mut child = cmd.spawn().map_err(spawn_error)?;
         drop(theirs);
         let Some(pid) = child.id() else {
@@ -296,6 +289,7 @@ impl Zygote {
         let (stdin_r, stdin_w) = pipe_pair().map_err(|e| fail(e.to_string()))?;
         let (stdout_r, stdout_w) = pipe_pair().map_err(|e| fail(e.to_string()))?;
         let (stderr_r, stderr_w) = pipe_pair().map_err(|e| fail(e.to_string()))?;
+        let (cancels_r, cancels_w) = pipe_pair().map_err(|e| fail(e.to_string()))?;
         let (id, answer) = {
             let mut st = self.link.state.lock();
             if st.closed {
@@ -312,11 +306,12 @@ impl Zygote {
             stdin_r.as_raw_fd(),
             stdout_w.as_raw_fd(),
             stderr_w.as_raw_fd(),
+            cancels_r.as_raw_fd(),
         ];
         let sent = self.link.send(request.as_bytes(), &fds).await;
         // The worker's ends now live in the zygote (and the worker); ours
         // must close, or neither side ever sees end-of-file.
-        drop((stdin_r, stdout_w, stderr_w));
+        drop((stdin_r, stdout_w, stderr_w, cancels_r));
         if let Err(e) = sent {
             self.link.state.lock().pending.remove(&id);
             return Err(fail(e.to_string()));
@@ -337,6 +332,7 @@ impl Zygote {
             stdin: pipe::Sender::from_owned_fd(stdin_w).map_err(io)?,
             stdout: pipe::Receiver::from_owned_fd(stdout_r).map_err(io)?,
             stderr: pipe::Receiver::from_owned_fd(stderr_r).map_err(io)?,
+            cancels: cancels_w,
         })
     }
 }
@@ -490,50 +486,6 @@ fn send_with_fds(sock: RawFd, msg: &[u8], fds: &[RawFd]) -> io::Result<()> {
             );
         }
         if libc::sendmsg(sock, &hdr, libc::MSG_NOSIGNAL) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// A close-on-exec, non-blocking (host end) `SOCK_SEQPACKET` pair: the
-/// host's end, the zygote's end.
-fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors socketpair writes.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: socketpair succeeded: both are fresh descriptors we own.
-    let (host, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    set_nonblocking(host.as_raw_fd())?;
-    Ok((host, theirs))
-}
-
-/// A close-on-exec pipe: (read end, write end).
-fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded: both are fresh descriptors we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
             return Err(io::Error::last_os_error());
         }
     }

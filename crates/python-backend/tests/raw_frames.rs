@@ -1,10 +1,11 @@
 //! The bridge driven by hand-written frames, which `PyCall` cannot produce:
 //! a call frame whose function name is not a string, bad `kwargs`, odd
-//! frames. Each is answered with an error frame and the bridge serves the
-//! next request; it exits only with its named codes.
+//! frames, cancels. Each is answered with an error frame and the bridge
+//! serves the next request; it exits only with its named codes.
 
 mod common;
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,12 +20,36 @@ struct Raw {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: ChildStdout,
+    /// The write end of its cancel pipe.
+    cancels: std::fs::File,
 }
 
 impl Raw {
-    /// Launch as the worker does, then read the ready frame.
+    /// Launch as the worker does (frames on fds 0 and 1, the cancel pipe
+    /// on fd 3), then read the ready frame.
     async fn start(tag: &str, max_frame: usize) -> Raw {
-        let mut child = Command::new("python3")
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 made both; each is owned once from here.
+        let (read, write) = unsafe {
+            (
+                OwnedFd::from_raw_fd(fds[0]),
+                std::fs::File::from(OwnedFd::from_raw_fd(fds[1])),
+            )
+        };
+        let theirs = read.as_raw_fd();
+        let mut cmd = Command::new("python3");
+        // SAFETY: dup2 is async-signal-safe; fd 3 is left inheritable.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(theirs, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .arg("-u")
             .arg("-c")
             .arg(bridge_script())
@@ -38,10 +63,12 @@ impl Raw {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn the bridge");
+        drop(read);
         let mut raw = Raw {
             stdin: child.stdin.take(),
             stdout: child.stdout.take().unwrap(),
             child,
+            cancels: write,
         };
         assert_eq!(raw.recv().await["t"], "ready");
         raw
@@ -53,6 +80,12 @@ impl Raw {
         stdin.write_all(&len.to_be_bytes()).await.unwrap();
         stdin.write_all(payload).await.unwrap();
         stdin.flush().await.unwrap();
+    }
+
+    /// Ask the bridge to cancel request `id`.
+    fn cancel(&mut self, id: u64) {
+        use std::io::Write;
+        self.cancels.write_all(&id.to_be_bytes()).unwrap();
     }
 
     async fn send(&mut self, frame: Value) {
@@ -282,4 +315,35 @@ async fn a_table_that_does_not_fit_its_frame_ends_the_bridge_with_the_protocol_c
         );
         assert!(wait_gone(&tag, Duration::from_secs(2)).await.is_empty());
     }
+}
+
+#[tokio::test]
+async fn a_cancel_is_answered_cancelled_and_the_bridge_serves_on() {
+    let tag = new_tag("raw-cancel");
+    let mut raw = Raw::start(&tag, 1 << 20).await;
+    // A call under way: interrupted where it sleeps.
+    raw.send(json!({"t": "call", "id": 10, "fn": "sleep", "args": [30]}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    raw.cancel(10);
+    let answer = raw.recv().await;
+    assert_eq!(
+        (&answer["t"], &answer["id"], &answer["kind"]),
+        (&json!("error"), &json!(10), &json!("cancelled")),
+        "{answer}"
+    );
+    raw.serves(11).await;
+    // A cancel for a request that is not running changes nothing.
+    raw.cancel(99);
+    raw.serves(20).await;
+    // A cancel that comes before its call: the call is answered at once,
+    // without running.
+    raw.cancel(30);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    raw.send(json!({"t": "call", "id": 30, "fn": "sleep", "args": [30]}))
+        .await;
+    let answer = raw.recv().await;
+    assert_eq!(answer["kind"], "cancelled", "{answer}");
+    raw.serves(31).await;
+    assert_eq!(raw.exit_code().await, Some(BridgeExit::Ok.code()));
 }

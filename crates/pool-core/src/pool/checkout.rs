@@ -155,7 +155,10 @@ impl<W: Worker> Checkout<W> {
     /// through `DerefMut`: the operation is cancelled (or the worker
     /// recycled, if it cannot cancel) before it serves again.
     pub fn taint(&mut self) {
-        self.left = Return::Interrupted;
+        // A call cut off at its deadline, or a kill asked for, stays so.
+        if self.left == Return::Clean {
+            self.left = Return::Interrupted;
+        }
     }
 
     /// Mark the worker to be killed and replaced when this guard drops:

@@ -3,7 +3,7 @@
 //!
 //! * **Cancel** — a call ran past its deadline, or its caller dropped it:
 //!   the worker is asked to let go of it ([`Worker::cancel`]) within
-//!   `cancel_grace`. One that does serves on, warm; one that does not is
+//!   `cancel_grace`, which the worker enforces (the pool keeps a backstop). One that does serves on, warm; one that does not is
 //!   killed and replaced, and the kill is the pool's choice, not charged to
 //!   the crash budget. A worker that cannot cancel is killed after a late
 //!   call, and recycled after a dropped one, as before cancelling existed.
@@ -33,10 +33,17 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
 
     async fn run_cancel(self: Arc<Self>, mut live: Live<Wk<F>>, late: bool) {
         let grace = self.config.cancel_grace;
-        let outcome = tokio::select! {
-            r = tokio::time::timeout(grace, live.worker.cancel(grace)) => r.unwrap_or(Cancel::Failed),
-            // The close grace ran out: nothing may keep running.
-            () = self.kill.cancelled() => Cancel::Failed,
+        // The worker enforces `grace`; this is the backstop (see `cancel`).
+        let backstop = grace + self.config.recycle_timeout;
+        let outcome = if grace.is_zero() {
+            // No grace: kill at once, without asking.
+            Cancel::Failed
+        } else {
+            tokio::select! {
+                r = tokio::time::timeout(backstop, live.worker.cancel(grace)) => r.unwrap_or(Cancel::Failed),
+                // The close grace ran out: nothing may keep running.
+                () = self.kill.cancelled() => Cancel::Failed,
+            }
         };
         match outcome {
             Cancel::Freed => {

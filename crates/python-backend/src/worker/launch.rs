@@ -13,10 +13,12 @@ use tokio::net::unix::pipe;
 use crate::command;
 use crate::config::PythonConfig;
 use crate::error::PythonError;
+use crate::fds;
 use crate::process::{Leader, Process};
 use crate::protocol::{ErrorFrame, ErrorKind, Incoming, PROTOCOL};
 use crate::zygote::Zygote;
 
+use super::cancels::CancelPipe;
 use super::session::Session;
 use super::PythonWorker;
 
@@ -61,12 +63,18 @@ impl PythonWorker {
             Arc::clone(&label),
             config.stderr_tail_lines,
         );
+        let cancels =
+            CancelPipe::from_write_end(child.cancels).map_err(|e| PythonError::Spawn {
+                interpreter: config.interpreter.clone(),
+                source: Arc::new(e),
+            })?;
         let session = Session::new(
             label,
             child.pid,
             proc,
             child.stdin,
             child.stdout,
+            cancels,
             config.max_frame_size,
         );
         PythonWorker::ready(session, config).await
@@ -92,9 +100,11 @@ fn spawn(
         interpreter: interpreter.to_path_buf(),
         source: Arc::new(source),
     };
-    let mut child = command::bridge(interpreter, config)
-        .spawn()
-        .map_err(spawn_error)?;
+    let (cancels, theirs) = CancelPipe::new().map_err(spawn_error)?;
+    let mut cmd = command::bridge(interpreter, config);
+    fds::inherit_as_fd3(&mut cmd, &theirs);
+    let mut child = cmd.spawn().map_err(spawn_error)?;
+    drop(theirs);
     let (Some(pid), Some(stdin), Some(stdout)) =
         (child.id(), child.stdin.take(), child.stdout.take())
     else {
@@ -124,6 +134,7 @@ fn spawn(
         proc,
         stdin,
         stdout,
+        cancels,
         config.max_frame_size,
     ))
 }

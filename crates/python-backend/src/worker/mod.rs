@@ -4,8 +4,9 @@
 //! The worker is split by job:
 //! - `launch`: spawning the bridge, its handshake, and the start errors;
 //! - `pipes`: the pipes' capacity, grown while large frames move;
+//! - `cancels`: the pipe the host asks the bridge to cancel a request on;
 //! - `session`: the protocol state machine (the request in flight, the
-//!   outbox, settling what a dropped caller left, deadlines, faults), which
+//!   outbox, cancelling what a dropped or late caller left, faults), which
 //!   is what makes every call cancel-safe;
 //! - `retire`: when a worker that still works should be replaced;
 //! - `spin`: reading the bridge's frames, with a short spin before parking
@@ -14,6 +15,7 @@
 //! This module puts them together behind the public API and the pool's
 //! traits, and turns the bridge's answers into what a caller sees.
 
+mod cancels;
 mod launch;
 mod pipes;
 mod retire;
@@ -22,10 +24,9 @@ mod spin;
 
 use std::time::Duration;
 
-use cenote_core::{Call, CallCtx, Retire, Worker};
+use cenote_core::{Call, CallCtx, Cancel, PoolConfig, Retire, Worker};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::time::Instant;
 
 use crate::config::PythonConfig;
 use crate::error::PythonError;
@@ -40,6 +41,14 @@ use self::session::Session;
 
 /// A pooled Python process. Made by [`PythonFactory`](crate::PythonFactory);
 /// serves [`PyCall`]s, [`TypedCall`]s and streams.
+///
+/// In a pool, a call's deadline is the pool's to enforce, and a call that
+/// runs past it, or whose caller drops it, is cancelled (see
+/// [`Worker::cancel`]). Used without a pool, nothing bounds a call but its
+/// caller: wrap it in `tokio::time::timeout`. A call whose future was
+/// dropped is then cancelled by the next one, which gives the bridge the
+/// default `cancel_grace` (250 ms) to let go before it kills the process
+/// ([`PythonError::Abandoned`]).
 #[derive(Debug)]
 pub struct PythonWorker {
     session: Session,
@@ -90,9 +99,9 @@ impl PythonWorker {
         self.session.signal(sig);
     }
 
-    /// Call a handler function and return its JSON result, by `ctx`'s
-    /// deadline (past it the process group is killed). A result holding
-    /// bytes is a [`PythonError::Decode`]: ask for them with
+    /// Call a handler function and return its JSON result. `ctx` tells the
+    /// call's deadline; the pool enforces it (see [`PythonWorker`]). A
+    /// result holding bytes is a [`PythonError::Decode`]: ask for them with
     /// [`call_as`](Self::call_as).
     pub async fn call_json(&mut self, call: PyCall, ctx: CallCtx) -> Result<Value, PythonError> {
         let reply = self.reply(&call, ctx).await?;
@@ -111,9 +120,9 @@ impl PythonWorker {
     }
 
     /// Send `call` and wait for its result frame.
-    async fn reply(&mut self, call: &PyCall, ctx: CallCtx) -> Result<Reply, PythonError> {
-        let deadline = self.begin(call, false, ctx).await?;
-        match self.answer(deadline, &call.function).await? {
+    async fn reply(&mut self, call: &PyCall, _ctx: CallCtx) -> Result<Reply, PythonError> {
+        self.begin(call, false).await?;
+        match self.answer(&call.function).await? {
             Incoming::Result { value, .. } => Ok(value),
             other => Err(self
                 .session
@@ -124,25 +133,23 @@ impl PythonWorker {
 
     /// Stream the items of a generator handler (a plain handler streams its
     /// one result). Dropping the stream early leaves the rest outstanding:
-    /// the worker drains it (or kills the process at the deadline) before
-    /// its next call. `ctx`'s deadline bounds the whole stream.
+    /// the next call cancels it first (see [`PythonWorker`]). Nothing bounds
+    /// a stream on a worker used without a pool but its consumer; a pool's
+    /// stream ([`PythonPool`](crate::PythonPool)) is bounded by its call's
+    /// deadline.
     pub fn stream(&mut self, call: PyCall, ctx: CallCtx) -> PyStream<'_> {
         crate::stream::over(self, call, ctx)
     }
 
     /// Start a streamed call; chunks follow through [`next_chunk`](Self::next_chunk).
-    pub(crate) async fn begin_stream(
-        &mut self,
-        call: &PyCall,
-        ctx: CallCtx,
-    ) -> Result<(), PythonError> {
-        self.begin(call, true, ctx).await.map(|_| ())
+    pub(crate) async fn begin_stream(&mut self, call: &PyCall) -> Result<(), PythonError> {
+        self.begin(call, true).await
     }
 
     /// The next item of the stream in flight; `None` once it ended.
     pub(crate) async fn next_chunk(&mut self) -> Option<Result<Reply, PythonError>> {
-        let (deadline, function) = self.session.call_in_flight()?;
-        match self.answer(deadline, &function).await {
+        let function = self.session.call_in_flight()?.to_string();
+        match self.answer(&function).await {
             Ok(Incoming::Chunk { data, .. }) => Some(Ok(data)),
             Ok(Incoming::End { .. }) => None,
             Ok(other) => Some(Err(self
@@ -159,20 +166,18 @@ impl PythonWorker {
         self.session.ping(self.heartbeat_timeout).await
     }
 
-    /// Settle anything outstanding, then send `call`; returns its deadline.
-    async fn begin(
-        &mut self,
-        call: &PyCall,
-        stream: bool,
-        ctx: CallCtx,
-    ) -> Result<Instant, PythonError> {
+    /// Settle anything outstanding, then send `call`.
+    async fn begin(&mut self, call: &PyCall, stream: bool) -> Result<(), PythonError> {
         self.settle().await?;
-        self.session.send_call(call, stream, ctx).await
+        self.session.send_call(call, stream).await
     }
 
-    /// Finish what a dropped caller left; a call it finishes was served.
+    /// Cancel what a dropped caller left (a worker used without a pool:
+    /// a pool cancels before it hands the worker out again); a call it
+    /// ends counts as a task.
     async fn settle(&mut self) -> Result<(), PythonError> {
-        if self.session.settle().await? {
+        let grace = PoolConfig::default().cancel_grace;
+        if self.session.cancel(grace).await? {
             self.retirement.task_done();
         }
         Ok(())
@@ -180,8 +185,8 @@ impl PythonWorker {
 
     /// The next frame of the call in flight; an error frame comes back as
     /// the caller's error. A frame that ends the call counts as a task.
-    async fn answer(&mut self, deadline: Instant, function: &str) -> Result<Incoming, PythonError> {
-        let frame = self.session.read_until(deadline, function).await?;
+    async fn answer(&mut self, function: &str) -> Result<Incoming, PythonError> {
+        let frame = self.session.read_answer().await?;
         if frame.is_terminal() {
             self.retirement.task_done();
         }
@@ -190,7 +195,10 @@ impl PythonWorker {
                 Some(err) => err,
                 None => {
                     self.session
-                        .violation("answered a call with an import error".into())
+                        .violation(
+                            "answered a call with an import error, or a cancel it was not sent"
+                                .into(),
+                        )
                         .await
                 }
             }),
@@ -200,7 +208,7 @@ impl PythonWorker {
 }
 
 /// The error a caller of `function` sees for an error frame; `None` for the
-/// one kind that never answers a call (an import error, sent at start).
+/// kinds that never answer a call.
 fn call_error(function: &str, error: ErrorFrame) -> Option<PythonError> {
     let function = function.to_string();
     let ErrorFrame {
@@ -227,7 +235,10 @@ fn call_error(function: &str, error: ErrorFrame) -> Option<PythonError> {
             message,
             traceback,
         },
-        ErrorKind::Import => return None,
+        // Neither answers a call: an import error is sent at start, and a
+        // call is answered `cancelled` only after a cancel, which is read
+        // by `Session::cancel`, not here.
+        ErrorKind::Import | ErrorKind::Cancelled => return None,
     })
 }
 
@@ -239,10 +250,18 @@ impl Worker for PythonWorker {
     }
 
     async fn recycle(&mut self) -> Result<(), PythonError> {
-        if self.session.has_pending() {
-            self.settle().await
-        } else {
-            self.heartbeat().await
+        self.heartbeat().await
+    }
+
+    async fn cancel(&mut self, grace: Duration) -> Cancel {
+        match self.session.cancel(grace).await {
+            Ok(ended_a_call) => {
+                if ended_a_call {
+                    self.retirement.task_done();
+                }
+                Cancel::Freed
+            }
+            Err(_) => Cancel::Failed,
         }
     }
 

@@ -1,23 +1,26 @@
 //! The frame protocol with one bridge process, as a state machine that the
 //! worker owns rather than any call's future.
 //!
-//! Why: a call can be dropped at any await point (its caller gave up or hit
-//! a deadline). All protocol state (the outgoing frame and how much of it
-//! was written, the read buffer, the one request in flight and its deadline)
-//! is kept in the [`Session`], so a dropped call leaves a session that knows
-//! exactly what is outstanding; [`settle`](Session::settle) finishes writing
-//! it, drains the late answer, or kills the process once its deadline
-//! passes.
+//! Why: a call can be dropped at any await point (its caller gave up, or the
+//! pool cut it off at its deadline). All protocol state (the outgoing frame
+//! and how much of it was written, the read buffer, the one request in
+//! flight) is kept in the [`Session`], so a dropped call leaves a session
+//! that knows exactly what is outstanding; [`cancel`](Session::cancel)
+//! finishes writing it, asks the bridge to abandon it (on the cancel pipe),
+//! and drains its answer.
 //!
-//! A fault (the process died, broke the protocol, or was killed at a
-//! deadline) is remembered: every later use reports the same error without
-//! touching the pipes.
+//! The session sets no deadline on a call: the pool enforces a call's one
+//! deadline. Its only timers are a cancel's grace (how long the bridge may
+//! take to let go) and the heartbeat's.
+//!
+//! A fault (the process died, broke the protocol, or was killed) is
+//! remembered: every later use reports the same error without touching the
+//! pipes.
 
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cenote_core::CallCtx;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::time::Instant;
@@ -28,14 +31,9 @@ use crate::process::Process;
 use crate::protocol::{Incoming, Outgoing};
 use crate::request::PyCall;
 
+use super::cancels::CancelPipe;
 use super::pipes::Capacity;
 use super::spin::FrameReader;
-
-/// The session enforces a call's deadline (the pool's, from [`CallCtx`])
-/// itself this long after it passes: with a pool, the pool's `CallTimeout`
-/// is what a caller sees; used directly, the worker still never waits
-/// forever.
-const DEADLINE_SLACK: Duration = Duration::from_millis(25);
 
 /// How long to wait for a dying process to finish exiting before killing it
 /// and reporting.
@@ -51,10 +49,9 @@ enum Waiting {
 #[derive(Debug)]
 struct Pending {
     id: u64,
-    deadline: Instant,
-    /// The deadline as the caller gave it, for messages.
-    limit: Duration,
     what: Waiting,
+    /// Its cancel was sent.
+    cancelled: bool,
 }
 
 /// The pipes to one bridge and the state of the conversation on them.
@@ -66,6 +63,7 @@ pub(super) struct Session {
     /// The capacity of the pipe to the bridge (the reader keeps its own).
     stdin_capacity: Capacity,
     stdout: FrameReader,
+    cancels: CancelPipe,
     decoder: Decoder,
     max_frame: usize,
     /// The frame being written and how much of it is out.
@@ -97,6 +95,7 @@ impl Session {
         proc: Process,
         stdin: pipe::Sender,
         stdout: pipe::Receiver,
+        cancels: CancelPipe,
         max_frame: usize,
     ) -> Self {
         let max_frame = max_frame.min(crate::frame::MAX_BODY);
@@ -107,6 +106,7 @@ impl Session {
             stdin: Some(stdin),
             stdin_capacity: Capacity::default(),
             stdout: FrameReader::new(stdout),
+            cancels,
             decoder: Decoder::new(max_frame),
             max_frame,
             outbox: Outbound::default(),
@@ -157,14 +157,13 @@ impl Session {
         }
     }
 
-    /// The deadline and function of the call in flight, if there is one.
-    pub(super) fn call_in_flight(&self) -> Option<(Instant, String)> {
+    /// The function of the call in flight, if there is one.
+    pub(super) fn call_in_flight(&self) -> Option<&str> {
         match &self.pending {
             Some(Pending {
-                deadline,
                 what: Waiting::Call(function),
                 ..
-            }) => Some((*deadline, function.clone())),
+            }) => Some(function),
             _ => None,
         }
     }
@@ -194,14 +193,13 @@ impl Session {
         self.written = 0;
     }
 
-    /// Send `call` by `ctx`'s deadline, which it returns. Nothing may be
-    /// outstanding: [`settle`](Self::settle) first.
+    /// Send `call`. Nothing may be outstanding: [`cancel`](Self::cancel)
+    /// first.
     pub(super) async fn send_call(
         &mut self,
         call: &PyCall,
         stream: bool,
-        ctx: CallCtx,
-    ) -> Result<Instant, PythonError> {
+    ) -> Result<(), PythonError> {
         let encoded = self.encode(
             &Outgoing::Call {
                 id: self.next_id,
@@ -228,36 +226,19 @@ impl Session {
                 )))
             }
         };
-        let (deadline, limit) = (ctx.deadline(), ctx.timeout());
         self.pending = Some(Pending {
             id: self.take_id(),
-            deadline,
-            limit,
             what: Waiting::Call(call.function.clone()),
+            cancelled: false,
         });
         self.queue(frame);
-        match tokio::time::timeout_at(deadline + DEADLINE_SLACK, self.flush()).await {
-            Ok(r) => r?,
-            Err(_) => return Err(self.kill_for_deadline(&call.function, limit)),
-        }
-        Ok(deadline)
+        self.flush().await
     }
 
-    /// The next frame of the call in flight, under its deadline. A frame
-    /// that ends the call leaves nothing in flight.
-    pub(super) async fn read_until(
-        &mut self,
-        deadline: Instant,
-        function: &str,
-    ) -> Result<Incoming, PythonError> {
-        let msg = match tokio::time::timeout_at(deadline + DEADLINE_SLACK, self.read_frame()).await
-        {
-            Ok(r) => r?,
-            Err(_) => {
-                let limit = self.pending.as_ref().map_or(Duration::ZERO, |p| p.limit);
-                return Err(self.kill_for_deadline(function, limit));
-            }
-        };
+    /// The next frame of the call in flight. A frame that ends the call
+    /// leaves nothing in flight.
+    pub(super) async fn read_answer(&mut self) -> Result<Incoming, PythonError> {
+        let msg = self.read_frame().await?;
         let expected = self.pending.as_ref().map(|p| p.id);
         if Some(msg.id()) != expected {
             return Err(self
@@ -275,40 +256,46 @@ impl Session {
         Ok(msg)
     }
 
-    /// Finish whatever a dropped caller left: the rest of its frame, then
-    /// its answer (chunks skipped), until its deadline; past it, kill.
-    /// True when that was a call, which has now been served.
-    pub(super) async fn settle(&mut self) -> Result<bool, PythonError> {
+    /// Ask the bridge to abandon what is outstanding, and wait until it has.
+    /// The request's id goes down the cancel pipe first, so a bridge that
+    /// has not started the call yet answers it without running it; then the
+    /// rest of the request is written (a frame is never left half sent:
+    /// the host's own time, not the handler's), and its answer is read
+    /// (chunks skipped) up to the frame that ends it, within `grace`; past
+    /// it the process is killed. A ping is waited out the same way. True
+    /// when that was a call, which has now ended.
+    pub(super) async fn cancel(&mut self, grace: Duration) -> Result<bool, PythonError> {
         self.usable()?;
-        let Some(pending) = &self.pending else {
+        let Some(pending) = &mut self.pending else {
             return Ok(false);
         };
-        let (id, deadline, limit, what) = (
-            pending.id,
-            pending.deadline,
-            pending.limit,
-            pending.what.clone(),
-        );
-        let pid = self.pid;
-        let timed_out = |me: &mut Self| {
-            me.kill(match &what {
-                Waiting::Ping => PythonError::Heartbeat { pid, after: limit },
-                Waiting::Call(_) => PythonError::Abandoned { pid },
-            })
-        };
-        match tokio::time::timeout_at(deadline, self.flush()).await {
-            Ok(r) => r?,
-            Err(_) => return Err(timed_out(self)),
+        let (id, is_call) = (pending.id, matches!(pending.what, Waiting::Call(_)));
+        if is_call && !pending.cancelled {
+            pending.cancelled = true;
+            if let Err(e) = self.cancels.send(id) {
+                return Err(self
+                    .violation(format!("stopped reading its cancel pipe ({e})"))
+                    .await);
+            }
         }
+        self.flush().await?;
+        if tokio::time::timeout(grace, self.drain(id)).await.is_err() {
+            return Err(self.kill(PythonError::Abandoned { pid: self.pid }));
+        }
+        if is_call {
+            tracing::debug!(worker = %self.label, pid = self.pid, "abandoned call cancelled; worker free");
+        }
+        Ok(is_call)
+    }
+
+    /// Read the answer to request `id` up to the frame that ends it.
+    async fn drain(&mut self, id: u64) -> Result<(), PythonError> {
         loop {
-            let msg = match tokio::time::timeout_at(deadline, self.read_frame()).await {
-                Ok(r) => r?,
-                Err(_) => return Err(timed_out(self)),
-            };
+            let msg = self.read_frame().await?;
             if msg.id() != id {
                 return Err(self
                     .violation(format!(
-                        "sent a {} frame for request {} while draining request {id}",
+                        "sent a {} frame for request {} while request {id} was being drained",
                         msg.kind(),
                         msg.id()
                     ))
@@ -316,32 +303,39 @@ impl Session {
             }
             if msg.is_terminal() {
                 self.pending = None;
-                let served = what != Waiting::Ping;
-                if served {
-                    tracing::debug!(worker = %self.label, pid, "abandoned call finished; worker free");
-                }
-                return Ok(served);
+                return Ok(());
             }
         }
     }
 
     /// Ping the bridge and wait for its pong within `timeout`. Nothing may
-    /// be outstanding: [`settle`](Self::settle) first.
+    /// be outstanding: [`cancel`](Self::cancel) first.
     pub(super) async fn ping(&mut self, timeout: Duration) -> Result<(), PythonError> {
+        self.usable()?;
         let Ok(Ok(frame)) = self.encode(&Outgoing::Ping { id: self.next_id }, &[]) else {
             return Err(PythonError::BadRequest(format!(
                 "a ping does not fit the max frame size of {} bytes",
                 self.max_frame
             )));
         };
+        let id = self.take_id();
         self.pending = Some(Pending {
-            id: self.take_id(),
-            deadline: Instant::now() + timeout,
-            limit: timeout,
+            id,
             what: Waiting::Ping,
+            cancelled: false,
         });
         self.queue(frame);
-        self.settle().await.map(|_| ())
+        let answered = async {
+            self.flush().await?;
+            self.drain(id).await
+        };
+        match tokio::time::timeout(timeout, answered).await {
+            Ok(r) => r,
+            Err(_) => Err(self.kill(PythonError::Heartbeat {
+                pid: self.pid,
+                after: timeout,
+            })),
+        }
     }
 
     /// Ask the bridge to exit and give it `grace` to do so (finishing what
@@ -350,7 +344,7 @@ impl Session {
         if !grace.is_zero() && self.fault.is_none() && self.proc.exited().is_none() {
             let deadline = Instant::now() + grace;
             let polite = async {
-                self.settle().await?;
+                self.cancel(grace).await?;
                 if let Ok(Ok(frame)) = self.encode(&Outgoing::Shutdown { id: 0 }, &[]) {
                     self.queue(frame);
                     self.flush().await?;
@@ -487,14 +481,6 @@ impl Session {
         self.proc.kill_group();
         self.fault = Some(err.clone());
         err
-    }
-
-    fn kill_for_deadline(&mut self, function: &str, after: Duration) -> PythonError {
-        self.kill(PythonError::Timeout {
-            function: function.to_string(),
-            after,
-            pid: self.pid,
-        })
     }
 }
 
