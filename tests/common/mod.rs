@@ -73,6 +73,8 @@ pub struct Book {
     pub quota: AtomicU64,
     /// Calls still running in the background after their caller dropped them.
     pub abandoned_running: AtomicUsize,
+    /// Workers are made broken: beyond use before their first call.
+    pub born_broken: AtomicBool,
 }
 
 impl Default for Book {
@@ -89,6 +91,7 @@ impl Default for Book {
             recycles: AtomicU64::new(0),
             quota: AtomicU64::new(0),
             abandoned_running: AtomicUsize::new(0),
+            born_broken: AtomicBool::new(false),
         }
     }
 }
@@ -233,7 +236,7 @@ impl Factory for TestFactory {
         Ok(TestWorker {
             id: ctx.id.0,
             book: Arc::clone(&self.book),
-            broken: false,
+            broken: self.book.born_broken.load(Ordering::SeqCst),
             served: 0,
             dirty: false,
             down: false,
