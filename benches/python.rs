@@ -2,10 +2,11 @@
 //! against a baseline, in one run on one machine.
 //!
 //! `cargo bench --bench python` prints tables; `-- --json` adds one JSON
-//! object on the last line. `-- --roundtrip-only`, `-- --throughput-only`
-//! and `-- --payloads-only` run just that section (its table, and with
-//! `--json` its keys only), to compare runs quickly; the payload section is
-//! `support/payloads.rs`. Needs `python3` on PATH.
+//! object on the last line. `-- --roundtrip-only`, `-- --throughput-only`,
+//! `-- --payloads-only` and `-- --late-only` run just that section (its
+//! table, and with `--json` its keys only), to compare runs quickly; the
+//! payload section is `support/payloads.rs`, the late-call section
+//! `support/late_calls.rs`. Needs `python3` on PATH.
 //!
 //! * round trip: 1 worker, sequential echo of a small dict, through the pool
 //!   vs the same bridge driven by a minimal blocking Rust client (no pool, no
@@ -34,6 +35,8 @@ use cenote::Pool;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+#[path = "support/late_calls.rs"]
+mod late_calls;
 #[path = "support/payloads.rs"]
 mod payloads;
 
@@ -511,6 +514,14 @@ async fn main() {
         return;
     }
 
+    if std::env::args().any(|a| a == "--late-only") {
+        let late = late_calls::run(&interpreter).await;
+        if json_out {
+            println!("{}", json!({ "late_calls": late }));
+        }
+        return;
+    }
+
     if throughput_only {
         let (tp, ppe, mp) = throughput(&interpreter).await;
         if json_out {
@@ -651,9 +662,11 @@ memory: total PSS of 8 workers holding 100 MiB of read-only data"
     );
 
     let bytes_mb_s = payloads::run(&interpreter).await;
+    let late = late_calls::run(&interpreter).await;
 
     if json_out {
         let out = json!({
+            "late_calls": late,
             "bytes_mb_s": bytes_mb_s,
             "roundtrip_us": roundtrip_us,
             "calls_per_sec": calls_per_sec(tp, ppe, mp),

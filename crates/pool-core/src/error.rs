@@ -33,8 +33,10 @@ pub enum Error<E: std::error::Error + 'static> {
     #[error("no worker could be started: {0}")]
     Start(Arc<StartError<E>>),
     /// The call ran past its deadline (the pool's `call_timeout`, or the
-    /// one given for this call); its worker was killed and is replaced.
-    #[error("call did not finish within {0:?}; its worker was killed and is being replaced")]
+    /// one given for this call). The caller is told at once; the call is
+    /// then cancelled on its worker, which serves on if it lets go within
+    /// `cancel_grace` and is killed and replaced if not.
+    #[error("call did not finish within {0:?}; it was cancelled")]
     CallTimeout(Duration),
     /// The worker answered with an error and stays in service.
     #[error(transparent)]

@@ -374,7 +374,7 @@ async fn late_call_storm_loses_nothing_and_restarts_only_the_stuck() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(30u64);
     let tag = new_tag("late-storm");
-    let pool: PyPool = Pool::builder(PythonFactory::new(late(&tag, StartMode::Auto)))
+    let pool: PyPool = Pool::builder(PythonFactory::new(late(&tag, test_start_mode())))
         .name("late-storm")
         .size(8)
         .checkout_timeout(Duration::from_secs(30))
