@@ -39,12 +39,12 @@
 //! ```
 
 pub use cenote_core::{
-    Affinity, AffinityKey, AffinityLoss, AffinityMode, Backoff, BuildError, Call, CallCtx,
-    CallOptions, Caller, Checkout, CheckoutOptions, ConfigError, CrashBudget, EndpointEntry, Entry,
-    Error, Factory, IdleStrategy, IdleWorker, Load, Percentiles, PoolBuilder, PoolConfig,
-    PoolEntry, PriorityLevel, Queue, Registry, RegistryError, RegistryEvent, Retire, RetryIf,
-    RetryPolicy, Stamp, StartError, Status, Totals, WaitStrategy, Waiter, Worker, WorkerCtx,
-    WorkerEntry, WorkerId, WorkerInfo, WorkerState,
+    Affinity, AffinityKey, AffinityLoss, AffinityMode, Backoff, BuildError, Call, CallBudget,
+    CallCtx, CallOptions, Caller, Cancel, Checkout, CheckoutOptions, ConfigError, CrashBudget,
+    EndpointEntry, Entry, Error, ErrorKind, Factory, IdleStrategy, IdleWorker, Load, Percentiles,
+    PoolBuilder, PoolConfig, PoolEntry, PriorityLevel, Queue, Registry, RegistryError,
+    RegistryEvent, Retire, RetryIf, RetryPolicy, Stamp, StartError, Status, Totals, WaitStrategy,
+    Waiter, Worker, WorkerCtx, WorkerEntry, WorkerId, WorkerInfo, WorkerState,
 };
 
 /// The checks every queue must pass, to run on a queue of your own

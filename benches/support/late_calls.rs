@@ -110,10 +110,21 @@ pub async fn run(interpreter: &Path) -> Value {
         "{:<50} {:>10} {:>10} {:>9}",
         "", "calls/s", "/ no hang", "restarts"
     );
-    println!("{:<50} {:>10.0} {:>10} {:>9}", "cenote, no hangs", none, "1.00", 0);
+    println!(
+        "{:<50} {:>10.0} {:>10} {:>9}",
+        "cenote, no hangs", none, "1.00", 0
+    );
     for (name, rate, restarts) in [
-        ("cenote, async hangs (task cancelled)", async5, async_restarts),
-        ("cenote, sync hangs (signal interrupts)", sync5, sync_restarts),
+        (
+            "cenote, async hangs (task cancelled)",
+            async5,
+            async_restarts,
+        ),
+        (
+            "cenote, sync hangs (signal interrupts)",
+            sync5,
+            sync_restarts,
+        ),
     ] {
         println!(
             "{name:<50} {rate:>10.0} {:>10.2} {restarts:>9}",
@@ -121,9 +132,20 @@ pub async fn run(interpreter: &Path) -> Value {
         );
     }
     let lane = |name: &str, v: &Value| {
-        let (n, h) = (v["none"].as_f64().unwrap_or(0.0), v["sync5"].as_f64().unwrap_or(0.0));
-        println!("{:<50} {n:>10.0} {:>10}", format!("{name}, no hangs"), "1.00");
-        println!("{:<50} {h:>10.0} {:>10.2}", format!("{name}, sync hangs"), h / n);
+        let (n, h) = (
+            v["none"].as_f64().unwrap_or(0.0),
+            v["sync5"].as_f64().unwrap_or(0.0),
+        );
+        println!(
+            "{:<50} {n:>10.0} {:>10}",
+            format!("{name}, no hangs"),
+            "1.00"
+        );
+        println!(
+            "{:<50} {h:>10.0} {:>10.2}",
+            format!("{name}, sync hangs"),
+            h / n
+        );
     };
     lane("ProcessPoolExecutor(4) (cannot cancel)", &peers["ppe"]);
     if peers["pebble"].is_null() {

@@ -116,12 +116,7 @@ impl Default for PoolConfig {
             create_timeout: Duration::from_secs(30),
             recycle_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(60),
-            // A cancelled asyncio task or an interrupted handler confirms in
-            // well under a millisecond; 250 ms leaves room for a handler's
-            // own cleanup (closing a connection in a `finally`) while a
-            // worker that will not let go holds its slot only briefly
-            // before it is replaced.
-            cancel_grace: Duration::from_millis(250),
+            cancel_grace: PoolConfig::DEFAULT_CANCEL_GRACE,
             start_backoff: Backoff {
                 initial: Duration::from_millis(100),
                 max: Duration::from_secs(10),
@@ -141,6 +136,13 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
+    /// The default `cancel_grace`. A cancelled asyncio task or an
+    /// interrupted handler confirms in well under a millisecond; 250 ms
+    /// leaves room for a handler's own cleanup (closing a connection in a
+    /// `finally`) while a worker that will not let go holds its slot only
+    /// briefly before it is replaced.
+    pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_millis(250);
+
     /// Reject values that cannot work, with a message naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |m: &str| Err(ConfigError(m.to_string()));

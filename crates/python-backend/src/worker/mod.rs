@@ -176,8 +176,11 @@ impl PythonWorker {
     /// a pool cancels before it hands the worker out again); a call it
     /// ends counts as a task.
     async fn settle(&mut self) -> Result<(), PythonError> {
-        let grace = PoolConfig::default().cancel_grace;
-        if self.session.cancel(grace).await? {
+        if self
+            .session
+            .cancel(PoolConfig::DEFAULT_CANCEL_GRACE)
+            .await?
+        {
             self.retirement.task_done();
         }
         Ok(())
