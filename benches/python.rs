@@ -104,12 +104,33 @@ struct BareBridge {
     child: std::process::Child,
     stdin: std::process::ChildStdin,
     stdout: std::process::ChildStdout,
+    /// The write end of its cancel pipe (never written: no call is late).
+    _cancels: std::os::fd::OwnedFd,
     next_id: u64,
 }
 
 impl BareBridge {
     fn start(interpreter: &Path) -> Self {
-        let mut child = Command::new(interpreter)
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 made both; each is owned once from here.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let theirs = read.as_raw_fd();
+        let mut cmd = Command::new(interpreter);
+        // SAFETY: dup2 is async-signal-safe; the bridge reads its cancel
+        // pipe on fd 3, which dup2 leaves inheritable.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(theirs, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .arg("-u")
             .arg("-c")
             .arg(bridge_script())
@@ -122,12 +143,14 @@ impl BareBridge {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn bridge");
+        drop(read);
         let stdin = child.stdin.take().expect("stdin");
         let stdout = child.stdout.take().expect("stdout");
         let mut bare = BareBridge {
             child,
             stdin,
             stdout,
+            _cancels: write,
             next_id: 1,
         };
         let ready = bare.read_frame();

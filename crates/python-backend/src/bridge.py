@@ -66,6 +66,7 @@
 #   its process group (itself included, so this code is seen only if that
 #   fails).
 import os
+import stat
 import sys
 
 
@@ -108,16 +109,22 @@ def _take_cancel_fd():
     # The cancel pipe's read end, on fd 3 from the host: kept on a private
     # fd that handler subprocesses do not inherit.
     try:
+        if not stat.S_ISFIFO(os.fstat(3).st_mode):
+            raise OSError("fd 3 is not a pipe")
         fd = os.dup(3)
-    except OSError:
-        sys.stderr.write("cenote bridge: no cancel pipe on fd 3; the bridge is started by "
-                         "cenote-python, which passes one\n")
+    except OSError as e:
+        sys.stderr.write("cenote bridge: no cancel pipe on fd 3 (%s); the bridge is started "
+                         "by cenote-python, which passes one\n" % e)
         sys.stderr.flush()
         os._exit(BridgeExit.INTERNAL)
     os.close(3)
     return fd
 
 
+# Before the frame fds are duplicated: they must not land on fd 3. A fork
+# server's fd 3 is its control socket, and its workers take theirs after
+# they are forked.
+_cenote_cancels = None if sys.argv[1:2] == ["--zygote"] else _take_cancel_fd()
 _cenote_frames_in, _cenote_frames_out = _setup_fds()
 _unshadow_cwd()
 
@@ -768,14 +775,13 @@ def main():
     spec, max_frame, parent_pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     if os.getppid() != parent_pid:
         _die_with_group()
-    cancel_fd = _take_cancel_fd()
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="cenote-watchdog").start()
     _public_module()
     try:
         module = _load(spec)
     except BaseException as e:
         _import_failed(Bridge(None, max_frame).send_error, e)
-    _serve(module, max_frame, cancel_fd)
+    _serve(module, max_frame, _cenote_cancels)
 
 
 # ---- fork server ------------------------------------------------------------
