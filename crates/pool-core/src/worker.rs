@@ -128,6 +128,27 @@ pub trait Worker: Send + Sized + 'static {
     fn pid(&self) -> Option<u32> {
         None
     }
+
+    /// How many callers this worker serves at once. 1, the default: a
+    /// checkout holds it alone. More: it multiplexes (a process serving
+    /// many requests at once), and the pool lends each caller a
+    /// [lane](Worker::lane) of it, at most this many at once, while it
+    /// keeps the worker itself to check, retire and shut down. Read once,
+    /// when the worker joins the pool.
+    fn capacity(&self) -> usize {
+        1
+    }
+
+    /// One more caller's handle on this worker, sharing its resource, for a
+    /// worker whose [`capacity`](Worker::capacity) is above 1. The pool asks
+    /// it under its lock, so it must be cheap (a reference count and a
+    /// little state). The pool calls, cancels and checks (`is_broken`) a
+    /// lane, and drops it when its caller is done; it never recycles,
+    /// retires or shuts one down: that is the worker's own. `None`: the
+    /// worker is beyond use.
+    fn lane(&self) -> Option<Self> {
+        None
+    }
 }
 
 /// What [`Worker::cancel`] did with an abandoned operation.

@@ -1,6 +1,7 @@
 # cenote bridge: runs inside each Python worker process.
 #
-# Launched as `<python> -u -c <script> <handler> <max_frame> <parent_pid>`,
+# Launched as `<python> -u -c <script> <handler> <max_frame> <parent_pid>
+# <concurrency>`,
 # with the frame pipes on fds 0 and 1, stderr on 2, and the cancel pipe on
 # fd 3 (a fork server's worker gets the same four fds, passed to it).
 # <script> is this file with three classes put in front of it, generated
@@ -129,6 +130,7 @@ _cenote_frames_in, _cenote_frames_out = _setup_fds()
 _unshadow_cwd()
 
 import asyncio  # noqa: E402
+import concurrent.futures  # noqa: E402
 import faulthandler  # noqa: E402
 import importlib  # noqa: E402
 import importlib.util  # noqa: E402
@@ -284,6 +286,13 @@ class Bridge:
         self.cancel_req = 0
         self.interruptible = False
         self.task = None
+        # A frame is encoded and written whole under this lock: with
+        # concurrency above 1, calls answer from several threads (and the
+        # encoder's found-bytes list is one for all).
+        self.wlock = threading.Lock()
+        # The concurrent server, when the worker serves more than one call
+        # at once (None: one at a time, on the main thread).
+        self.conc = None
 
     # ---- wire -------------------------------------------------------------
     def write(self, parts):
@@ -322,7 +331,8 @@ class Bridge:
         return [_WORD.pack(size | Wire.ATTACHMENTS_FLAG) + table, payload] + found
 
     def send(self, obj):
-        self.write(self.encode(obj))
+        with self.wlock:
+            self.write(self.encode(obj))
 
     def send_error(self, rid, kind, type_name, message, tb=""):
         self.send(
@@ -337,27 +347,27 @@ class Bridge:
         )
 
     def send_value(self, rid, frame_type, key, value, function):
-        try:
-            data = self.encode({"t": frame_type, "id": rid, key: value})
-        except _TooLarge as e:
-            self.send_error(
-                rid,
-                ErrorKind.TOO_LARGE,
-                "FrameTooLarge",
-                "%s produced %d bytes (JSON and raw bytes), over the max frame size of %d bytes"
-                % (function, e.args[0], self.max_frame),
-            )
-            return False
-        except (TypeError, ValueError, UnicodeError, RecursionError) as e:
-            self.send_error(
-                rid,
-                ErrorKind.UNSERIALIZABLE,
-                type(e).__name__,
-                "%s returned a value that is not JSON-serializable: %s" % (function, e),
-            )
-            return False
-        self.write(data)
-        return True
+        with self.wlock:
+            try:
+                data = self.encode({"t": frame_type, "id": rid, key: value})
+            except _TooLarge as e:
+                error = (
+                    ErrorKind.TOO_LARGE,
+                    "FrameTooLarge",
+                    "%s produced %d bytes (JSON and raw bytes), over the max frame size of %d bytes"
+                    % (function, e.args[0], self.max_frame),
+                )
+            except (TypeError, ValueError, UnicodeError, RecursionError) as e:
+                error = (
+                    ErrorKind.UNSERIALIZABLE,
+                    type(e).__name__,
+                    "%s returned a value that is not JSON-serializable: %s" % (function, e),
+                )
+            else:
+                self.write(data)
+                return True
+        self.send_error(rid, *error)
+        return False
 
     def read_exactly(self, n):
         # n bytes, or None at the end of the stream. A large read goes
@@ -444,7 +454,13 @@ class Bridge:
         )
 
     # ---- running handler code, cancellably ---------------------------------
-    def run(self, awaitable):
+    #
+    # A call runs its handler's code through a runner: `step(fn, ...)` for
+    # sync code, `wait(awaitable)` for async code, `close_async(gen)` to end
+    # an async generator. One call at a time, the bridge itself is the
+    # runner, on the main thread; with concurrency, a call thread is (see
+    # _Concurrent). Either way the runner is what a cancel reaches.
+    def wait(self, awaitable):
         # Await a handler's awaitable on the worker's one loop, as a task the
         # cancel thread can cancel.
         if self.loop is None:
@@ -470,8 +486,13 @@ class Bridge:
         finally:
             self.interruptible = False
 
+    def close_async(self, gen):
+        self.loop.run_until_complete(gen.aclose())
+
     def cancel(self, rid):
         # On the cancel thread: the host gave up on request `rid`.
+        if self.conc is not None:
+            return self.conc.cancel(rid)
         self.cancel_req = rid
         if self.current != rid:
             # Done already, or not started (then `step`/`run` see it).
@@ -498,7 +519,8 @@ class Bridge:
         # A call ended by Cancelled or CancelledError: answered CANCELLED if
         # the host asked for it, as a raised exception otherwise (a handler's
         # own CancelledError).
-        if self.cancel_req == rid:
+        asked = self.conc.asked(rid) if self.conc is not None else self.cancel_req == rid
+        if asked:
             self.send_error(rid, ErrorKind.CANCELLED, type(exc).__name__, "cancelled by the host")
         else:
             self.raised(rid, exc)
@@ -513,16 +535,21 @@ class Bridge:
             self.send_error(rid, ErrorKind.RAISED, type(exc).__qualname__, str(exc), text)
 
     def call(self, msg):
+        # One call at a time, on the main thread.
         rid = msg.get("id", 0)
         self.current = rid
         try:
-            self.serve_call(rid, msg)
+            resolved = self.resolve(rid, msg)
+            if resolved is not None:
+                self.invoke(rid, *resolved, run=self)
         except (Cancelled, asyncio.CancelledError) as e:
             self.cancelled(rid, e)
         finally:
             self.current = 0
 
-    def serve_call(self, rid, msg):
+    def resolve(self, rid, msg):
+        # A call frame's (name, function, args, kwargs, stream), or None once
+        # it has been answered with why it cannot run.
         name = msg.get("fn")
         if not isinstance(name, str):
             self.send_error(
@@ -531,46 +558,49 @@ class Bridge:
                 "BadRequest",
                 'a call names its function with a string "fn", not %s' % type(name).__name__,
             )
-            return
+            return None
         fn = self.lookup(name)
         if fn is None:
             self.unknown(rid, name)
-            return
+            return None
         try:
             pos, kwargs = _arguments(msg.get("args"), msg.get("kwargs"))
         except TypeError as e:
             self.send_error(rid, ErrorKind.BAD_REQUEST, "BadRequest", str(e))
-            return
-        stream = bool(msg.get("stream"))
-        try:
-            result = self.step(fn, *pos, **kwargs)
-        except TypeError as e:
-            if _past_bridge(e.__traceback__) is None:
-                # Raised by the call itself, not inside the handler: the
-                # arguments do not fit the signature.
-                self.send_error(
-                    rid,
-                    ErrorKind.BAD_ARGS,
-                    "TypeError",
-                    "arguments do not fit %s%s: %s" % (name, _signature(fn), e),
-                )
-            else:
-                self.raised(rid, e)
-            return
-        except _CAUGHT as e:
+            return None
+        return name, fn, pos, kwargs, bool(msg.get("stream"))
+
+    def call_failed(self, rid, name, fn, e):
+        # The handler raised on being called: arguments that do not fit its
+        # signature (a TypeError from the call itself), or its own error.
+        if isinstance(e, TypeError) and _past_bridge(e.__traceback__) is None:
+            self.send_error(
+                rid,
+                ErrorKind.BAD_ARGS,
+                "TypeError",
+                "arguments do not fit %s%s: %s" % (name, _signature(fn), e),
+            )
+        else:
             self.raised(rid, e)
+
+    def invoke(self, rid, name, fn, pos, kwargs, stream, run):
+        # Run a resolved call through `run` and answer it.
+        try:
+            result = run.step(fn, *pos, **kwargs)
+        except _CAUGHT as e:
+            self.call_failed(rid, name, fn, e)
             return
         if not stream and type(result) in _PLAIN:
             self.send_value(rid, "result", "value", result, name)
             return
         try:
             if inspect.isawaitable(result):
-                result = self.run(result)
+                result = run.wait(result)
             if inspect.isgenerator(result) or inspect.isasyncgen(result):
                 if stream:
-                    self.stream(rid, name, result)
+                    self.stream(rid, name, result, run)
                     return
-                result = self.collect(result)
+                result = self.collect(result, run)
         except _CAUGHT as e:
             self.raised(rid, e)
             return
@@ -580,23 +610,23 @@ class Bridge:
         else:
             self.send_value(rid, "result", "value", result, name)
 
-    def collect(self, gen):
+    def collect(self, gen, run):
         if inspect.isasyncgen(gen):
             async def drain():
                 return [item async for item in gen]
 
-            return self.run(drain())
-        return self.step(list, gen)
+            return run.wait(drain())
+        return run.step(list, gen)
 
-    def stream(self, rid, name, gen):
+    def stream(self, rid, name, gen, run):
         is_async = inspect.isasyncgen(gen)
         try:
             while True:
                 try:
                     if is_async:
-                        item = self.run(gen.__anext__())
+                        item = run.wait(gen.__anext__())
                     else:
-                        item = self.step(next, gen)
+                        item = run.step(next, gen)
                 except (StopIteration, StopAsyncIteration):
                     break
                 if not self.send_value(rid, "chunk", "data", item, name):
@@ -609,54 +639,65 @@ class Bridge:
             # runs (GeneratorExit), outside any cancellable step.
             try:
                 if is_async:
-                    self.loop.run_until_complete(gen.aclose())
+                    run.close_async(gen)
                 else:
                     gen.close()
             except _CAUGHT:
                 pass
         self.send({"t": "end", "id": rid})
 
+    def decode(self, frame):
+        # A frame's (kind, id, message), or None once it has been answered
+        # as undecodable.
+        body, attachments = frame
+        try:
+            if attachments is None:
+                msg, bad = _loads(body), None
+            else:
+                msg, bad = _loads_attached(body, attachments)
+            kind = msg["t"]
+            rid = msg.get("id", 0)
+        except Exception as e:
+            self.send_error(0, ErrorKind.BAD_REQUEST, type(e).__name__, "undecodable frame: %s" % e)
+            return None
+        if bad:
+            self.send_error(
+                rid,
+                ErrorKind.BAD_REQUEST,
+                "BadRequest",
+                "a placeholder refers to attachment %r, but the call carries %d"
+                % (bad[0], len(attachments)),
+            )
+            return None
+        return kind, rid, msg
+
+    def odd_frame(self, kind, rid, e):
+        # Odd input that slipped past the checks must not end the bridge:
+        # answer it and serve on.
+        traceback.print_exc()
+        self.send_error(
+            rid,
+            ErrorKind.BAD_REQUEST,
+            type(e).__name__,
+            "the bridge could not handle a %r frame: %s" % (kind, e),
+        )
+
     def serve(self):
+        # One call at a time: read a frame, serve it, answer, repeat.
         while True:
             frame = self.read()
             if frame is None:
                 return
-            body, attachments = frame
-            try:
-                if attachments is None:
-                    msg, bad = _loads(body), None
-                else:
-                    msg, bad = _loads_attached(body, attachments)
-                kind = msg["t"]
-                rid = msg.get("id", 0)
-            except Exception as e:
-                self.send_error(
-                    0, ErrorKind.BAD_REQUEST, type(e).__name__, "undecodable frame: %s" % e
-                )
+            decoded = self.decode(frame)
+            if decoded is None:
                 continue
-            if bad:
-                self.send_error(
-                    rid,
-                    ErrorKind.BAD_REQUEST,
-                    "BadRequest",
-                    "a placeholder refers to attachment %r, but the call carries %d"
-                    % (bad[0], len(attachments)),
-                )
-                continue
+            kind, rid, msg = decoded
             if kind == "shutdown":
                 return
             try:
                 self.handle(kind, rid, msg)
             except Exception as e:
-                # Odd input that slipped past the checks must not end the
-                # bridge: answer it and serve on.
-                traceback.print_exc()
-                self.send_error(
-                    rid,
-                    ErrorKind.BAD_REQUEST,
-                    type(e).__name__,
-                    "the bridge could not handle a %r frame: %s" % (kind, e),
-                )
+                self.odd_frame(kind, rid, e)
 
     def handle(self, kind, rid, msg):
         if kind == "call":
@@ -665,6 +706,256 @@ class Bridge:
             self.send({"t": "pong", "id": rid})
         else:
             self.send_error(rid, ErrorKind.BAD_REQUEST, "BadRequest", "unknown frame type %r" % (kind,))
+
+class _Concurrent:
+    # Serves up to `k` calls at once (PythonConfig::concurrency): an `async
+    # def` handler runs as a task on the worker's one event loop, which the
+    # main thread runs; a sync handler runs on one of up to `k` call
+    # threads. A reader thread reads frames and hands them to the loop.
+    # Answers are written whole, under the bridge's write lock, by whoever
+    # finishes the call.
+    #
+    # A cancel (from the cancel thread) reaches a task by Task.cancel, a call
+    # thread by PyThreadState_SetAsyncExc (Cancelled at its next bytecode;
+    # code blocked in C, such as time.sleep, is not reached and the host
+    # kills the process once its grace runs out), and a call not read yet
+    # when it arrives. A call thread is "armed" (open to a cancel) only
+    # while it runs handler code for its call, never while it writes a
+    # frame: arming and disarming take the lock the cancel thread takes,
+    # and disarming voids a cancel that has not landed yet.
+
+    def __init__(self, bridge, k):
+        import ctypes
+        import queue
+
+        self.bridge = bridge
+        self.k = k
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        bridge.loop = self.loop
+        # PyThreadState_SetAsyncExc(thread, exc): raise `exc` in that
+        # thread at its next bytecode; a NULL exc (None here, with no
+        # argtypes set) voids one that has not landed yet.
+        set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+        self._set_exc = lambda tid: set_async_exc(ctypes.c_ulong(tid), ctypes.py_object(Cancelled))
+        self._clear_exc = lambda tid: set_async_exc(ctypes.c_ulong(tid), None)
+        # Under `lock`, shared with the cancel thread and the call threads:
+        self.lock = threading.Lock()
+        self.highest = 0  # the highest request id read
+        self.live = set()  # ids of calls read and not answered yet
+        self.cancelled = set()  # ids the host asked to cancel, live or not read yet
+        self.tasks = {}  # id -> the asyncio task (or future) running it
+        self.armed = {}  # call thread ident -> the id it runs handler code for
+        self.jobs = queue.SimpleQueue()
+        self.threads = 0
+        self.idle = 0
+
+    def asked(self, rid):
+        with self.lock:
+            return rid in self.cancelled
+
+    # ---- frames in ------------------------------------------------------------
+    def serve(self):
+        threading.Thread(target=self.read_frames, daemon=True, name="cenote-reader").start()
+        self.loop.run_forever()
+
+    def read_frames(self):
+        while True:
+            frame = self.bridge.read()
+            self.loop.call_soon_threadsafe(self.dispatch, frame)
+            if frame is None:
+                return
+
+    def dispatch(self, frame):
+        # On the loop: one frame the reader read (None at the end).
+        b = self.bridge
+        if frame is None:
+            self.loop.stop()
+            return
+        decoded = b.decode(frame)
+        if decoded is None:
+            return
+        kind, rid, msg = decoded
+        try:
+            if kind == "call":
+                self.start(rid, msg)
+            elif kind == "shutdown":
+                self.loop.stop()
+            else:
+                b.handle(kind, rid, msg)
+        except Exception as e:
+            b.odd_frame(kind, rid, e)
+
+    def start(self, rid, msg):
+        b = self.bridge
+        with self.lock:
+            self.highest = max(self.highest, rid)
+            self.live.add(rid)
+        resolved = b.resolve(rid, msg)
+        if resolved is None:
+            self.done(rid)
+            return
+        name, fn, pos, kwargs, stream = resolved
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            task = self.loop.create_task(self.invoke_async(rid, name, fn, pos, kwargs, stream))
+            with self.lock:
+                self.tasks[rid] = task
+                if rid in self.cancelled:
+                    task.cancel()
+        else:
+            self.submit(lambda: self.invoke_sync(rid, name, fn, pos, kwargs, stream))
+
+    def done(self, rid):
+        with self.lock:
+            self.live.discard(rid)
+            self.cancelled.discard(rid)
+            self.tasks.pop(rid, None)
+
+    # ---- async handlers: tasks on the loop --------------------------------------
+    async def invoke_async(self, rid, name, fn, pos, kwargs, stream):
+        b = self.bridge
+        try:
+            try:
+                result = fn(*pos, **kwargs)
+            except _CAUGHT as e:
+                b.call_failed(rid, name, fn, e)
+                return
+            if inspect.isasyncgen(result):
+                if stream:
+                    await self.stream_async(rid, name, result)
+                    return
+                result = [item async for item in result]
+            elif inspect.isawaitable(result):
+                result = await result
+            if stream:
+                if b.send_value(rid, "chunk", "data", result, name):
+                    b.send({"t": "end", "id": rid})
+            else:
+                b.send_value(rid, "result", "value", result, name)
+        except (Cancelled, asyncio.CancelledError) as e:
+            b.cancelled(rid, e)
+        except _CAUGHT as e:
+            b.raised(rid, e)
+        finally:
+            self.done(rid)
+
+    async def stream_async(self, rid, name, gen):
+        b = self.bridge
+        try:
+            async for item in gen:
+                if not b.send_value(rid, "chunk", "data", item, name):
+                    return
+        finally:
+            try:
+                await gen.aclose()
+            except _CAUGHT:
+                pass
+        b.send({"t": "end", "id": rid})
+
+    # ---- sync handlers: call threads ----------------------------------------------
+    def submit(self, job):
+        # Each job takes an idle call thread, or starts one: the host sends
+        # at most k calls at once, so none waits for a thread.
+        with self.lock:
+            if self.idle > 0:
+                self.idle -= 1
+                grow = False
+            else:
+                grow = self.threads < self.k
+                self.threads += grow
+        self.jobs.put(job)
+        if grow:
+            threading.Thread(target=self.call_thread, daemon=True, name="cenote-call").start()
+
+    def call_thread(self):
+        while True:
+            job = self.jobs.get()
+            try:
+                job()
+            except BaseException:
+                # A cancel that landed after its call was answered: nothing
+                # is left to stop.
+                pass
+            with self.lock:
+                self.idle += 1
+
+    def invoke_sync(self, rid, name, fn, pos, kwargs, stream):
+        b = self.bridge
+        try:
+            b.invoke(rid, name, fn, pos, kwargs, stream, run=_CallThread(self, rid))
+        except (Cancelled, asyncio.CancelledError) as e:
+            b.cancelled(rid, e)
+        finally:
+            self.done(rid)
+
+    def step(self, rid, fn, *args, **kwargs):
+        # Run sync handler code of call `rid` on this call thread, armed.
+        tid = threading.get_ident()
+        with self.lock:
+            if rid in self.cancelled:
+                raise Cancelled("request %d was cancelled before it ran" % rid)
+            self.armed[tid] = rid
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.armed.pop(tid, None)
+                self._clear_exc(tid)
+
+    def wait(self, rid, awaitable):
+        # A sync handler's awaitable, from a call thread: awaited on the
+        # loop, as a task a cancel can reach.
+        async def awaited():
+            return await awaitable
+
+        future = asyncio.run_coroutine_threadsafe(awaited(), self.loop)
+        with self.lock:
+            self.tasks[rid] = future
+            cancel = rid in self.cancelled
+        if cancel:
+            future.cancel()
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise Cancelled("request %d was cancelled by the host" % rid) from None
+        finally:
+            with self.lock:
+                self.tasks.pop(rid, None)
+
+    # ---- cancels ----------------------------------------------------------------
+    def cancel(self, rid):
+        # On the cancel thread.
+        with self.lock:
+            if rid <= self.highest and rid not in self.live:
+                return  # answered already
+            self.cancelled.add(rid)
+            task = self.tasks.get(rid)
+            for tid, armed in self.armed.items():
+                if armed == rid:
+                    self._set_exc(tid)
+        if task is None:
+            return
+        if isinstance(task, asyncio.Task):
+            self.loop.call_soon_threadsafe(task.cancel)
+        else:
+            task.cancel()
+
+
+class _CallThread:
+    # The runner of one sync call on a call thread (see Bridge.wait).
+    __slots__ = ("conc", "rid")
+
+    def __init__(self, conc, rid):
+        self.conc, self.rid = conc, rid
+
+    def step(self, fn, *args, **kwargs):
+        return self.conc.step(self.rid, fn, *args, **kwargs)
+
+    def wait(self, awaitable):
+        return self.conc.wait(self.rid, awaitable)
+
+    def close_async(self, gen):
+        asyncio.run_coroutine_threadsafe(gen.aclose(), self.conc.loop).result()
 
 
 def _arguments(args, kwargs):
@@ -740,10 +1031,13 @@ def _watch_cancels(bridge, fd):
         pending = pending[whole:]
 
 
-def _serve(module, max_frame, cancel_fd):
+def _serve(module, max_frame, cancel_fd, concurrency):
     # Say ready, then serve calls until stdin closes or a shutdown frame.
     bridge = Bridge(module, max_frame)
-    signal.signal(_CANCEL_SIGNAL, lambda *_: bridge.interrupt())
+    if concurrency > 1:
+        bridge.conc = _Concurrent(bridge, concurrency)
+    else:
+        signal.signal(_CANCEL_SIGNAL, lambda *_: bridge.interrupt())
     threading.Thread(
         target=_watch_cancels, args=(bridge, cancel_fd), daemon=True, name="cenote-cancels"
     ).start()
@@ -754,10 +1048,11 @@ def _serve(module, max_frame, cancel_fd):
             "pid": os.getpid(),
             "version": platform.python_version(),
             "protocol": Wire.PROTOCOL,
+            "concurrency": concurrency,
             "functions": bridge.functions(),
         }
     )
-    bridge.serve()
+    (bridge.conc or bridge).serve()
 
 
 def _import_failed(send, e):
@@ -771,8 +1066,9 @@ def _import_failed(send, e):
 def main():
     if sys.argv[1] == "--zygote":
         return _zygote(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
-                       [m for m in sys.argv[5].split(",") if m])
+                       [m for m in sys.argv[5].split(",") if m], int(sys.argv[6]))
     spec, max_frame, parent_pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    concurrency = int(sys.argv[4])
     if os.getppid() != parent_pid:
         _die_with_group()
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="cenote-watchdog").start()
@@ -781,12 +1077,12 @@ def main():
         module = _load(spec)
     except BaseException as e:
         _import_failed(Bridge(None, max_frame).send_error, e)
-    _serve(module, max_frame, _cenote_cancels)
+    _serve(module, max_frame, _cenote_cancels, concurrency)
 
 
 # ---- fork server ------------------------------------------------------------
 #
-# `--zygote <handler> <max_frame> <host_pid> <preload,...>`: import the
+# `--zygote <handler> <max_frame> <host_pid> <preload,...> <concurrency>`: import the
 # preload modules and the handler once, then fork a worker for each request
 # on the control socket (fd 3, SOCK_SEQPACKET; one JSON object a message):
 #
@@ -828,7 +1124,7 @@ def _fork_unsafe():
     return None
 
 
-def _zygote(spec, max_frame, host_pid, preload):
+def _zygote(spec, max_frame, host_pid, preload, concurrency):
     import gc
     import selectors
     import socket
@@ -897,7 +1193,8 @@ def _zygote(spec, max_frame, host_pid, preload):
                     os.close(fd)
                 continue
             if req.get("t") == "fork":
-                pid = _fork(req.get("id", 0), fds, send, module, max_frame, (ctl, sel, wake_r, wake_w))
+                pid = _fork(req.get("id", 0), fds, send, module, (max_frame, concurrency),
+                            (ctl, sel, wake_r, wake_w))
                 if pid:
                     workers[pid] = False
             elif req.get("t") == "reap":
@@ -948,7 +1245,7 @@ def _killpg(pid):
         pass
 
 
-def _fork(rid, fds, send, module, max_frame, zygote_fds):
+def _fork(rid, fds, send, module, settings, zygote_fds):
     # Fork one worker with `fds` as its stdin, stdout and stderr; the pid.
     if len(fds) != _FORK_FDS:
         for fd in fds:
@@ -967,7 +1264,7 @@ def _fork(rid, fds, send, module, max_frame, zygote_fds):
     if pid == 0:
         # The worker never returns into the zygote's loop.
         try:
-            _worker(fds, module, max_frame, zygote_fds)
+            _worker(fds, module, settings, zygote_fds)
             sys.stderr.flush()
         except BaseException:
             traceback.print_exc()
@@ -984,7 +1281,7 @@ def _fork(rid, fds, send, module, max_frame, zygote_fds):
     return pid
 
 
-def _worker(fds, module, max_frame, zygote_fds):
+def _worker(fds, module, settings, zygote_fds):
     # In a freshly forked worker: become a bridge like a spawned one.
     global _cenote_frames_in, _cenote_frames_out
     zygote = os.getppid()
@@ -1008,8 +1305,9 @@ def _worker(fds, module, max_frame, zygote_fds):
     cancel_fd = _take_cancel_fd()
     # The zygote may die: then this worker takes its own group down.
     threading.Thread(target=_watch_parent, args=(zygote,), daemon=True, name="cenote-watchdog").start()
+    max_frame, concurrency = settings
     _after_fork(module, max_frame)
-    _serve(module, max_frame, cancel_fd)
+    _serve(module, max_frame, cancel_fd, concurrency)
 
 
 def _after_fork(module, max_frame):

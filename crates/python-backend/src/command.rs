@@ -49,12 +49,13 @@ fn bridge_script(interpreter: &Path, config: &PythonConfig) -> Command {
 }
 
 /// The bridge for `config`'s handler, with piped stdio:
-/// `... <handler> <max frame> <host pid>`.
+/// `... <handler> <max frame> <host pid> <concurrency>`.
 pub(crate) fn bridge(interpreter: &Path, config: &PythonConfig) -> Command {
     let mut cmd = bridge_script(interpreter, config);
     cmd.arg(config.handler.arg())
         .arg(config.max_frame_size.to_string())
         .arg(std::process::id().to_string())
+        .arg(config.calls_at_once().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -62,7 +63,8 @@ pub(crate) fn bridge(interpreter: &Path, config: &PythonConfig) -> Command {
 }
 
 /// The fork server for `config`'s handler, its control socket to be put on
-/// fd 3 by the caller: `... --zygote <handler> <max frame> <host pid> <preload,...>`.
+/// fd 3 by the caller:
+/// `... --zygote <handler> <max frame> <host pid> <preload,...> <concurrency>`.
 pub(crate) fn zygote(interpreter: &Path, config: &PythonConfig) -> Command {
     let mut cmd = bridge_script(interpreter, config);
     cmd.arg("--zygote")
@@ -70,6 +72,7 @@ pub(crate) fn zygote(interpreter: &Path, config: &PythonConfig) -> Command {
         .arg(config.max_frame_size.to_string())
         .arg(std::process::id().to_string())
         .arg(config.preload.join(","))
+        .arg(config.calls_at_once().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -155,6 +155,9 @@ pub struct PythonConfig {
     /// to 64 calls). Zero suits hosts where CPU time is scarcer than
     /// latency (a tight cgroup CPU quota, say).
     pub read_spin: Duration,
+    /// How many calls each process serves at once (default 1; 0 acts as 1;
+    /// see [`concurrency`](Self::concurrency)).
+    pub concurrency: usize,
 }
 
 /// How a pool's Python workers are started.
@@ -198,6 +201,7 @@ impl PythonConfig {
             start_mode: StartMode::Auto,
             preload: Vec::new(),
             read_spin: Duration::from_micros(50),
+            concurrency: 1,
         }
     }
 
@@ -306,10 +310,41 @@ impl PythonConfig {
         self
     }
 
+    /// Let each process serve up to `k` calls at once (default 1: one at a
+    /// time, the process all to its caller).
+    ///
+    /// * `async def` handlers run as tasks on the process's one event loop:
+    ///   `k` calls that wait (on a model, the network) cost one process.
+    /// * Sync handlers run on up to `k` threads. That pays where they wait
+    ///   on I/O, which releases the GIL; on a GIL-bound CPython, CPU work
+    ///   does not run in parallel (it does on a free-threaded 3.13+).
+    /// * Generators stream concurrently, their items interleaved on the
+    ///   wire.
+    ///
+    /// The pool's `size`, `max_overflow` and hard cap still count
+    /// processes; a caller waits only when every process has `k` calls in
+    /// flight. A late call is cancelled alone (an async task at its await,
+    /// a sync handler at its next bytecode); a sync handler blocked in C
+    /// (`time.sleep`, a socket with no timeout) cannot be reached on a
+    /// thread, so its process is killed when the grace runs out, and every
+    /// call in flight on it fails with `PythonError::Killed` naming the
+    /// call that caused it. Handlers share the process's memory, so module
+    /// state they change must be safe to change from several calls at
+    /// once.
+    pub fn concurrency(mut self, k: usize) -> Self {
+        self.concurrency = k;
+        self
+    }
+
     /// Stderr lines kept for crash reports.
     pub fn stderr_tail_lines(mut self, n: usize) -> Self {
         self.stderr_tail_lines = n;
         self
+    }
+
+    /// How many calls each process serves at once, as the bridge is told.
+    pub(crate) fn calls_at_once(&self) -> usize {
+        self.concurrency.max(1)
     }
 
     /// The task quota for one new worker, jitter drawn.

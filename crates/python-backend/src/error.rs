@@ -250,6 +250,17 @@ pub enum PythonError {
         /// Its pid.
         pid: u32,
     },
+    /// The process this call was in flight on (one serving many calls at
+    /// once) was killed because of another call: `cause` says which, and
+    /// why (it ran past its deadline and did not let go when cancelled, or
+    /// the process missed a heartbeat).
+    #[error("python worker (pid {pid}) was killed because {cause}; this call was in flight on it")]
+    Killed {
+        /// Its pid.
+        pid: u32,
+        /// Why it was killed, naming the call that caused it.
+        cause: String,
+    },
     /// The pool closed, and its close grace ran out, while this stream
     /// was running; its worker was killed.
     #[error("the pool closed while {function} was streaming, and its close grace ran out; its worker was killed")]
@@ -310,6 +321,7 @@ impl cenote_core::ErrorKind for PythonError {
             P::StartupTimeout { .. } => "StartupTimeout",
             P::Heartbeat { .. } => "Heartbeat",
             P::Abandoned { .. } => "Abandoned",
+            P::Killed { .. } => "Killed",
             P::Closed { .. } => "Closed",
         };
         name.to_string()

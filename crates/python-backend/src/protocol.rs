@@ -17,8 +17,10 @@ use crate::reply::Reply;
 
 /// Protocol version the bridge announces in its ready frame; the worker
 /// refuses to start on any other. 2: frames may carry attachments. 3: a
-/// cancel pipe beside the frame pipes, and the `cancelled` error kind.
-pub const PROTOCOL: u32 = 3;
+/// cancel pipe beside the frame pipes, and the `cancelled` error kind. 4: a
+/// bridge serves up to `concurrency` calls at once, answering them in any
+/// order, and says so in its ready frame.
+pub const PROTOCOL: u32 = 4;
 
 /// How a request failed, as the `kind` of an error frame. The bridge knows
 /// each kind as `ErrorKind.<AS_STR_IN_CAPITALS>`, e.g. `ErrorKind.BAD_ARGS`.
@@ -177,6 +179,8 @@ pub enum Incoming {
         pid: u32,
         version: String,
         protocol: u32,
+        /// How many calls it serves at once.
+        concurrency: usize,
         functions: Vec<String>,
     },
     /// A call's return value.
@@ -226,6 +230,8 @@ struct Flat<'a> {
     #[serde(default)]
     protocol: u32,
     #[serde(default)]
+    concurrency: usize,
+    #[serde(default)]
     functions: Vec<String>,
     #[serde(default, borrow)]
     kind: std::borrow::Cow<'a, str>,
@@ -254,6 +260,7 @@ impl Incoming {
                 pid: f.pid,
                 version: f.version,
                 protocol: f.protocol,
+                concurrency: f.concurrency,
                 functions: f.functions,
             },
             "result" => Incoming::Result {

@@ -29,6 +29,9 @@ pub struct ReadyInfo {
     pub pid: u32,
     /// The Python version, e.g. `3.11.7`.
     pub version: String,
+    /// How many calls the process serves at once
+    /// (`PythonConfig::concurrency`).
+    pub concurrency: usize,
     /// The handler module's public functions: exactly the names a call may
     /// use (classes and modules are neither listed nor callable).
     pub functions: Vec<String>,
@@ -86,7 +89,7 @@ impl PythonWorker {
         // run out.
         session.set_read_spin(config.read_spin);
         tracing::debug!(worker = %session.label(), pid = ready.pid, version = %ready.version, "python worker ready");
-        Ok(PythonWorker::new(session, ready, config))
+        PythonWorker::new(session, ready, config)
     }
 }
 
@@ -157,6 +160,7 @@ async fn handshake(session: &mut Session, config: &PythonConfig) -> Result<Ready
             pid: reported,
             version,
             protocol,
+            concurrency,
             functions,
         }) => {
             if protocol != PROTOCOL {
@@ -171,12 +175,24 @@ async fn handshake(session: &mut Session, config: &PythonConfig) -> Result<Ready
                     stderr_tail: session.tail(),
                 });
             }
+            if concurrency != config.calls_at_once() {
+                session.kill_and_reap().await;
+                return Err(PythonError::Startup {
+                    pid,
+                    message: format!(
+                        "its bridge serves {concurrency} calls at once, and the pool asked for {}",
+                        config.calls_at_once()
+                    ),
+                    stderr_tail: session.tail(),
+                });
+            }
             if reported != pid {
                 tracing::warn!(worker = %session.label(), pid, reported, "bridge reports another pid than the one spawned");
             }
             Ok(ReadyInfo {
                 pid,
                 version,
+                concurrency,
                 functions,
             })
         }

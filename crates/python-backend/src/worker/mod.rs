@@ -5,9 +5,12 @@
 //! - `launch`: spawning the bridge, its handshake, and the start errors;
 //! - `pipes`: the pipes' capacity, grown while large frames move;
 //! - `cancels`: the pipe the host asks the bridge to cancel a request on;
-//! - `session`: the protocol state machine (the request in flight, the
-//!   outbox, cancelling what a dropped or late caller left, faults), which
-//!   is what makes every call cancel-safe;
+//! - `session`: the protocol state machine of a process serving one call at
+//!   a time (the request in flight, the outbox, cancelling what a dropped
+//!   or late caller left, faults), which is what makes every call
+//!   cancel-safe;
+//! - `mux`: a process serving many calls at once, through lanes that share
+//!   it (`PythonConfig::concurrency` above 1);
 //! - `retire`: when a worker that still works should be replaced;
 //! - `spin`: reading the bridge's frames, with a short spin before parking
 //!   that keeps a sequential caller's round trip off idle CPUs.
@@ -17,11 +20,13 @@
 
 mod cancels;
 mod launch;
+mod mux;
 mod pipes;
 mod retire;
 mod session;
 mod spin;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cenote_core::{Call, CallCtx, Cancel, PoolConfig, Retire, Worker};
@@ -36,6 +41,7 @@ use crate::request::{PyCall, TypedCall};
 use crate::stream::PyStream;
 
 pub use self::launch::ReadyInfo;
+use self::mux::Lane;
 use self::retire::Retirement;
 use self::session::Session;
 
@@ -49,23 +55,63 @@ use self::session::Session;
 /// dropped is then cancelled by the next one, which gives the bridge the
 /// default `cancel_grace` (250 ms) to let go before it kills the process
 /// ([`PythonError::Abandoned`]).
+///
+/// With `PythonConfig::concurrency` above 1 the process serves that many
+/// calls at once: the pool holds one `PythonWorker` per process and lends
+/// each caller a lane of it ([`Worker::lane`]), itself a `PythonWorker`
+/// with at most one call of its own in flight.
 #[derive(Debug)]
 pub struct PythonWorker {
-    session: Session,
-    ready: ReadyInfo,
-    retirement: Retirement,
+    conn: Conn,
+    ready: Arc<ReadyInfo>,
     heartbeat_timeout: Duration,
 }
 
-impl PythonWorker {
-    /// A worker on a session whose bridge just said `ready`.
-    fn new(session: Session, ready: ReadyInfo, config: &PythonConfig) -> Self {
-        PythonWorker {
-            retirement: Retirement::new(config, ready.pid),
-            session,
-            ready,
-            heartbeat_timeout: config.heartbeat_timeout,
+/// How a worker talks to its process.
+///
+/// `One` is much the larger, and stays inline: it is the default and the
+/// hot path, and the pool keeps every worker boxed already.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Conn {
+    /// The process serves one call at a time, read on the caller's task.
+    One {
+        session: Session,
+        retirement: Retirement,
+    },
+    /// A lane of a process that serves many calls at once.
+    Lane(Lane),
+}
+
+/// Run `$e` with `$l` bound to the worker's session or lane: the two offer
+/// the same protocol methods.
+macro_rules! link {
+    ($conn:expr, $l:ident => $e:expr) => {
+        match $conn {
+            Conn::One { session: $l, .. } => $e,
+            Conn::Lane($l) => $e,
         }
+    };
+}
+
+impl PythonWorker {
+    /// A worker on a session whose bridge just said `ready`: alone on it,
+    /// or its first lane when it serves `concurrency` calls at once.
+    fn new(session: Session, ready: ReadyInfo, config: &PythonConfig) -> Result<Self, PythonError> {
+        let retirement = Retirement::new(config, ready.pid);
+        let conn = if config.calls_at_once() > 1 {
+            Conn::Lane(Lane::start(session.into_parts(retirement)?))
+        } else {
+            Conn::One {
+                session,
+                retirement,
+            }
+        };
+        Ok(PythonWorker {
+            conn,
+            ready: Arc::new(ready),
+            heartbeat_timeout: config.heartbeat_timeout,
+        })
     }
 
     /// What the bridge reported when it became ready.
@@ -75,28 +121,44 @@ impl PythonWorker {
 
     /// The worker's label (`pool/worker`), as used in tracing.
     pub fn label(&self) -> &str {
-        self.session.label()
+        link!(&self.conn, l => l.label())
     }
 
-    /// Calls (and streams) finished on this worker.
+    /// Calls (and streams) finished on this worker's process.
     pub fn tasks_served(&self) -> u64 {
-        self.retirement.tasks()
+        match &self.conn {
+            Conn::One { retirement, .. } => retirement.tasks(),
+            Conn::Lane(lane) => lane.retirement().tasks(),
+        }
     }
 
     /// The last stderr lines of the process.
     pub fn stderr_tail(&self) -> crate::StderrTail {
-        self.session.tail()
+        link!(&self.conn, l => l.tail())
     }
 
     /// Whether a request is still outstanding (its caller gave up on it).
     pub fn has_pending(&self) -> bool {
-        self.session.has_pending()
+        link!(&self.conn, l => l.has_pending())
     }
 
     /// Send a signal to the worker's process (not its group). Meant for
     /// tests and operators, e.g. SIGSTOP to simulate a hung worker.
     pub fn signal(&self, sig: i32) {
-        self.session.signal(sig);
+        link!(&self.conn, l => l.signal(sig))
+    }
+
+    /// A task of the process ended: count it for retirement.
+    fn task_done(&mut self) {
+        match &mut self.conn {
+            Conn::One { retirement, .. } => retirement.task_done(),
+            Conn::Lane(lane) => lane.retirement().task_done(),
+        }
+    }
+
+    /// The bridge broke the protocol: kill it and say what it sent.
+    async fn violation(&mut self, message: String) -> PythonError {
+        link!(&mut self.conn, l => l.violation(message).await)
     }
 
     /// Call a handler function and return its JSON result. `ctx` tells the
@@ -125,7 +187,6 @@ impl PythonWorker {
         match self.answer(&call.function).await? {
             Incoming::Result { value, .. } => Ok(value),
             other => Err(self
-                .session
                 .violation(format!("answered a call with a {} frame", other.kind()))
                 .await),
         }
@@ -148,12 +209,11 @@ impl PythonWorker {
 
     /// The next item of the stream in flight; `None` once it ended.
     pub(crate) async fn next_chunk(&mut self) -> Option<Result<Reply, PythonError>> {
-        let function = self.session.call_in_flight()?.to_string();
+        let function = link!(&self.conn, l => l.call_in_flight())?.to_string();
         match self.answer(&function).await {
             Ok(Incoming::Chunk { data, .. }) => Some(Ok(data)),
             Ok(Incoming::End { .. }) => None,
             Ok(other) => Some(Err(self
-                .session
                 .violation(format!("answered a stream with a {} frame", other.kind()))
                 .await)),
             Err(e) => Some(Err(e)),
@@ -163,25 +223,23 @@ impl PythonWorker {
     /// Ping the bridge and wait for its pong within `heartbeat_timeout`.
     pub async fn heartbeat(&mut self) -> Result<(), PythonError> {
         self.settle().await?;
-        self.session.ping(self.heartbeat_timeout).await
+        let timeout = self.heartbeat_timeout;
+        link!(&mut self.conn, l => l.ping(timeout).await)
     }
 
     /// Settle anything outstanding, then send `call`.
     async fn begin(&mut self, call: &PyCall, stream: bool) -> Result<(), PythonError> {
         self.settle().await?;
-        self.session.send_call(call, stream).await
+        link!(&mut self.conn, l => l.send_call(call, stream).await)
     }
 
     /// Cancel what a dropped caller left (a worker used without a pool:
     /// a pool cancels before it hands the worker out again); a call it
     /// ends counts as a task.
     async fn settle(&mut self) -> Result<(), PythonError> {
-        if self
-            .session
-            .cancel(PoolConfig::DEFAULT_CANCEL_GRACE)
-            .await?
-        {
-            self.retirement.task_done();
+        let grace = PoolConfig::DEFAULT_CANCEL_GRACE;
+        if link!(&mut self.conn, l => l.cancel(grace).await)? {
+            self.task_done();
         }
         Ok(())
     }
@@ -189,20 +247,18 @@ impl PythonWorker {
     /// The next frame of the call in flight; an error frame comes back as
     /// the caller's error. A frame that ends the call counts as a task.
     async fn answer(&mut self, function: &str) -> Result<Incoming, PythonError> {
-        let frame = self.session.read_answer().await?;
+        let frame = link!(&mut self.conn, l => l.read_answer().await)?;
         if frame.is_terminal() {
-            self.retirement.task_done();
+            self.task_done();
         }
         match frame {
             Incoming::Error(error) => Err(match call_error(function, error) {
                 Some(err) => err,
                 None => {
-                    self.session
-                        .violation(
-                            "answered a call with an import error, or a cancel it was not sent"
-                                .into(),
-                        )
-                        .await
+                    self.violation(
+                        "answered a call with an import error, or a cancel it was not sent".into(),
+                    )
+                    .await
                 }
             }),
             other => Ok(other),
@@ -249,7 +305,7 @@ impl Worker for PythonWorker {
     type Error = PythonError;
 
     fn is_broken(&mut self) -> bool {
-        self.session.is_broken()
+        link!(&self.conn, l => l.is_broken())
     }
 
     async fn recycle(&mut self) -> Result<(), PythonError> {
@@ -257,10 +313,10 @@ impl Worker for PythonWorker {
     }
 
     async fn cancel(&mut self, grace: Duration) -> Cancel {
-        match self.session.cancel(grace).await {
+        match link!(&mut self.conn, l => l.cancel(grace).await) {
             Ok(ended_a_call) => {
                 if ended_a_call {
-                    self.retirement.task_done();
+                    self.task_done();
                 }
                 Cancel::Freed
             }
@@ -269,15 +325,33 @@ impl Worker for PythonWorker {
     }
 
     fn retire_reason(&self) -> Option<Retire> {
-        self.retirement.reason()
+        match &self.conn {
+            Conn::One { retirement, .. } => retirement.reason(),
+            Conn::Lane(lane) => lane.retirement().reason(),
+        }
     }
 
     async fn shutdown(self, grace: Duration) {
-        self.session.shutdown(grace).await;
+        link!(self.conn, l => l.shutdown(grace).await)
     }
 
     fn pid(&self) -> Option<u32> {
         Some(self.ready.pid)
+    }
+
+    fn capacity(&self) -> usize {
+        self.ready.concurrency
+    }
+
+    fn lane(&self) -> Option<Self> {
+        let Conn::Lane(lane) = &self.conn else {
+            return None;
+        };
+        Some(PythonWorker {
+            conn: Conn::Lane(lane.lane()),
+            ready: Arc::clone(&self.ready),
+            heartbeat_timeout: self.heartbeat_timeout,
+        })
     }
 }
 

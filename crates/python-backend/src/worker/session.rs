@@ -32,12 +32,14 @@ use crate::protocol::{Incoming, Outgoing};
 use crate::request::PyCall;
 
 use super::cancels::CancelPipe;
+use super::mux::Parts;
 use super::pipes::Capacity;
-use super::spin::FrameReader;
+use super::retire::Retirement;
+use super::spin::{FrameReader, Polled};
 
 /// How long to wait for a dying process to finish exiting before killing it
 /// and reporting.
-const EXIT_WAIT: Duration = Duration::from_millis(250);
+pub(super) const EXIT_WAIT: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Waiting {
@@ -115,6 +117,29 @@ impl Session {
             pending: None,
             fault: None,
         }
+    }
+
+    /// Its process and pipes, for serving many calls at once through lanes
+    /// (see `mux`) once the ready frame has been read.
+    pub(super) fn into_parts(self, retirement: Retirement) -> Result<Parts, PythonError> {
+        let Some(stdin) = self.stdin else {
+            return Err(PythonError::Startup {
+                pid: self.pid,
+                message: "its stdin was closed before it served a call".into(),
+                stderr_tail: self.proc.tail(),
+            });
+        };
+        Ok(Parts {
+            label: self.label,
+            pid: self.pid,
+            proc: self.proc,
+            stdin,
+            stdout: self.stdout,
+            decoder: self.decoder,
+            cancels: self.cancels,
+            max_frame: self.max_frame,
+            retirement,
+        })
     }
 
     /// How long a read may poll for a frame before it parks (see `spin`).
@@ -200,32 +225,7 @@ impl Session {
         call: &PyCall,
         stream: bool,
     ) -> Result<(), PythonError> {
-        let encoded = self.encode(
-            &Outgoing::Call {
-                id: self.next_id,
-                function: &call.function,
-                args: &call.args,
-                kwargs: call.kwargs.as_ref(),
-                stream,
-            },
-            call.attachments(),
-        );
-        let frame = match encoded {
-            Ok(Ok(frame)) => frame,
-            Ok(Err(size)) => {
-                return Err(PythonError::RequestTooLarge {
-                    function: call.function.clone(),
-                    size,
-                    max: self.max_frame,
-                })
-            }
-            Err(e) => {
-                return Err(PythonError::BadRequest(format!(
-                    "arguments for {} cannot be encoded: {e}",
-                    call.function
-                )))
-            }
-        };
+        let frame = encode_call(self.max_frame, self.next_id, call, stream)?;
         self.pending = Some(Pending {
             id: self.take_id(),
             what: Waiting::Call(call.function.clone()),
@@ -400,35 +400,10 @@ impl Session {
             // The bridge answers only once it has read the request whole.
             self.stdin_capacity.fit(stdin, 0);
         }
-        let frame = match polled {
-            Ok(Ok(Some(frame))) => frame,
-            Ok(Ok(None)) | Err(_) => return Err(self.crash().await),
-            Ok(Err(FrameError::TooLarge { size, max })) => {
-                return Err(self
-                    .violation(format!(
-                        "announced a frame of {size} bytes, over the max frame size of {max}"
-                    ))
-                    .await)
-            }
-            Ok(Err(FrameError::Truncated { .. })) => {
-                // The process died mid-frame.
-                return Err(self.crash().await);
-            }
-            Ok(Err(e @ FrameError::BadTable { .. })) => {
-                return Err(self.violation(e.to_string()).await)
-            }
-        };
-        let Frame { json, attachments } = frame;
-        match Incoming::parse(&json, attachments) {
+        match incoming(polled) {
             Ok(msg) => Ok(msg),
-            Err(e) => {
-                let shown = String::from_utf8_lossy(&json[..json.len().min(80)]).into_owned();
-                Err(self
-                    .violation(format!(
-                        "sent a frame that is not a protocol message ({e}): {shown:?}"
-                    ))
-                    .await)
-            }
+            Err(Broken::Died) => Err(self.crash().await),
+            Err(Broken::Protocol(message)) => Err(self.violation(message).await),
         }
     }
 
@@ -482,6 +457,82 @@ impl Session {
         self.fault = Some(err.clone());
         err
     }
+}
+
+/// How reading a bridge's frames ended, when it did not give a message.
+pub(super) enum Broken {
+    /// End of stream, an I/O error or a frame cut short: the process died.
+    Died,
+    /// Bytes that are not a protocol message: what was wrong.
+    Protocol(String),
+}
+
+/// The message a frame read gave, or how the bridge broke.
+pub(super) fn incoming(polled: Polled) -> Result<Incoming, Broken> {
+    let frame = match polled {
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) | Err(_) | Ok(Err(FrameError::Truncated { .. })) => return Err(Broken::Died),
+        Ok(Err(FrameError::TooLarge { size, max })) => {
+            return Err(Broken::Protocol(format!(
+                "announced a frame of {size} bytes, over the max frame size of {max}"
+            )))
+        }
+        Ok(Err(e @ FrameError::BadTable { .. })) => return Err(Broken::Protocol(e.to_string())),
+    };
+    let Frame { json, attachments } = frame;
+    Incoming::parse(&json, attachments).map_err(|e| {
+        let shown = String::from_utf8_lossy(&json[..json.len().min(80)]).into_owned();
+        Broken::Protocol(format!(
+            "sent a frame that is not a protocol message ({e}): {shown:?}"
+        ))
+    })
+}
+
+/// The frame of call `id` for `call`; an error the caller can act on if it
+/// cannot be sent (too large, or not encodable).
+pub(super) fn encode_call(
+    max_frame: usize,
+    id: u64,
+    call: &PyCall,
+    stream: bool,
+) -> Result<Outbound, PythonError> {
+    let encoded = encode_with(max_frame, call.attachments(), |buf| {
+        serde_json::to_writer(
+            buf,
+            &Outgoing::Call {
+                id,
+                function: &call.function,
+                args: &call.args,
+                kwargs: call.kwargs.as_ref(),
+                stream,
+            },
+        )
+    });
+    match encoded {
+        Ok(Ok(frame)) => Ok(frame),
+        Ok(Err(size)) => Err(PythonError::RequestTooLarge {
+            function: call.function.clone(),
+            size,
+            max: max_frame,
+        }),
+        Err(e) => Err(PythonError::BadRequest(format!(
+            "arguments for {} cannot be encoded: {e}",
+            call.function
+        ))),
+    }
+}
+
+/// Write all of `frame`, its JSON and attachments in vectored writes.
+pub(super) async fn write_whole(stdin: &mut pipe::Sender, frame: &Outbound) -> std::io::Result<()> {
+    let (total, mut written) = (frame.len(), 0);
+    while written < total {
+        let slices = unwritten(frame, written);
+        match stdin.write_vectored(&slices).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => written += n,
+        }
+    }
+    Ok(())
 }
 
 /// The most slices one vectored write is given (the OS takes at most
