@@ -58,7 +58,7 @@ async fn cenote_run(hang: Option<&'static str>) -> (f64, u64) {
                 while Instant::now() < stop_at {
                     i += 1;
                     let n = c * 1_000_000 + i;
-                    match hang.filter(|_| n % EVERY == 0) {
+                    match hang.filter(|_| n.is_multiple_of(EVERY)) {
                         Some(function) => {
                             let opts = CallOptions::default().timeout(Duration::from_millis(50));
                             let r = pool.call_with(PyCall::new(function, json!([])), opts).await;

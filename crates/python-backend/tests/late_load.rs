@@ -44,7 +44,7 @@ async fn run(pool: &PyPool, hang_every: Option<u64>, secs: u64) -> (Vec<u64>, bo
             while Instant::now() < stop_at {
                 i += 1;
                 let n = c * 1_000_000 + i;
-                let hang = hang_every.is_some_and(|every| n % every == 0);
+                let hang = hang_every.is_some_and(|every| n.is_multiple_of(every));
                 let outcome = if hang {
                     let call = PyCall::new("sleep_sync", json!([30]));
                     let opts = CallOptions::default().timeout(Duration::from_millis(50));
