@@ -3,10 +3,10 @@
 //!
 //! `cargo bench --bench python` prints tables; `-- --json` adds one JSON
 //! object on the last line. `-- --roundtrip-only`, `-- --throughput-only`,
-//! `-- --payloads-only` and `-- --late-only` run just that section (its
-//! table, and with `--json` its keys only), to compare runs quickly; the
-//! payload section is `support/payloads.rs`, the late-call section
-//! `support/late_calls.rs`. Needs `python3` on PATH.
+//! `-- --payloads-only`, `-- --late-only` and `-- --multiplexed-only` run
+//! just that section (its table, and with `--json` its keys only), to
+//! compare runs quickly; those sections are in `support/`. Needs `python3`
+//! on PATH.
 //!
 //! * round trip: 1 worker, sequential echo of a small dict, through the pool
 //!   vs the same bridge driven by a minimal blocking Rust client (no pool, no
@@ -24,19 +24,22 @@
 //!   ready; and the total PSS of 8 workers holding 100 MiB of read-only
 //!   data (the fork server's own share included).
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cenote::python::{bridge_script, PyCall, PythonConfig, PythonFactory, StartMode};
+use cenote::python::{PyCall, PythonConfig, PythonFactory, StartMode};
 use cenote::Pool;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+#[path = "support/bare.rs"]
+mod bare;
 #[path = "support/late_calls.rs"]
 mod late_calls;
+#[path = "support/multiplexed.rs"]
+mod multiplexed;
 #[path = "support/payloads.rs"]
 mod payloads;
 
@@ -99,97 +102,6 @@ fn stats(samples: &[Duration]) -> Stats {
     }
 }
 
-/// The bare baseline: the bridge, driven by blocking reads and writes.
-struct BareBridge {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    stdout: std::process::ChildStdout,
-    /// The write end of its cancel pipe (never written: no call is late).
-    _cancels: std::os::fd::OwnedFd,
-    next_id: u64,
-}
-
-impl BareBridge {
-    fn start(interpreter: &Path) -> Self {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        use std::os::unix::process::CommandExt;
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: pipe2 made both; each is owned once from here.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let theirs = read.as_raw_fd();
-        let mut cmd = Command::new(interpreter);
-        // SAFETY: dup2 is async-signal-safe; the bridge reads its cancel
-        // pipe on fd 3, which dup2 leaves inheritable.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(theirs, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .arg("-u")
-            .arg("-c")
-            .arg(bridge_script())
-            .arg(handlers())
-            .arg((64u32 << 20).to_string())
-            .arg(std::process::id().to_string())
-            .env("OMP_NUM_THREADS", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn bridge");
-        drop(read);
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut bare = BareBridge {
-            child,
-            stdin,
-            stdout,
-            _cancels: write,
-            next_id: 1,
-        };
-        let ready = bare.read_frame();
-        assert!(ready.starts_with(br#"{"t":"ready""#));
-        bare
-    }
-
-    fn read_frame(&mut self) -> Vec<u8> {
-        let mut head = [0u8; 4];
-        self.stdout.read_exact(&mut head).expect("header");
-        let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
-        self.stdout.read_exact(&mut body).expect("body");
-        body
-    }
-
-    fn echo(&mut self, args: &Value) -> Value {
-        let mut frame = vec![0u8; 4];
-        serde_json::to_writer(
-            &mut frame,
-            &json!({"t": "call", "id": self.next_id, "fn": "echo", "args": args}),
-        )
-        .expect("encode");
-        self.next_id += 1;
-        let n = (frame.len() - 4) as u32;
-        frame[..4].copy_from_slice(&n.to_be_bytes());
-        self.stdin.write_all(&frame).expect("write");
-        let body = self.read_frame();
-        let mut v: Value = serde_json::from_slice(&body).expect("decode");
-        v["value"].take()
-    }
-}
-
-impl Drop for BareBridge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Round trips through the pool and through the bare client, interleaved in
 /// blocks so that load from elsewhere on the machine hits both alike.
 async fn roundtrips(interpreter: &Path) -> (Stats, Stats) {
@@ -206,7 +118,7 @@ async fn roundtrips(interpreter: &Path) -> (Stats, Stats) {
     let (reply, mut replies) = tokio::sync::mpsc::unbounded_channel::<Vec<Duration>>();
     let interp = interpreter.to_path_buf();
     let bare_thread = std::thread::spawn(move || {
-        let mut bare = BareBridge::start(&interp);
+        let mut bare = bare::BareBridge::start(&interp, &handlers(), 1);
         let args = json!([small_dict()]);
         for n in orders {
             let mut took = Vec::with_capacity(n);
@@ -537,6 +449,14 @@ async fn main() {
         return;
     }
 
+    if std::env::args().any(|a| a == "--multiplexed-only") {
+        let mux = multiplexed::run(&interpreter).await;
+        if json_out {
+            println!("{}", json!({ "multiplexed": mux }));
+        }
+        return;
+    }
+
     if std::env::args().any(|a| a == "--late-only") {
         let late = late_calls::run(&interpreter).await;
         if json_out {
@@ -686,9 +606,11 @@ memory: total PSS of 8 workers holding 100 MiB of read-only data"
 
     let bytes_mb_s = payloads::run(&interpreter).await;
     let late = late_calls::run(&interpreter).await;
+    let mux = multiplexed::run(&interpreter).await;
 
     if json_out {
         let out = json!({
+            "multiplexed": mux,
             "late_calls": late,
             "bytes_mb_s": bytes_mb_s,
             "roundtrip_us": roundtrip_us,
