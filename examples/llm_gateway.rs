@@ -102,8 +102,12 @@ async fn generate(
                 Err(e) => Event::default().event("error").data(e.to_string()),
             })
             .left_stream(),
-        Err(e) => futures::stream::once(async move { Event::default().event("error").data(e.to_string()) })
-            .right_stream(),
+        Err(e) => {
+            futures::stream::once(
+                async move { Event::default().event("error").data(e.to_string()) },
+            )
+            .right_stream()
+        }
     };
     let done = futures::stream::once(async { Event::default().data("[DONE]") });
     Sse::new(tokens.chain(done).map(Ok))
@@ -170,7 +174,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/generate", get(generate))
         .with_state(pool.clone());
-    let listener = tokio::net::TcpListener::bind(a.serve.unwrap_or(([127, 0, 0, 1], 0).into())).await?;
+    let listener =
+        tokio::net::TcpListener::bind(a.serve.unwrap_or(([127, 0, 0, 1], 0).into())).await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     if a.serve.is_some() {
@@ -182,7 +187,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             a.streams, a.tokens, a.token_ms, a.processes, a.concurrency
         );
         let began = Instant::now();
-        let results = futures::future::join_all((0..a.streams).map(|i| one_stream(addr, i, &a))).await;
+        let results =
+            futures::future::join_all((0..a.streams).map(|i| one_stream(addr, i, &a))).await;
         let took = began.elapsed();
         let mut ttft = Vec::new();
         let mut failed = 0;

@@ -64,7 +64,10 @@ async fn cenote_rate(k: usize, function: &'static str) -> f64 {
                 while Instant::now() < stop_at {
                     let prompt = format!("prompt {c}");
                     let v = pool.call(PyCall::new(function, json!([prompt]))).await;
-                    assert!(v.expect("complete").as_str().is_some_and(|s| s.starts_with("ok")));
+                    assert!(v
+                        .expect("complete")
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("ok")));
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -116,7 +119,8 @@ fn bare_rate(interpreter: &Path) -> f64 {
         }
         bare.send("complete", &args);
     }
-    let rate = (answered.load(Ordering::Relaxed) - start_count) as f64 / began.elapsed().as_secs_f64();
+    let rate =
+        (answered.load(Ordering::Relaxed) - start_count) as f64 / began.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     drop(freed);
     let _ = bare.stdin.flush();
@@ -164,9 +168,10 @@ pub async fn run(interpreter: &Path) -> Value {
     let k128 = cenote_rate(128, "complete").await;
     let k128_sync = cenote_rate(128, "complete_sync").await;
     let interp = interpreter.to_path_buf();
-    let ((mp, ppe), bare) = tokio::task::spawn_blocking(move || (peers(&interp), bare_rate(&interp)))
-        .await
-        .expect("peers");
+    let ((mp, ppe), bare) =
+        tokio::task::spawn_blocking(move || (peers(&interp), bare_rate(&interp)))
+            .await
+            .expect("peers");
     let pss_k128 = pss_mib(128, PROCESSES).await;
     let pss_k1_64 = pss_mib(1, 64).await;
     let ideal = CALLERS as f64 / 0.05;

@@ -12,8 +12,9 @@ use std::fmt::Write;
 use std::sync::LazyLock;
 
 use crate::attach;
+use crate::exits::BridgeExit;
 use crate::frame::ATTACHMENTS_FLAG;
-use crate::protocol::{BridgeExit, ErrorKind, PROTOCOL};
+use crate::protocol::{ErrorKind, PROTOCOL};
 
 /// The script as written; not runnable until the tables are put in front.
 const SOURCE: &str = include_str!("bridge.py");

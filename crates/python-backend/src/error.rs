@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::protocol::BridgeExit;
+use crate::exits::BridgeExit;
 
 /// How a worker process ended. An exit code the bridge uses is shown with
 /// its name (see [`BridgeExit`]), e.g. `exit code 66 (IMPORT_FAILED: the

@@ -18,11 +18,77 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Child;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::{Exit, StderrTail};
-use crate::zygote::{Forked, Zygote};
+
+/// A worker forked by the zygote, as far as exits go: the zygote reports
+/// its exit and reaps it only after this host has recorded the report.
+pub(crate) struct Forked {
+    pid: u32,
+    exit: Mutex<Option<Exit>>,
+    changed: Notify,
+}
+
+impl Forked {
+    /// A worker just forked, whose exit is not reported yet.
+    pub fn new(pid: u32) -> Self {
+        Forked {
+            pid,
+            exit: Mutex::new(None),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The exit the zygote reported, if any.
+    pub fn exit(&self) -> Option<Exit> {
+        *self.exit.lock()
+    }
+
+    /// Run `kill` (a signal to the worker or its group) only while the
+    /// worker is known unreaped.
+    pub fn while_unreaped(&self, kill: impl FnOnce()) {
+        let exit = self.exit.lock();
+        if exit.is_none() {
+            kill();
+        }
+    }
+
+    /// Wait for the exit report, up to `limit`.
+    pub async fn wait(&self, limit: Duration) -> Exit {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            if let Some(exit) = self.exit() {
+                return exit;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                tracing::error!(
+                    pid = self.pid,
+                    "no exit report from the fork server within {limit:?}"
+                );
+                return self.exit().unwrap_or(Exit::Unknown);
+            }
+        }
+    }
+
+    /// The fork server reported the exit.
+    pub fn record(&self, exit: Exit) {
+        let mut slot = self.exit.lock();
+        if slot.is_none() {
+            *slot = Some(exit);
+        }
+        drop(slot);
+        self.changed.notify_waiters();
+    }
+}
 
 /// Longest stderr line kept or logged; longer lines are split.
 const MAX_LINE: usize = 4096;
@@ -36,7 +102,9 @@ pub(crate) enum Leader {
     /// that made it).
     Forked {
         forked: Arc<Forked>,
-        _server: Arc<Zygote>,
+        /// The fork server, kept alive while the worker is: it is the one
+        /// that reports the exit and reaps.
+        _server: Arc<dyn std::any::Any + Send + Sync>,
     },
 }
 

@@ -222,9 +222,16 @@ fn make<'a, L: Lease + 'a>(lease: L, call: PyCall, ctx: CallCtx) -> PyStream<'a>
     }
 }
 
-/// A stream over a borrowed worker.
-pub(crate) fn over(worker: &mut PythonWorker, call: PyCall, ctx: CallCtx) -> PyStream<'_> {
-    make(worker, call, ctx)
+impl PythonWorker {
+    /// Stream the items of a generator handler (a plain handler streams its
+    /// one result). Dropping the stream early leaves the rest outstanding:
+    /// the next call cancels it first (see [`PythonWorker`]). Nothing bounds
+    /// a stream on a worker used without a pool but its consumer; a pool's
+    /// stream ([`PythonPool`](crate::PythonPool)) is bounded by its call's
+    /// deadline.
+    pub fn stream(&mut self, call: PyCall, ctx: CallCtx) -> PyStream<'_> {
+        make(self, call, ctx)
+    }
 }
 
 /// A stream that owns a pool checkout and gives it back when it ends or is

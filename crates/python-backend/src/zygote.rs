@@ -45,68 +45,17 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::command;
 use crate::config::PythonConfig;
 use crate::error::{Exit, PythonError};
 use crate::fds::{self, pipe_pair, socketpair};
-use crate::process::{Leader, Process};
+use crate::process::{Forked, Leader, Process};
 
 /// The largest control message either side sends.
 const MAX_MESSAGE: usize = 64 * 1024;
-
-/// A worker forked by the zygote, as far as exits go: the zygote reports
-/// its exit and reaps it only after this host has recorded the report.
-pub(crate) struct Forked {
-    pid: u32,
-    exit: Mutex<Option<Exit>>,
-    changed: Notify,
-}
-
-impl Forked {
-    /// The exit the zygote reported, if any.
-    pub fn exit(&self) -> Option<Exit> {
-        *self.exit.lock()
-    }
-
-    /// Run `kill` (a signal to the worker or its group) only while the
-    /// worker is known unreaped.
-    pub fn while_unreaped(&self, kill: impl FnOnce()) {
-        let exit = self.exit.lock();
-        if exit.is_none() {
-            kill();
-        }
-    }
-
-    /// Wait for the exit report, up to `limit`.
-    pub async fn wait(&self, limit: Duration) -> Exit {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let changed = self.changed.notified();
-            if let Some(exit) = self.exit() {
-                return exit;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                tracing::error!(
-                    pid = self.pid,
-                    "no exit report from the fork server within {limit:?}"
-                );
-                return self.exit().unwrap_or(Exit::Unknown);
-            }
-        }
-    }
-
-    fn record(&self, exit: Exit) {
-        let mut slot = self.exit.lock();
-        if slot.is_none() {
-            *slot = Some(exit);
-        }
-        drop(slot);
-        self.changed.notify_waiters();
-    }
-}
 
 /// What the zygote sends.
 #[derive(Deserialize)]
@@ -327,7 +276,7 @@ impl Zygote {
         };
         let io = |e: io::Error| fail(e.to_string());
         Ok(Child {
-            pid: forked.pid,
+            pid: forked.pid(),
             forked,
             stdin: pipe::Sender::from_owned_fd(stdin_w).map_err(io)?,
             stdout: pipe::Receiver::from_owned_fd(stdout_r).map_err(io)?,
@@ -353,11 +302,7 @@ async fn read(link: Arc<Link>, mut buf: Vec<u8>) {
         };
         match msg {
             Message::Forked { id, pid } => {
-                let forked = Arc::new(Forked {
-                    pid,
-                    exit: Mutex::new(None),
-                    changed: Notify::new(),
-                });
+                let forked = Arc::new(Forked::new(pid));
                 let mut st = link.state.lock();
                 st.workers.insert(pid, Arc::downgrade(&forked));
                 if let Some(tx) = st.pending.remove(&id) {

@@ -59,7 +59,7 @@ impl PythonWorker {
         let proc = Process::adopt(
             Leader::Forked {
                 forked: child.forked,
-                _server: Arc::clone(zygote),
+                _server: Arc::clone(zygote) as Arc<dyn std::any::Any + Send + Sync>,
             },
             child.pid,
             Some(child.stderr),

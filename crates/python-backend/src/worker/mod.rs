@@ -11,6 +11,7 @@
 //!   cancel-safe;
 //! - `mux`: a process serving many calls at once, through lanes that share
 //!   it (`PythonConfig::concurrency` above 1);
+//! - `wire`: what the two do alike with frames;
 //! - `retire`: when a worker that still works should be replaced;
 //! - `spin`: reading the bridge's frames, with a short spin before parking
 //!   that keeps a sequential caller's round trip off idle CPUs.
@@ -25,6 +26,7 @@ mod pipes;
 mod retire;
 mod session;
 mod spin;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +40,6 @@ use crate::error::PythonError;
 use crate::protocol::{ErrorFrame, ErrorKind, Incoming};
 use crate::reply::Reply;
 use crate::request::{PyCall, TypedCall};
-use crate::stream::PyStream;
 
 pub use self::launch::ReadyInfo;
 use self::mux::Lane;
@@ -190,16 +191,6 @@ impl PythonWorker {
                 .violation(format!("answered a call with a {} frame", other.kind()))
                 .await),
         }
-    }
-
-    /// Stream the items of a generator handler (a plain handler streams its
-    /// one result). Dropping the stream early leaves the rest outstanding:
-    /// the next call cancels it first (see [`PythonWorker`]). Nothing bounds
-    /// a stream on a worker used without a pool but its consumer; a pool's
-    /// stream ([`PythonPool`](crate::PythonPool)) is bounded by its call's
-    /// deadline.
-    pub fn stream(&mut self, call: PyCall, ctx: CallCtx) -> PyStream<'_> {
-        crate::stream::over(self, call, ctx)
     }
 
     /// Start a streamed call; chunks follow through [`next_chunk`](Self::next_chunk).

@@ -40,8 +40,8 @@ use crate::request::PyCall;
 use super::cancels::CancelPipe;
 use super::pipes::Capacity;
 use super::retire::Retirement;
-use super::session::{encode_call, incoming, write_whole, Broken, EXIT_WAIT};
 use super::spin::FrameReader;
+use super::wire::{encode_call, incoming, write_whole, Broken, EXIT_WAIT};
 
 /// Messages a route buffers before the reader waits for its lane: what
 /// bounds the memory a slow stream consumer costs.
