@@ -48,10 +48,17 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         }
     }
 
-    /// A start made its worker. It joins the pool (to a waiter or the idle
-    /// queue), retiring the worker it replaces; or, if its start was
-    /// cancelled or the pool closed, it is shut down.
-    pub fn arrive(&mut self, ticket: StartTicket, live: Live<Wk>, now: Stamp) -> Effects<Wk> {
+    /// A start made its worker, in `took`. It joins the pool (to a waiter
+    /// or the idle queue), retiring the worker it replaces; or, if its start
+    /// was cancelled or the pool closed, it is shut down.
+    pub fn arrive(
+        &mut self,
+        ticket: StartTicket,
+        live: Live<Wk>,
+        now: Stamp,
+        took: Duration,
+    ) -> Effects<Wk> {
+        self.tally.created(took);
         let mut fx = Effects::default();
         let Some(start) = self.starts.remove(&ticket.id) else {
             // Cancelled: already counted stopping.
@@ -89,8 +96,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         err: Arc<StartError<Wk::Error>>,
         retry_at: Stamp,
     ) {
-        self.totals.start_failures += 1;
-        self.totals.restarts += 1;
+        self.tally.start_failed();
         self.crash_guard.charge(1);
         if let Some(start) = self.starts.get_mut(&ticket.id) {
             start.failures += 1;
