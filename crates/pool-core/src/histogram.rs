@@ -198,7 +198,10 @@ mod tests {
         let mut l = Latencies::default();
         l.record(0, 5_000);
         l.record(3_000, 5_000);
-        assert_eq!((l.wait().count, l.wait().p50_us, l.wait().max_us), (2, 0, 3));
+        assert_eq!(
+            (l.wait().count, l.wait().p50_us, l.wait().max_us),
+            (2, 0, 3)
+        );
         assert_eq!((l.run().count, l.run().p50_us), (2, 5));
     }
 }

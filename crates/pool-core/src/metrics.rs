@@ -165,7 +165,8 @@ pub const KILLED: Metric = Metric {
     kind: Kind::Counter,
     unit: "{worker}",
     labels: BY_POOL,
-    help: "Workers killed because a late or dropped call did not let go (or at their user's request)",
+    help:
+        "Workers killed because a late or dropped call did not let go (or at their user's request)",
 };
 /// Workers found broken.
 pub const CRASHES: Metric = Metric {
@@ -228,7 +229,8 @@ pub const USE_TIME: Metric = Metric {
     kind: Kind::Histogram,
     unit: "s",
     labels: BY_POOL,
-    help: "Time a worker was checked out, from checkout to return; its count is the checkouts served",
+    help:
+        "Time a worker was checked out, from checkout to return; its count is the checkouts served",
 };
 /// Time a worker took to start.
 pub const CREATE_TIME: Metric = Metric {
@@ -259,16 +261,14 @@ pub const POOL: &[Metric] = &[
 ];
 
 #[cfg(feature = "metrics")]
-pub use self::facade::{counter, gauge, histogram};
-#[cfg(feature = "metrics")]
-use self::facade::{Counter, Gauge, Histogram};
+pub use self::facade::{counter, gauge, histogram, Counter, Gauge, Histogram};
 #[cfg(not(feature = "metrics"))]
 use self::off::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
 #[cfg(feature = "metrics")]
 mod facade {
-    use ::metrics::{Key, KeyName, Level, Metadata, SharedString, Unit};
     pub use ::metrics::{Counter, Gauge, Histogram};
+    use ::metrics::{Key, KeyName, Level, Metadata, SharedString, Unit};
 
     use super::Metric;
 

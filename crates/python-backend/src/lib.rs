@@ -117,6 +117,7 @@ mod error;
 mod factory;
 mod fds;
 mod frame;
+pub mod metrics;
 mod pool;
 mod process;
 mod protocol;

@@ -83,6 +83,12 @@ impl PythonWorker {
         self.retirement.tasks()
     }
 
+    /// Report this worker's memory to its pool's gauges.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn report_memory(&mut self, memory: crate::metrics::WorkerMemory) {
+        self.retirement.report_memory(memory);
+    }
+
     /// The last stderr lines of the process.
     pub fn stderr_tail(&self) -> crate::StderrTail {
         self.session.tail()

@@ -62,9 +62,9 @@ use crate::clock::Stamp;
 use crate::config::PoolConfig;
 use crate::entry::{Caller, IdleWorker, Waiter};
 use crate::error::{Error, StartError};
+use crate::metrics::Levels;
 use crate::queue::{IdleStrategy, Queue, WaitStrategy};
 use crate::registry::Load;
-use crate::metrics::Levels;
 use crate::status::Status;
 use crate::worker::{Retire, Worker, WorkerId};
 
