@@ -217,19 +217,19 @@ fn a_recorder_sees_what_status_counts() {
 /// How long any one phase of the example may take to show up.
 const PHASE_LIMIT: Duration = Duration::from_secs(60);
 
-/// The example binary `cargo test` built beside this test (see
+/// Example `name`, which `cargo test` built beside this test (see
 /// `side_by_side_report.rs`).
-fn example_binary() -> PathBuf {
+fn example_binary(name: &str) -> PathBuf {
     let me = std::env::current_exe().expect("the test knows its own path");
     let profile = me
         .parent()
         .and_then(Path::parent)
         .expect("the test runs from target/<profile>/deps");
-    let bin = profile.join("examples").join("metrics");
+    let bin = profile.join("examples").join(name);
     assert!(
         bin.is_file(),
         "{} is missing: `cargo test --features metrics` builds it with the other examples; \
-         with a target filter, build it first with `cargo build --example metrics --features metrics`",
+         with a target filter, build it first with `cargo build --example {name} --features metrics`",
         bin.display()
     );
     bin
@@ -353,11 +353,12 @@ fn expect_line(out: &mpsc::Receiver<String>, prefix: &str) -> String {
 #[test]
 fn the_example_serves_moving_metrics() {
     let addr = free_port();
-    let mut run = Run(Command::new(example_binary())
+    let mut run = Run(Command::new(example_binary("metrics"))
         .args(["--listen", &addr.to_string(), "--secs", "120"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .env("RUST_LOG", "error")
         .spawn()
         .expect("the metrics example starts"));
     let out = lines(run.0.stdout.take().expect("stdout is piped"));
@@ -396,6 +397,11 @@ fn the_example_serves_moving_metrics() {
     // Closing stdin ends the example: it closes its pool and exits.
     drop(run.0.stdin.take());
     expect_line(&out, "done:");
+    exits_well(&mut run);
+}
+
+/// Wait for the example to exit, for at most [`PHASE_LIMIT`]; it must succeed.
+fn exits_well(run: &mut Run) {
     let began = Instant::now();
     let status = loop {
         if let Some(status) = run.0.try_wait().expect("waiting on the example") {
@@ -405,4 +411,36 @@ fn the_example_serves_moving_metrics() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "the example failed: {status}");
+}
+
+#[test]
+fn the_main_job_serves_its_four_pools() {
+    let addr = free_port();
+    let report = std::env::temp_dir().join(format!("cenote-metrics-{}.html", std::process::id()));
+    let mut run = Run(Command::new(example_binary("side_by_side"))
+        .args(["--secs", "3", "--metrics", &addr.to_string()])
+        .arg("--report")
+        .arg(&report)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .env("RUST_LOG", "error")
+        .spawn()
+        .expect("side_by_side starts"));
+    let out = lines(run.0.stdout.take().expect("stdout is piped"));
+    expect_line(&out, "workload:");
+    let pools = ["fifo", "lifo", "priority", "deadline"];
+    scrape_until(addr, "calls served by each of the four pools", |s| {
+        pools.iter().all(|p| {
+            s.iter().any(|(name, labels, v)| {
+                name == "cenote_pool_use_time_count"
+                    && labels.get("pool").map(String::as_str) == Some(*p)
+                    && labels.get("strategy").map(String::as_str) == Some(*p)
+                    && *v > 0.0
+            })
+        })
+    });
+    expect_line(&out, "report:");
+    exits_well(&mut run);
+    let _ = std::fs::remove_file(report);
 }
