@@ -150,6 +150,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
     ///
     /// `served` is the checkout that just ended, if any: it is recorded under
     /// the same lock acquisition, keeping the common return to one lock.
+    #[inline]
     pub fn reenter(self: &Arc<Self>, live: Live<Wk<F>>, served: Option<Served>) {
         let mut live = live;
         if live.worker.is_broken() {

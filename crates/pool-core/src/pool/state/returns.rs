@@ -109,6 +109,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// A busy worker that works comes back into service: to the next
     /// waiter or the idle queue, unless the pool closed or shrank, or the
     /// worker retires (`wants_out`).
+    #[inline]
     pub fn reenter(
         &mut self,
         live: Live<Wk>,
