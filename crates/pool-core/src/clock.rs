@@ -33,6 +33,7 @@ impl std::ops::Add<Duration> for Stamp {
 impl Stamp {
     /// Now.
     #[cfg(unix)]
+    #[inline]
     pub fn now() -> Stamp {
         let mut ts = libc::timespec {
             tv_sec: 0,

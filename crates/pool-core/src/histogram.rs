@@ -59,6 +59,7 @@ fn upper(i: usize) -> u64 {
 }
 
 impl Histogram {
+    #[inline]
     fn record(&mut self, v: u64) {
         self.counts[bucket(v)] += 1;
         self.total += 1;

@@ -148,8 +148,9 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
         &self,
         opts: &CheckoutOptions,
     ) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
-        let budget = CallBudget::of_checkout(opts, &self.shared().config);
-        self.checkout(opts, &budget).await
+        // The budget is not kept across the wait: only what `Acquire` took.
+        let acquire = self.checkout(opts, &CallBudget::of_checkout(opts, &self.shared().config));
+        acquire.await
     }
 
     /// Check out a worker for one call of `opts`, whose time is `budget`

@@ -284,12 +284,22 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'_, F, I, W> {
 }
 
 impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Drop for Acquire<'_, F, I, W> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(cell) = self.cell.take() {
-            let next = self.shared.lock().abandon_waiter(cell);
-            if let Some(waker) = next {
-                waker.wake();
-            }
+            self.abandon(cell);
+        }
+    }
+}
+
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'_, F, I, W> {
+    /// Dropped while queued in `cell`: out of its queue, or what was left
+    /// in its cell passed on.
+    #[cold]
+    fn abandon(&mut self, cell: usize) {
+        let next = self.shared.lock().abandon_waiter(cell);
+        if let Some(waker) = next {
+            waker.wake();
         }
     }
 }
