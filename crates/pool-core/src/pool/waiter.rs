@@ -192,7 +192,16 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
             }
             None => None,
         };
-        self.timer = until.map(|t| Box::pin(tokio::time::sleep_until(t.to_instant())));
+        match until {
+            // The common wait: none of its own (and none set before).
+            None if self.timer.is_none() => {}
+            None => self.timer = None,
+            Some(t) => self.set_timer(t),
+        }
+    }
+
+    fn set_timer(&mut self, until: Stamp) {
+        self.timer = Some(Box::pin(tokio::time::sleep_until(until.to_instant())));
     }
 }
 
@@ -241,8 +250,16 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'_, F, I, W> {
     }
 
     /// While queued: has the hint's wait or the checkout's own timeout
-    /// passed?
+    /// passed? (Most waits have no timer of their own: decided inline.)
+    #[inline]
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Grant<Wk<F>>> {
+        if self.timer.is_none() || self.cell.is_none() {
+            return Poll::Pending;
+        }
+        self.poll_armed_timer(cx)
+    }
+
+    fn poll_armed_timer(&mut self, cx: &mut Context<'_>) -> Poll<Grant<Wk<F>>> {
         let (Some(timer), Some(cell)) = (self.timer.as_mut(), self.cell) else {
             return Poll::Pending;
         };

@@ -97,6 +97,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
 
     /// A caller found no idle worker: start one for it if there is room and
     /// the starts under way do not already cover the callers waiting.
+    #[inline]
     pub fn grow_for_waiter(&mut self, parent: &CancellationToken) -> Option<StartTicket> {
         if self.starts.len() > self.waiters.len() {
             return None;

@@ -259,6 +259,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
 
     /// No worker is up and every start is failing: no waiter can be served
     /// until a start succeeds.
+    #[inline]
     fn nobody_can_serve(&self) -> bool {
         self.idle.is_empty()
             && self.busy == 0
@@ -271,7 +272,17 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// start has failed twice in a row (it keeps failing: an import error,
     /// say), or because no start tries again before `deadline`. One failure
     /// with a retry in time is waited out: it may be transient.
+    #[inline]
     pub fn start_error(&self, deadline: Stamp) -> Option<Arc<StartError<Wk::Error>>> {
+        // The common case, a worker up, is decided here, inline.
+        if !self.nobody_can_serve() {
+            return None;
+        }
+        self.start_error_while_down(deadline)
+    }
+
+    #[cold]
+    fn start_error_while_down(&self, deadline: Stamp) -> Option<Arc<StartError<Wk::Error>>> {
         let hopeless = self.hopeless()?;
         hopeless(deadline).then(|| self.last_start_error.clone())?
     }

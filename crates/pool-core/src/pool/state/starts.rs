@@ -5,14 +5,25 @@ use super::*;
 
 impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// Count a new start if there is room under the cap.
+    #[inline]
     pub(super) fn begin_start(
         &mut self,
         replaces: Option<WorkerId>,
         parent: &CancellationToken,
     ) -> Option<StartTicket> {
+        // Asked by every caller that queues: at the cap, decided inline.
         if self.closed || self.live() >= self.capacity() {
             return None;
         }
+        Some(self.count_start(replaces, parent))
+    }
+
+    /// `begin_start` with room under the cap.
+    fn count_start(
+        &mut self,
+        replaces: Option<WorkerId>,
+        parent: &CancellationToken,
+    ) -> StartTicket {
         let id = WorkerId(self.next_id);
         self.next_id += 1;
         let cancel = parent.child_token();
@@ -25,7 +36,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
                 replaces,
             },
         );
-        Some(StartTicket { id, cancel })
+        StartTicket { id, cancel }
     }
 
     /// The warm workers a new pool starts with.
