@@ -114,7 +114,7 @@ pub(crate) struct Latencies {
 
 impl Latencies {
     /// Record one checkout's wait and run, in nanoseconds.
-    #[inline]
+    #[inline(always)]
     pub fn record(&mut self, wait_ns: u64, run_ns: u64) {
         if wait_ns == 0 {
             self.wait.count_zero();

@@ -91,7 +91,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     }
 
     /// Count one ended checkout.
-    #[inline]
+    #[inline(always)]
     pub fn record(&mut self, served: Served) {
         self.tally.served(served);
     }
