@@ -100,7 +100,7 @@ impl<W: Worker> Checkout<W> {
     }
 
     /// Serve one request by `ctx`'s deadline (a [`CallBudget`]'s
-    /// [`start`](CallBudget::start)). This is where a call's deadline is
+    /// [`start`](crate::CallBudget::start)). This is where a call's deadline is
     /// enforced, by one timer:
     ///
     /// * Past the deadline the call is cut off and [`Error::CallTimeout`]
