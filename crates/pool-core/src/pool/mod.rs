@@ -36,7 +36,6 @@ pub use options::{CallOptions, CheckoutOptions};
 pub use retry::{RetryIf, RetryPolicy};
 
 pub(crate) use live::Live;
-
 #[cfg(feature = "conformance")]
 pub(crate) use live::{Held, Meta};
 use shared::{Shared, Wk, WkError};
