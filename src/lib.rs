@@ -63,6 +63,11 @@ pub use cenote_strategies::Priority;
 
 pub use cenote_registry as registry;
 
+/// The pool's metric names (OpenTelemetry's pool conventions, mapped to
+/// workers); with feature `metrics` they are recorded through the
+/// `metrics` crate's facade, for the exporter the application installs.
+pub use cenote_core::metrics;
+
 #[cfg(feature = "python")]
 pub use cenote_python as python;
 

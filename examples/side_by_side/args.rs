@@ -1,6 +1,7 @@
 //! Command-line flags, with defaults that finish in well under a minute on
 //! two cores.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,12 +16,15 @@ pub struct Args {
     pub etcd: Option<String>,
     /// Where the HTML report goes.
     pub report: PathBuf,
+    /// Where to serve the pools' metrics to Prometheus, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 const USAGE: &str = "usage: side_by_side [--size N] [--secs S] [--load F] [--burst-load F] \
 [--long-share F] [--short-ms N] [--long-ms N] [--tight-ms N] [--loose-ms N] [--tight-share F] \
-[--seed N] [--refresh-ms N] [--etcd URL] [--report PATH]\n\
---report PATH: where to write the HTML report (default: side_by_side.html in the build's target directory)";
+[--seed N] [--refresh-ms N] [--etcd URL] [--report PATH] [--metrics ADDR]\n\
+--report PATH: where to write the HTML report (default: side_by_side.html in the build's target directory)\n\
+--metrics ADDR: serve the four pools' metrics to Prometheus at http://ADDR/metrics (build with --features metrics)";
 
 impl Args {
     pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -32,6 +36,7 @@ impl Args {
             mix: Mix::default(),
             etcd: None,
             report: default_report(),
+            metrics: None,
         };
         while let Some(flag) = it.next() {
             if flag == "--help" || flag == "-h" {
@@ -65,6 +70,14 @@ impl Args {
                 "--refresh-ms" => a.refresh = Duration::from_millis(num(&value)?.max(50.0) as u64),
                 "--etcd" => a.etcd = Some(value),
                 "--report" => a.report = PathBuf::from(value),
+                "--metrics" => {
+                    let addr = value.parse().map_err(|_| {
+                        format!(
+                            "--metrics: {value:?} is not an address like 127.0.0.1:9464\n{USAGE}"
+                        )
+                    })?;
+                    a.metrics = Some(addr);
+                }
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
             }
         }

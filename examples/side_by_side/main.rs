@@ -7,6 +7,7 @@
 //! ```sh
 //! cargo run --release --example side_by_side
 //! cargo run --release --example side_by_side -- --size 4 --secs 20 --long-share 0.2 --etcd http://127.0.0.1:2379
+//! cargo run --release --example side_by_side --features metrics -- --metrics 127.0.0.1:9464
 //! ```
 
 mod args;
@@ -50,6 +51,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // Opened now, so a path that cannot be written fails before the run, not after.
     let mut report = create_report(&args.report).map_err(|e| cannot_write(&args.report, e))?;
+    // Before the pools are built: each registers its metrics at build.
+    if let Some(addr) = args.metrics {
+        serve_metrics(addr)?;
+        println!("metrics: http://{addr}/metrics");
+    }
 
     let registry: Arc<dyn Registry> = match &args.etcd {
         Some(url) => lane::etcd_registry(url).await?,
@@ -110,6 +116,21 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{left} Python processes outlived their pools").into());
     }
     Ok(())
+}
+
+/// Install a Prometheus exporter serving `/metrics` at `addr`.
+#[cfg(feature = "metrics")]
+fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()?;
+    Ok(())
+}
+
+/// Without feature `metrics` the pools record nothing to serve.
+#[cfg(not(feature = "metrics"))]
+fn serve_metrics(_: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    Err("--metrics needs the pools' metrics: build with `--features metrics`".into())
 }
 
 fn create_report(path: &Path) -> std::io::Result<File> {

@@ -2,20 +2,83 @@
 //! the time queues see (a waiter's arrival and deadline, a worker's start and
 //! idle time).
 //!
-//! `std::time::Instant` costs about 60 instructions to read and subtract
-//! (its checked `timespec` arithmetic); a checkout reads the clock twice and
-//! subtracts twice. A `Stamp` is the same `CLOCK_MONOTONIC` reading held as
-//! nanoseconds in a `u64`, so subtraction is one instruction. It is only
-//! for durations inside one process; timers that tokio runs still take a
-//! tokio `Instant` ([`Stamp::to_instant`]).
+//! Reading the clock is the most expensive thing a checkout does in time.
+//! `clock_gettime` fences the CPU's time-stamp counter read (`lfence;
+//! rdtsc`), so each reading also waits out every load in flight, and under
+//! contention the pool's loads are cache misses: on the 2-vCPU VM of
+//! BENCHMARKS.md its two readings per checkout took about a tenth of a
+//! checkout's time under contention (see "Pool core: checkout" there). A `Stamp` is instead the
+//! counter [`quanta`] chooses and calibrates: the TSC itself, unfenced,
+//! where it is invariant (constant rate, in step across cores), else the
+//! OS's monotonic clock. It is kept raw, so comparing two is one
+//! instruction; only durations are scaled to nanoseconds (`since`), and
+//! only deadlines convert nanoseconds back (`+ Duration`), both by the
+//! scale read off quanta's calibration once. Where quanta reads the TSC on
+//! x86-64, the pool reads it itself, inline (quanta's reading is a call). It is only for
+//! durations inside one process; timers that tokio runs still take a tokio
+//! `Instant` ([`Stamp::to_instant`]).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-/// A point on the monotonic clock, in nanoseconds: what queues compare
-/// (arrivals, deadlines, idle times) at the cost of one integer compare.
-/// Meaningful only within one process.
+/// A point on the pool's monotonic clock, in its raw counter's ticks: what
+/// queues compare (arrivals, deadlines, idle times) at the cost of one
+/// integer compare. Meaningful only within one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Stamp(u64);
+
+/// The process's one clock, and its scale.
+struct Clock {
+    counter: quanta::Clock,
+    /// Nanoseconds in 2^32 ticks.
+    ns_per_2_32_ticks: u64,
+    /// Its ticks are the TSC's, which `Stamp::now` reads itself.
+    tsc: bool,
+}
+
+/// The process's clock, calibrated on first use (under a millisecond).
+#[inline]
+fn clock() -> &'static Clock {
+    static CLOCK: OnceLock<Clock> = OnceLock::new();
+    CLOCK.get_or_init(|| {
+        let counter = quanta::Clock::new();
+        let ns_per_2_32_ticks = counter.delta_as_nanos(0, 1 << 32).max(1);
+        Clock {
+            counter,
+            ns_per_2_32_ticks,
+            // Scaled ticks are quanta's counter's (on x86-64, the TSC's);
+            // unscaled ones the OS clock's nanoseconds, or a TSC at exactly
+            // 1 GHz, which quanta's own reading serves as well.
+            tsc: cfg!(target_arch = "x86_64") && ns_per_2_32_ticks != 1 << 32,
+        }
+    })
+}
+
+impl Clock {
+    /// Nanoseconds in `ticks`.
+    #[inline]
+    fn nanos(&self, ticks: u64) -> u64 {
+        ((u128::from(ticks) * u128::from(self.ns_per_2_32_ticks)) >> 32) as u64
+    }
+
+    /// Ticks in `d`, saturating.
+    fn ticks(&self, d: Duration) -> u64 {
+        let ticks = (d.as_nanos() << 32) / u128::from(self.ns_per_2_32_ticks);
+        u64::try_from(ticks).unwrap_or(u64::MAX)
+    }
+
+    #[inline]
+    fn now(&self) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if self.tsc {
+            // The same counter quanta reads (see `tsc`), without its call.
+            // SAFETY: `rdtsc` exists on every x86-64 CPU, reads a register
+            // and touches no memory.
+            return unsafe { std::arch::x86_64::_rdtsc() };
+        }
+        self.counter.raw()
+    }
+}
 
 impl std::ops::Add<Duration> for Stamp {
     type Output = Stamp;
@@ -23,44 +86,26 @@ impl std::ops::Add<Duration> for Stamp {
     /// This stamp plus `d` (saturating: a far deadline stays far).
     #[inline]
     fn add(self, d: Duration) -> Stamp {
-        Stamp(
-            self.0
-                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-        )
+        Stamp(self.0.saturating_add(clock().ticks(d)))
     }
 }
 
 impl Stamp {
     /// Now.
-    #[cfg(unix)]
+    #[inline]
     pub fn now() -> Stamp {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC is
-        // always available on the unix systems Rust supports, and it cannot
-        // fail with a valid pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        Stamp((ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64)
-    }
-
-    /// Now (elsewhere: nanoseconds since the first reading).
-    #[cfg(not(unix))]
-    pub fn now() -> Stamp {
-        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let epoch = *EPOCH.get_or_init(std::time::Instant::now);
-        Stamp(u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        Stamp(clock().now())
     }
 
     /// Time from `earlier` to this stamp; zero if `earlier` is later.
     pub fn since(self, earlier: Stamp) -> Duration {
-        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+        Duration::from_nanos(self.nanos_since(earlier))
     }
 
     /// Nanoseconds from `earlier` to this stamp; zero if `earlier` is later.
+    #[inline]
     pub(crate) fn nanos_since(self, earlier: Stamp) -> u64 {
-        self.0.saturating_sub(earlier.0)
+        clock().nanos(self.0.saturating_sub(earlier.0))
     }
 
     /// Time since this stamp.
@@ -94,9 +139,15 @@ mod tests {
         let diff = ours.abs_diff(std);
         assert!(diff < Duration::from_millis(2), "{ours:?} vs {std:?}");
         assert_eq!(a.since(b), Duration::ZERO);
-        assert_eq!(
-            (a + Duration::from_millis(5)).since(a),
-            Duration::from_millis(5)
-        );
+        // Deadlines round-trip through ticks to within a nanosecond per
+        // millisecond or so.
+        for d in [5, 250, 30_000].map(Duration::from_millis) {
+            let back = (a + d).since(a);
+            assert!(
+                back.abs_diff(d) <= d / 100_000 + Duration::from_nanos(2),
+                "{d:?} -> {back:?}"
+            );
+        }
+        assert_eq!(a + Duration::MAX, Stamp(u64::MAX));
     }
 }

@@ -125,6 +125,7 @@ pub mod conformance;
 mod entry;
 mod error;
 mod histogram;
+pub mod metrics;
 mod pool;
 mod queue;
 mod registry;

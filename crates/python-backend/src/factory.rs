@@ -52,6 +52,9 @@ pub struct PythonFactory {
     interpreter: OnceCell<PathBuf>,
     server: tokio::sync::Mutex<Server>,
     report: Mutex<StartReport>,
+    /// Its pool's `cenote.python.*` gauges, registered at the first start.
+    #[cfg(feature = "metrics")]
+    meters: std::sync::OnceLock<crate::metrics::Meters>,
 }
 
 impl std::fmt::Debug for PythonFactory {
@@ -76,6 +79,8 @@ impl PythonFactory {
             interpreter: OnceCell::new(),
             server: tokio::sync::Mutex::new(Server::Undecided),
             report: Mutex::new(report),
+            #[cfg(feature = "metrics")]
+            meters: std::sync::OnceLock::new(),
         }
     }
 
@@ -165,7 +170,19 @@ impl Factory for PythonFactory {
 
     async fn create(&self, ctx: WorkerCtx) -> Result<PythonWorker, PythonError> {
         let label = format!("{}/{}", ctx.pool, ctx.id);
-        self.spawn(&label).await
+        #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+        let mut worker = self.spawn(&label).await?;
+        #[cfg(feature = "metrics")]
+        {
+            let meters = self
+                .meters
+                .get_or_init(|| crate::metrics::Meters::new(&ctx.pool));
+            meters.start_mode(self.report.lock().mode);
+            if let Some(pid) = cenote_core::Worker::pid(&worker) {
+                worker.report_memory(meters.memory_of(pid));
+            }
+        }
+        Ok(worker)
     }
 
     /// Stop the fork server, if one runs (its workers are already gone).

@@ -118,6 +118,7 @@ mod exits;
 mod factory;
 mod fds;
 mod frame;
+pub mod metrics;
 mod pool;
 mod process;
 mod protocol;

@@ -2,8 +2,11 @@
 //!
 //! Push, pop and remove-by-key are O(1) and allocate nothing once the slab
 //! has grown to the most entries ever queued at once: freed nodes are
-//! reused. A key names its node by slot and proves it by sequence number,
-//! so a stale key (its entry already gone, the node reused) removes nothing.
+//! reused, kept in a list threaded through their own `next` links (no
+//! second vector to push to and pop from on every entry: an idle worker
+//! passes through this queue on every checkout). A key names its node by
+//! slot and proves it by sequence number, so a stale key (its entry already
+//! gone, the node reused) removes nothing.
 //! A pop for a caller with a session key walks the list for the worker
 //! holding it (the only pop that is not O(1)).
 
@@ -15,6 +18,7 @@ const NIL: usize = usize::MAX;
 struct Node<T> {
     seq: u64,
     prev: usize,
+    /// The next node in the list; for a free node, the next free one.
     next: usize,
     item: Option<T>,
 }
@@ -24,7 +28,8 @@ struct Node<T> {
 #[derive(Debug)]
 pub struct OrderedQueue<T, const FROM_BACK: bool> {
     nodes: Vec<Node<T>>,
-    free: Vec<usize>,
+    /// The first free node (`NIL`: none), its `next` the one after.
+    free: usize,
     /// Oldest entry.
     head: usize,
     /// Newest entry.
@@ -37,7 +42,7 @@ impl<T, const FROM_BACK: bool> Default for OrderedQueue<T, FROM_BACK> {
     fn default() -> Self {
         OrderedQueue {
             nodes: Vec::new(),
-            free: Vec::new(),
+            free: NIL,
             head: NIL,
             tail: NIL,
             len: 0,
@@ -48,8 +53,13 @@ impl<T, const FROM_BACK: bool> Default for OrderedQueue<T, FROM_BACK> {
 
 impl<T, const FROM_BACK: bool> OrderedQueue<T, FROM_BACK> {
     /// Take node `at` out of the list and give its slot back.
+    #[inline]
     fn unlink(&mut self, at: usize) -> Option<T> {
-        let (prev, next) = (self.nodes[at].prev, self.nodes[at].next);
+        let node = &mut self.nodes[at];
+        let (prev, next) = (node.prev, node.next);
+        node.next = self.free;
+        let item = node.item.take();
+        self.free = at;
         match prev {
             NIL => self.head = next,
             p => self.nodes[p].next = next,
@@ -58,9 +68,8 @@ impl<T, const FROM_BACK: bool> OrderedQueue<T, FROM_BACK> {
             NIL => self.tail = prev,
             n => self.nodes[n].prev = prev,
         }
-        self.free.push(at);
         self.len -= 1;
-        self.nodes[at].item.take()
+        item
     }
 
     /// The node `pop` reads first.
@@ -159,6 +168,9 @@ impl WaitStrategy for Lifo {
 impl<T: Entry, const FROM_BACK: bool> Queue<T> for OrderedQueue<T, FROM_BACK> {
     type Key = SlotKey;
 
+    // `push` and `pop` are inlined into the pool's checkout and return,
+    // where a call's register saves cost more than the list work itself.
+    #[inline(always)]
     fn push(&mut self, entry: T) -> SlotKey {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -168,9 +180,11 @@ impl<T: Entry, const FROM_BACK: bool> Queue<T> for OrderedQueue<T, FROM_BACK> {
             next: NIL,
             item: Some(entry),
         };
-        let at = match self.free.pop() {
-            Some(at) => {
-                self.nodes[at] = node;
+        let at = self.free;
+        let at = match self.nodes.get_mut(at) {
+            Some(free) => {
+                self.free = free.next;
+                *free = node;
                 at
             }
             None => {
@@ -187,6 +201,7 @@ impl<T: Entry, const FROM_BACK: bool> Queue<T> for OrderedQueue<T, FROM_BACK> {
         SlotKey { slot: at, seq }
     }
 
+    #[inline(always)]
     fn pop(&mut self, req: T::Request<'_>) -> Option<T> {
         let at = if T::claims(req) {
             self.claimed(req)

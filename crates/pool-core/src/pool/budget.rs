@@ -44,10 +44,12 @@ impl CallBudget {
 
     /// The budget of a bare checkout (`get`, `get_with`): its wait, and the
     /// pool's `call_timeout` for what it runs.
+    #[inline]
     pub(crate) fn of_checkout(opts: &CheckoutOptions, config: &PoolConfig) -> Self {
         CallBudget::resolve_parts(opts, None, None, config)
     }
 
+    #[inline]
     fn resolve_parts(
         checkout: &CheckoutOptions,
         timeout: Option<Duration>,

@@ -6,7 +6,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::live::{Live, Served};
+use super::live::Live;
 use super::shared::{Home, Return};
 use crate::clock::Stamp;
 use crate::error::Error;
@@ -100,7 +100,7 @@ impl<W: Worker> Checkout<W> {
     }
 
     /// Serve one request by `ctx`'s deadline (a [`CallBudget`]'s
-    /// [`start`](CallBudget::start)). This is where a call's deadline is
+    /// [`start`](crate::CallBudget::start)). This is where a call's deadline is
     /// enforced, by one timer:
     ///
     /// * Past the deadline the call is cut off and [`Error::CallTimeout`]
@@ -200,14 +200,9 @@ impl<W: Worker> Drop for Checkout<W> {
         // SAFETY: `loan` is initialised from construction until here, and
         // nothing reads it after this line: drop runs once.
         let Loan { live, home } = unsafe { ManuallyDrop::take(&mut self.loan) };
-        let how = self.left;
-        let returned = Stamp::now();
-        let served = Served {
-            waited_ns: self.waited_ns,
-            ran_ns: returned.nanos_since(self.taken),
-            returned,
-        };
-        home.put_back(live, how, served);
+        // The return is stamped on the other side of the call: the guard's
+        // drop, inlined wherever a guard goes out of scope, stays small.
+        home.put_back(live, self.left, self.waited_ns, self.taken);
     }
 }
 

@@ -131,7 +131,18 @@ pub(crate) struct Leaving<Wk> {
 pub(crate) struct Served {
     /// Nanoseconds from `get` to a worker in hand.
     pub waited_ns: u64,
-    /// Nanoseconds from a worker in hand to its return.
-    pub ran_ns: u64,
+    /// When the worker was in hand.
+    pub taken: Stamp,
+    /// When it came back.
     pub returned: Stamp,
+}
+
+impl Served {
+    /// Nanoseconds from a worker in hand to its return (scaled under the
+    /// pool's lock rather than in the guard's drop, which stays small enough
+    /// to be inlined where the guard goes out of scope).
+    #[inline]
+    pub fn ran_ns(&self) -> u64 {
+        self.returned.nanos_since(self.taken)
+    }
 }

@@ -36,10 +36,9 @@ pub use options::{CallOptions, CheckoutOptions};
 pub use retry::{RetryIf, RetryPolicy};
 
 pub(crate) use live::Live;
-use live::StopReason;
 #[cfg(feature = "conformance")]
 pub(crate) use live::{Held, Meta};
-use shared::{Home, Shared, Wk, WkError};
+use shared::{Shared, Wk, WkError};
 use waiter::Acquire;
 
 use crate::affinity::AffinityKey;
@@ -48,7 +47,7 @@ use crate::error::Error;
 use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::registry::Load;
 use crate::status::Status;
-use crate::worker::{Call, Factory, Worker, WorkerId};
+use crate::worker::{Call, Factory, WorkerId};
 
 /// What [`Pool::retain`] shows the predicate about an idle worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,8 +147,9 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
         &self,
         opts: &CheckoutOptions,
     ) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
-        let budget = CallBudget::of_checkout(opts, &self.shared().config);
-        self.checkout(opts, &budget).await
+        // The budget is not kept across the wait: only what `Acquire` took.
+        let acquire = self.checkout(opts, &CallBudget::of_checkout(opts, &self.shared().config));
+        acquire.await
     }
 
     /// Check out a worker for one call of `opts`, whose time is `budget`
@@ -167,27 +167,18 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
 
     /// Wait for a worker until `budget`'s checkout deadline, taken once: a
     /// worker found broken is replaced, and the caller waits on for another
-    /// within the same deadline.
-    async fn checkout(
-        &self,
-        opts: &CheckoutOptions,
+    /// within the same deadline (see [`Acquire`]).
+    fn checkout<'a>(
+        &'a self,
+        opts: &'a CheckoutOptions,
         budget: &CallBudget,
-    ) -> Result<Checkout<Wk<F>>, Error<WkError<F>>> {
-        let shared = self.shared();
-        let asked = budget.asked();
-        loop {
-            let wait = Acquire::new(shared, opts, asked, budget.checkout_timeout());
-            let (mut live, taken) = wait.await?;
-            if live.worker.is_broken() {
-                shared.discard(live, StopReason::Broken);
-                continue;
-            }
-            tracing::trace!(pool = %shared.name, worker = %live.meta.id, "worker checked out");
-            // Taken at once, `taken` is `asked`: no second look at the clock.
-            let waited = taken.nanos_since(asked);
-            let home: Arc<dyn Home<Wk<F>>> = Arc::clone(shared) as _;
-            return Ok(Checkout::new(live, home, waited, taken));
-        }
+    ) -> Acquire<'a, F, I, W> {
+        Acquire::new(
+            self.shared(),
+            opts,
+            budget.asked(),
+            budget.checkout_timeout(),
+        )
     }
 
     /// A call's time, resolved from its options and this pool's config:

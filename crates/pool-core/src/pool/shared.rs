@@ -63,7 +63,9 @@ impl Stopped {
 /// Where a returning guard sends its worker, without knowing the pool's
 /// factory or strategy types, and what a guard's calls need from the pool.
 pub(crate) trait Home<W: Worker>: Send + Sync {
-    fn put_back(self: Arc<Self>, live: Live<W>, how: Return, served: Served);
+    /// A guard gave `live` back, as `how`; its caller waited `waited_ns`
+    /// for it and had it from `taken`.
+    fn put_back(self: Arc<Self>, live: Live<W>, how: Return, waited_ns: u64, taken: Stamp);
     /// The deadline for a call that gives none: the pool's `call_timeout`.
     fn call_timeout(&self) -> Duration;
     /// Cancelled when the close grace runs out: in-flight calls are cut off.
@@ -150,6 +152,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
     ///
     /// `served` is the checkout that just ended, if any: it is recorded under
     /// the same lock acquisition, keeping the common return to one lock.
+    #[inline]
     pub fn reenter(self: &Arc<Self>, live: Live<Wk<F>>, served: Option<Served>) {
         let mut live = live;
         if live.worker.is_broken() {
@@ -224,7 +227,12 @@ fn wake(waiter: Option<Waker>) {
 }
 
 impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Home<Wk<F>> for Shared<F, I, W> {
-    fn put_back(self: Arc<Self>, mut live: Live<Wk<F>>, how: Return, served: Served) {
+    fn put_back(self: Arc<Self>, mut live: Live<Wk<F>>, how: Return, waited_ns: u64, taken: Stamp) {
+        let served = Served {
+            waited_ns,
+            taken,
+            returned: Stamp::now(),
+        };
         live.meta.tasks += 1;
         tracing::trace!(pool = %self.name, worker = %live.meta.id, ?how, "worker returned");
         match how {

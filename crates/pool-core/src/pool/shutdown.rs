@@ -60,6 +60,8 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
             .await;
         self.tasks.close();
         let _ = tokio::time::timeout(SHUTDOWN_SLACK, self.tasks.wait()).await;
+        // The gauges' last sample: the pool as it is left.
+        self.lock().sample_levels();
         if !settled {
             let busy = self.lock().busy();
             tracing::warn!(pool = %self.name, busy,

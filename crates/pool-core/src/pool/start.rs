@@ -47,6 +47,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
             // pool shrank or began closing): its worker arrives and is shut
             // down properly, so nothing it spawned outlives the pool. Only
             // when the close grace runs out is it cut off.
+            let began = Stamp::now();
             let made = tokio::select! {
                 made = tokio::time::timeout(self.config.create_timeout, self.factory.create(ctx)) => made,
                 () = self.kill.cancelled() => return self.start_ended(ticket),
@@ -56,9 +57,9 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
                     let meta = Meta::new(id, worker.pid());
                     tracing::info!(pool = %self.name, worker = %id, pid = ?meta.pid, "worker ready");
                     self.publish(&meta, WorkerState::Ready);
-                    let fx =
-                        self.lock()
-                            .arrive(ticket, Box::new(Held { worker, meta }), Stamp::now());
+                    let now = Stamp::now();
+                    let live = Box::new(Held { worker, meta });
+                    let fx = self.lock().arrive(ticket, live, now, now.since(began));
                     return self.apply(fx);
                 }
                 Ok(Err(e)) => StartError::Failed(e),

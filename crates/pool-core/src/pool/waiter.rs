@@ -1,5 +1,7 @@
 //! [`Acquire`]: the future of one checkout, from "is a worker idle?" to a
-//! worker in hand, and the Drop that makes giving up safe at any moment.
+//! [`Checkout`] in hand, and the Drop that makes giving up safe at any
+//! moment. A worker found broken on the way is replaced, and the caller
+//! waits on for another within the same deadline.
 //!
 //! Its first poll looks at the pool under the lock: it takes an idle
 //! worker, or fails at once (closed, saturated, nothing can start), or
@@ -29,16 +31,18 @@ use std::time::Duration;
 
 use tokio::time::Sleep;
 
+use super::checkout::Checkout;
 use super::handoff::Grant;
+use super::live::StopReason;
 use super::options::CheckoutOptions;
-use super::shared::{Shared, Wk};
+use super::shared::{Home, Shared, Wk, WkError};
 use super::state::{SessionRoute, State};
 use crate::affinity::AffinityMode;
 use crate::clock::Stamp;
 use crate::entry::Caller;
 use crate::error::Error;
 use crate::queue::{IdleStrategy, WaitStrategy};
-use crate::worker::Factory;
+use crate::worker::{Factory, Worker};
 
 /// A checkout under way. Borrows the pool rather than holding a clone of
 /// its `Arc`: every wait would otherwise bump a reference count that all
@@ -188,35 +192,74 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
             }
             None => None,
         };
-        self.timer = until.map(|t| Box::pin(tokio::time::sleep_until(t.to_instant())));
+        match until {
+            // The common wait: none of its own (and none set before).
+            None if self.timer.is_none() => {}
+            None => self.timer = None,
+            Some(t) => self.set_timer(t),
+        }
+    }
+
+    fn set_timer(&mut self, until: Stamp) {
+        self.timer = Some(Box::pin(tokio::time::sleep_until(until.to_instant())));
     }
 }
 
 impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Future for Acquire<'_, F, I, W> {
-    type Output = Grant<Wk<F>>;
+    type Output = Result<Checkout<Wk<F>>, Error<WkError<F>>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every field is Unpin (the timer is boxed).
         let me = self.get_mut();
-        let Some(cell) = me.cell else {
-            if let Some(done) = me.first(cx) {
-                return Poll::Ready(done);
+        loop {
+            let (live, taken) = match me.poll_grant(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(got)) => got,
+            };
+            let mut live = live;
+            if live.worker.is_broken() {
+                me.shared.discard(live, StopReason::Broken);
+                continue;
             }
-            return me.poll_timer(cx);
-        };
-        let got = me.shared.lock().collect(cell, cx.waker());
-        if let Some(grant) = got {
-            me.cell = None;
-            return Poll::Ready(grant);
+            tracing::trace!(pool = %me.shared.name, worker = %live.meta.id, "worker checked out");
+            // Taken at once, `taken` is `asked`: no second look at the clock.
+            let waited = taken.nanos_since(me.asked);
+            let home: Arc<dyn Home<Wk<F>>> = Arc::clone(me.shared) as _;
+            return Poll::Ready(Ok(Checkout::new(live, home, waited, taken)));
         }
-        me.poll_timer(cx)
     }
 }
 
 impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'_, F, I, W> {
+    /// A worker (counted busy) or the error this checkout ends with.
+    #[inline]
+    fn poll_grant(&mut self, cx: &mut Context<'_>) -> Poll<Grant<Wk<F>>> {
+        let Some(cell) = self.cell else {
+            if let Some(done) = self.first(cx) {
+                return Poll::Ready(done);
+            }
+            return self.poll_timer(cx);
+        };
+        let got = self.shared.lock().collect(cell, cx.waker());
+        if let Some(grant) = got {
+            self.cell = None;
+            return Poll::Ready(grant);
+        }
+        self.poll_timer(cx)
+    }
+
     /// While queued: has the hint's wait or the checkout's own timeout
-    /// passed?
+    /// passed? (Most waits have no timer of their own: decided inline.)
+    #[inline]
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Grant<Wk<F>>> {
+        if self.timer.is_none() || self.cell.is_none() {
+            return Poll::Pending;
+        }
+        self.poll_armed_timer(cx)
+    }
+
+    fn poll_armed_timer(&mut self, cx: &mut Context<'_>) -> Poll<Grant<Wk<F>>> {
         let (Some(timer), Some(cell)) = (self.timer.as_mut(), self.cell) else {
             return Poll::Pending;
         };
@@ -258,12 +301,22 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'_, F, I, W> {
 }
 
 impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Drop for Acquire<'_, F, I, W> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(cell) = self.cell.take() {
-            let next = self.shared.lock().abandon_waiter(cell);
-            if let Some(waker) = next {
-                waker.wake();
-            }
+            self.abandon(cell);
+        }
+    }
+}
+
+impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'_, F, I, W> {
+    /// Dropped while queued in `cell`: out of its queue, or what was left
+    /// in its cell passed on.
+    #[cold]
+    fn abandon(&mut self, cell: usize) {
+        let next = self.shared.lock().abandon_waiter(cell);
+        if let Some(waker) = next {
+            waker.wake();
         }
     }
 }

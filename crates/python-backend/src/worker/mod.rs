@@ -133,6 +133,15 @@ impl PythonWorker {
         }
     }
 
+    /// Report this worker's memory to its pool's gauges.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn report_memory(&mut self, memory: crate::metrics::WorkerMemory) {
+        match &mut self.conn {
+            Conn::One { retirement, .. } => retirement.report_memory(memory),
+            Conn::Lane(lane) => lane.retirement().report_memory(memory),
+        }
+    }
+
     /// The last stderr lines of the process.
     pub fn stderr_tail(&self) -> crate::StderrTail {
         link!(&self.conn, l => l.tail())

@@ -26,6 +26,9 @@ pub(super) struct Retirement {
     baseline_rss: Option<u64>,
     rss_growth: u64,
     rss_checked: Instant,
+    /// Where its memory readings go, in a pool with metrics.
+    #[cfg(feature = "metrics")]
+    memory: Option<crate::metrics::WorkerMemory>,
 }
 
 impl Retirement {
@@ -44,7 +47,28 @@ impl Retirement {
             baseline_rss: config.max_rss_growth.and_then(|_| rss_bytes(pid)),
             rss_growth: 0,
             rss_checked: now,
+            #[cfg(feature = "metrics")]
+            memory: None,
         }
+    }
+
+    /// Report memory readings to `memory` too, reading it even when growth
+    /// is not limited.
+    #[cfg(feature = "metrics")]
+    pub(super) fn report_memory(&mut self, memory: crate::metrics::WorkerMemory) {
+        if let Some(bytes) = rss_bytes(self.pid) {
+            memory.record(bytes);
+        }
+        self.memory = Some(memory);
+    }
+
+    /// Whether memory is read: growth is limited, or reported.
+    fn reads_memory(&self) -> bool {
+        #[cfg(feature = "metrics")]
+        if self.memory.is_some() {
+            return true;
+        }
+        self.max_rss_growth.is_some()
     }
 
     /// Tasks finished so far.
@@ -55,9 +79,14 @@ impl Retirement {
     /// A task finished: count it, and read memory if a check is due.
     pub(super) fn task_done(&mut self) {
         self.tasks += 1;
-        if self.max_rss_growth.is_some() && self.rss_checked.elapsed() >= self.rss_check_interval {
+        if self.reads_memory() && self.rss_checked.elapsed() >= self.rss_check_interval {
             self.rss_checked = Instant::now();
-            if let (Some(base), Some(now)) = (self.baseline_rss, rss_bytes(self.pid)) {
+            let now = rss_bytes(self.pid);
+            #[cfg(feature = "metrics")]
+            if let (Some(memory), Some(bytes)) = (&self.memory, now) {
+                memory.record(bytes);
+            }
+            if let (Some(base), Some(now)) = (self.baseline_rss, now) {
                 self.rss_growth = now.saturating_sub(base);
             }
         }

@@ -36,11 +36,8 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
 
     /// Worker `meta` serves session `key` from now on.
     pub(super) fn bind(&mut self, key: &AffinityKey, meta: &mut Meta, now: Stamp) {
-        match self.sessions.bind(key, meta, now) {
-            Bound::Hit => self.totals.affinity_hits += 1,
-            Bound::Miss => self.totals.affinity_misses += 1,
-            Bound::New => {}
-        }
+        let how = self.sessions.bind(key, meta, now);
+        self.tally.bound(how);
     }
 
     /// Route a caller with a session key: to its idle worker, to wait for
@@ -54,7 +51,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             Route::New => SessionRoute::Any,
             Route::Lost(_) if !mode.is_strict() => SessionRoute::Any,
             Route::Lost(reason) => {
-                self.totals.affinity_lost += 1;
+                self.tally.affinity_lost();
                 SessionRoute::Failed(Error::AffinityLost {
                     key: key.clone(),
                     reason,
@@ -100,6 +97,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
 
     /// A caller found no idle worker: start one for it if there is room and
     /// the starts under way do not already cover the callers waiting.
+    #[inline]
     pub fn grow_for_waiter(&mut self, parent: &CancellationToken) -> Option<StartTicket> {
         if self.starts.len() > self.waiters.len() {
             return None;
@@ -115,7 +113,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
 
     /// Turn a caller away because `max_waiters` are waiting; how many are.
     pub fn reject(&mut self) -> usize {
-        self.totals.rejected += 1;
+        self.tally.rejected();
         self.waiting()
     }
 }

@@ -42,6 +42,7 @@ mod crash_guard;
 mod returns;
 mod sizing;
 mod starts;
+mod tally;
 mod waiters;
 
 use std::collections::{BTreeMap, HashMap};
@@ -52,18 +53,19 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use self::crash_guard::CrashGuard;
+use self::tally::Tally;
 use super::handoff::{Cells, Grant, Place};
 use super::live::{Leaving, Live, Meta, Served, StopReason};
-use super::sessions::{Bound, Owner, Route, Sessions};
+use super::sessions::{Owner, Route, Sessions};
 use crate::affinity::{AffinityKey, AffinityLoss, AffinityMode};
 use crate::clock::Stamp;
 use crate::config::PoolConfig;
 use crate::entry::{Caller, IdleWorker, Waiter};
 use crate::error::{Error, StartError};
-use crate::histogram::Metrics;
+use crate::metrics::Levels;
 use crate::queue::{IdleStrategy, Queue, WaitStrategy};
 use crate::registry::Load;
-use crate::status::{Status, Totals};
+use crate::status::Status;
 use crate::worker::{Retire, Worker, WorkerId};
 
 /// The key a waiter queue of strategy `W` hands out.
@@ -185,8 +187,7 @@ pub(crate) struct State<Wk: Worker, I: IdleStrategy, W: WaitStrategy> {
     next_id: u64,
     last_start_error: Option<Arc<StartError<Wk::Error>>>,
     crash_guard: CrashGuard,
-    totals: Totals,
-    metrics: Metrics,
+    tally: Tally,
 }
 
 impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
@@ -207,8 +208,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             next_id: 1,
             last_start_error: None,
             crash_guard: CrashGuard::new(config.crash_budget),
-            totals: Totals::default(),
-            metrics: Metrics::default(),
+            tally: Tally::new(&config.name, W::NAME),
         }
     }
 
@@ -259,6 +259,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
 
     /// No worker is up and every start is failing: no waiter can be served
     /// until a start succeeds.
+    #[inline]
     fn nobody_can_serve(&self) -> bool {
         self.idle.is_empty()
             && self.busy == 0
@@ -271,7 +272,17 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// start has failed twice in a row (it keeps failing: an import error,
     /// say), or because no start tries again before `deadline`. One failure
     /// with a retry in time is waited out: it may be transient.
+    #[inline]
     pub fn start_error(&self, deadline: Stamp) -> Option<Arc<StartError<Wk::Error>>> {
+        // The common case, a worker up, is decided here, inline.
+        if !self.nobody_can_serve() {
+            return None;
+        }
+        self.start_error_while_down(deadline)
+    }
+
+    #[cold]
+    fn start_error_while_down(&self, deadline: Stamp) -> Option<Arc<StartError<Wk::Error>>> {
         let hopeless = self.hopeless()?;
         hopeless(deadline).then(|| self.last_start_error.clone())?
     }
@@ -320,10 +331,23 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             sessions: self.sessions.len(),
             closed: self.closed,
             crash_looping: self.crash_guard.looping(),
-            totals: self.totals.clone(),
-            wait: self.metrics.wait(),
-            run: self.metrics.run(),
+            totals: self.tally.totals(),
+            wait: self.tally.wait(),
+            run: self.tally.run(),
         }
+    }
+
+    /// Set the exported gauges to the levels now (the maintenance tick's
+    /// sample; see `crate::metrics`).
+    pub fn sample_levels(&self) {
+        self.tally.sample(Levels {
+            idle: self.idle.len(),
+            busy: self.busy,
+            starting: self.starts.len(),
+            retiring: self.retiring.len(),
+            waiting: self.waiting(),
+            max: self.capacity(),
+        });
     }
 
     /// The counts must agree with each other and with the hard cap.

@@ -79,7 +79,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
                 }
                 Some(Owner::Lost(reason)) => {
                     let key = a.key.clone();
-                    self.totals.affinity_lost += 1;
+                    self.tally.affinity_lost();
                     self.fail_waiter(waiter, Error::AffinityLost { key, reason });
                     return None;
                 }
@@ -91,25 +91,25 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     }
 
     /// Count one ended checkout.
+    #[inline(always)]
     pub fn record(&mut self, served: Served) {
-        self.totals.served += 1;
-        self.metrics.record(served.waited_ns, served.ran_ns);
+        self.tally.served(served);
     }
 
     /// Count an abandoned call that its worker let go of.
     pub fn count_cancelled(&mut self) {
-        self.totals.cancelled += 1;
+        self.tally.cancelled();
     }
 
     /// Count a call that ran past its deadline.
     pub fn count_call_timeout(&mut self) {
-        self.totals.call_timeouts += 1;
-        self.totals.timeouts += 1;
+        self.tally.call_timeout();
     }
 
     /// A busy worker that works comes back into service: to the next
     /// waiter or the idle queue, unless the pool closed or shrank, or the
     /// worker retires (`wants_out`).
+    #[inline]
     pub fn reenter(
         &mut self,
         live: Live<Wk>,
@@ -162,7 +162,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             fx.wake = self.hand_off(live, free_since);
             return fx;
         };
-        self.totals.retired += 1;
+        self.tally.retired(&reason);
         if self.settled_live() > self.size {
             // An overflow worker: no replacement needed.
             fx.stop
@@ -197,12 +197,12 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     ) -> Effects<Wk> {
         match reason {
             StopReason::Broken => {
-                self.totals.crashes += 1;
+                self.tally.crashed();
                 // Its tasks count the call it broke in, if it broke in one.
                 self.crash_guard
                     .charge(if live.meta.tasks <= 1 { 2 } else { 1 });
             }
-            StopReason::Killed => self.totals.killed += 1,
+            StopReason::Killed => self.tally.killed(),
             _ => {}
         }
         let had_replacement = self.retiring.contains_key(&live.meta.id);
@@ -212,7 +212,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             !had_replacement && (self.settled_live() < self.size || !self.waiters.is_empty());
         if wanted {
             if let Some(ticket) = self.begin_start(None, parent) {
-                self.totals.restarts += 1;
+                self.tally.restarted();
                 fx.start.push(ticket);
                 return fx;
             }
@@ -247,7 +247,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             match waiter.affinity() {
                 Some(a) if a.mode.is_strict() => {
                     let key = a.key.clone();
-                    self.totals.affinity_lost += 1;
+                    self.tally.affinity_lost();
                     self.fail_waiter(waiter, Error::AffinityLost { key, reason: loss });
                 }
                 _ if self.closed => self.fail_waiter(waiter, Error::Closed),

@@ -66,7 +66,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// One maintenance pass over the idle workers: broken ones and those due
     /// a health check go busy (to be discarded or recycled), overflow
     /// workers idle past `overflow_idle` leave; waiters past their deadline
-    /// are turned away.
+    /// are turned away. The exported gauges are sampled here.
     pub fn maintain(
         &mut self,
         now: Stamp,
@@ -92,6 +92,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             None => Vec::new(),
         };
         self.busy += due.len();
+        self.sample_levels();
         Maintenance {
             broken,
             due,

@@ -5,14 +5,25 @@ use super::*;
 
 impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// Count a new start if there is room under the cap.
+    #[inline]
     pub(super) fn begin_start(
         &mut self,
         replaces: Option<WorkerId>,
         parent: &CancellationToken,
     ) -> Option<StartTicket> {
+        // Asked by every caller that queues: at the cap, decided inline.
         if self.closed || self.live() >= self.capacity() {
             return None;
         }
+        Some(self.count_start(replaces, parent))
+    }
+
+    /// `begin_start` with room under the cap.
+    fn count_start(
+        &mut self,
+        replaces: Option<WorkerId>,
+        parent: &CancellationToken,
+    ) -> StartTicket {
         let id = WorkerId(self.next_id);
         self.next_id += 1;
         let cancel = parent.child_token();
@@ -25,7 +36,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
                 replaces,
             },
         );
-        Some(StartTicket { id, cancel })
+        StartTicket { id, cancel }
     }
 
     /// The warm workers a new pool starts with.
@@ -48,10 +59,17 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         }
     }
 
-    /// A start made its worker. It joins the pool (to a waiter or the idle
-    /// queue), retiring the worker it replaces; or, if its start was
-    /// cancelled or the pool closed, it is shut down.
-    pub fn arrive(&mut self, ticket: StartTicket, live: Live<Wk>, now: Stamp) -> Effects<Wk> {
+    /// A start made its worker, in `took`. It joins the pool (to a waiter
+    /// or the idle queue), retiring the worker it replaces; or, if its start
+    /// was cancelled or the pool closed, it is shut down.
+    pub fn arrive(
+        &mut self,
+        ticket: StartTicket,
+        live: Live<Wk>,
+        now: Stamp,
+        took: Duration,
+    ) -> Effects<Wk> {
+        self.tally.created(took);
         let mut fx = Effects::default();
         let Some(start) = self.starts.remove(&ticket.id) else {
             // Cancelled: already counted stopping.
@@ -89,8 +107,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         err: Arc<StartError<Wk::Error>>,
         retry_at: Stamp,
     ) {
-        self.totals.start_failures += 1;
-        self.totals.restarts += 1;
+        self.tally.start_failed();
         self.crash_guard.charge(1);
         if let Some(start) = self.starts.get_mut(&ticket.id) {
             start.failures += 1;

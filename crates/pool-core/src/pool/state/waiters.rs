@@ -54,8 +54,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     pub fn time_out_waiter(&mut self, cell: usize) -> Option<Error<Wk::Error>> {
         let waiter = self.unqueue(cell)?;
         self.cells.close(cell);
-        self.totals.checkout_timeouts += 1;
-        self.totals.timeouts += 1;
+        self.tally.checkout_timeouts(1);
         Some(Error::CheckoutTimeout {
             waited: waiter.arrival().elapsed(),
             last_start_error: self.last_start_error.clone(),
@@ -106,8 +105,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             // Rare, so woken here rather than after the lock.
             self.fail_waiter(waiter, err);
         }
-        self.totals.checkout_timeouts += n as u64;
-        self.totals.timeouts += n as u64;
+        self.tally.checkout_timeouts(n as u64);
         n
     }
 
