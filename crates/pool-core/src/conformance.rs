@@ -36,7 +36,7 @@ use std::time::Duration;
 use crate::affinity::{Affinity, AffinityKey, AffinityMode};
 use crate::clock::Stamp;
 use crate::entry::{Caller, IdleWorker, Waiter};
-use crate::pool::{Held, Meta};
+use crate::live::{Held, Meta};
 use crate::queue::{Entry, IdleStrategy, Queue, WaitStrategy};
 use crate::worker::WorkerId;
 

@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use crate::affinity::{Affinity, AffinityKey};
 use crate::clock::Stamp;
-use crate::pool::Live;
-use crate::queue::PriorityLevel;
+use crate::live::Live;
 use crate::worker::WorkerId;
+
+/// A per-request priority level. Higher is served first; the default is 0.
+/// (The strategy that orders by it is `cenote_strategies::Priority`.)
+pub type PriorityLevel = i32;
 
 /// An idle worker, as an idle queue holds and sees it.
 pub struct IdleWorker<W>(pub(crate) Live<W>);

@@ -125,6 +125,7 @@ pub mod conformance;
 mod entry;
 mod error;
 mod histogram;
+mod live;
 pub mod metrics;
 mod pool;
 mod queue;

@@ -25,11 +25,8 @@
 //!   one is queued: for idle workers, the one holding the caller's session
 //!   key. The pool has promised that caller its session's worker.
 
+pub use crate::entry::PriorityLevel;
 use crate::entry::{Caller, IdleWorker, Waiter};
-
-/// A per-request priority level. Higher is served first; the default is 0.
-/// (The strategy that orders by it is `cenote_strategies::Priority`.)
-pub type PriorityLevel = i32;
 
 /// What a queue holds: [`IdleWorker`] or [`Waiter`]. Generic queues (FIFO,
 /// LIFO, priority) use only this; queues for one kind of entry read that

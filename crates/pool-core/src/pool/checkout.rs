@@ -6,10 +6,10 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::live::Live;
 use super::shared::{Home, Return};
 use crate::clock::Stamp;
 use crate::error::Error;
+use crate::live::Live;
 use crate::worker::{Call, CallCtx, Worker, WorkerId};
 
 /// A worker checked out of a pool. Derefs to the worker; dropping it gives

@@ -22,8 +22,8 @@
 use crate::clock::Stamp;
 use std::task::Waker;
 
-use super::live::Live;
 use crate::error::Error;
+use crate::live::Live;
 use crate::worker::{Worker, WorkerId};
 
 /// What a waiter gets: a worker (already counted busy) with the instant it

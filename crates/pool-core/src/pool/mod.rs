@@ -14,7 +14,6 @@ mod budget;
 mod builder;
 mod checkout;
 mod handoff;
-mod live;
 mod options;
 mod recycle;
 mod registry_writer;
@@ -35,9 +34,6 @@ pub use checkout::Checkout;
 pub use options::{CallOptions, CheckoutOptions};
 pub use retry::{RetryIf, RetryPolicy};
 
-pub(crate) use live::Live;
-#[cfg(feature = "conformance")]
-pub(crate) use live::{Held, Meta};
 use shared::{Shared, Wk, WkError};
 use waiter::Acquire;
 
@@ -323,15 +319,17 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
     pub async fn retain(&self, mut keep: impl FnMut(&WorkerInfo) -> bool) -> usize {
         let shared = self.shared();
         let now = Stamp::now();
-        let removed = shared.lock().remove_idle_where(&mut |l: &Live<Wk<F>>| {
-            !keep(&WorkerInfo {
-                id: l.meta.id,
-                pid: l.meta.pid,
-                age: now.since(l.meta.started),
-                tasks_served: l.meta.tasks,
-                idle_for: now.since(l.meta.idle_since),
-            })
-        });
+        let removed = shared
+            .lock()
+            .remove_idle_where(&mut |l: &crate::live::Live<Wk<F>>| {
+                !keep(&WorkerInfo {
+                    id: l.meta.id,
+                    pid: l.meta.pid,
+                    age: now.since(l.meta.started),
+                    tasks_served: l.meta.tasks,
+                    idle_for: now.since(l.meta.idle_since),
+                })
+            });
         let count = removed.len();
         self.stop_and_wait(removed).await;
         let fx = {
@@ -343,7 +341,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
         count
     }
 
-    async fn stop_and_wait(&self, workers: Vec<live::Leaving<Wk<F>>>) {
+    async fn stop_and_wait(&self, workers: Vec<crate::live::Leaving<Wk<F>>>) {
         let shared = self.shared();
         let down: Vec<_> = workers
             .into_iter()

@@ -13,9 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::live::{Live, StopReason};
 use super::shared::{Shared, Wk};
 use crate::clock::Stamp;
+use crate::live::{Live, StopReason};
 use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::registry::WorkerState;
 use crate::worker::{Cancel, Factory, Worker};

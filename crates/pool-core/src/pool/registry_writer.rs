@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::live::Meta;
+use crate::live::Meta;
 use crate::registry::{PoolEntry, Registry, WorkerEntry, WorkerState};
 use crate::worker::WorkerId;
 

@@ -24,10 +24,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::live::Meta;
 use crate::affinity::{AffinityKey, AffinityLoss};
 use crate::clock::Stamp;
 use crate::entry::Waiter;
+use crate::live::Meta;
 use crate::queue::Queue;
 use crate::worker::WorkerId;
 

@@ -24,11 +24,11 @@ use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::live::{Held, Leaving, Live, Meta, Served, StopReason};
 use super::registry_writer::RegistryWriter;
 use super::state::{Effects, Reentry, State};
 use crate::clock::Stamp;
 use crate::config::PoolConfig;
+use crate::live::{Held, Leaving, Live, Meta, Served, StopReason};
 use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::registry::WorkerState;
 use crate::worker::{Factory, Worker};

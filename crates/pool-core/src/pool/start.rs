@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::live::{Held, Meta};
 use super::shared::Shared;
 use super::state::StartTicket;
 use crate::clock::Stamp;
 use crate::error::StartError;
+use crate::live::{Held, Meta};
 use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::registry::WorkerState;
 use crate::worker::{Factory, Worker, WorkerCtx};

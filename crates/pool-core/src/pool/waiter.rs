@@ -33,7 +33,6 @@ use tokio::time::Sleep;
 
 use super::checkout::Checkout;
 use super::handoff::Grant;
-use super::live::StopReason;
 use super::options::CheckoutOptions;
 use super::shared::{Home, Shared, Wk, WkError};
 use super::state::{SessionRoute, State};
@@ -41,6 +40,7 @@ use crate::affinity::AffinityMode;
 use crate::clock::Stamp;
 use crate::entry::Caller;
 use crate::error::Error;
+use crate::live::StopReason;
 use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::worker::{Factory, Worker};
 

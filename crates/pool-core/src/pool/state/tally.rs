@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use super::super::live::Served;
 use super::super::sessions::Bound;
 use crate::histogram::Latencies;
+use crate::live::Served;
 use crate::metrics::{Levels, Meters};
 use crate::status::{Percentiles, Totals};
 use crate::worker::Retire;

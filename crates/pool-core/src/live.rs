@@ -2,7 +2,7 @@
 //! takes as it moves through the pool: [`Live`] while it serves, [`Leaving`]
 //! once it is out of service and only its shutdown is left.
 //!
-//! Only `state.rs` turns one into the other, under the pool's lock, so every
+//! Only the pool's state turns one into the other, under the pool's lock, so every
 //! change of shape is also a change of count.
 
 use std::collections::HashSet;
