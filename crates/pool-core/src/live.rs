@@ -32,6 +32,14 @@ pub(crate) struct Meta {
     /// idle, who waits for it) until it leaves. Checked on the hot path
     /// instead of a map lookup.
     pub affine: bool,
+    /// How many callers it serves at once ([`Worker::capacity`]): 1, a
+    /// checkout holds it alone; more, callers get lanes of it.
+    ///
+    /// [`Worker::capacity`]: crate::Worker::capacity
+    pub lanes: usize,
+    /// This record is a lane's, not its worker's: the lane goes back to its
+    /// worker (of the same id) when its caller is done.
+    pub lane: bool,
 }
 
 impl Meta {
@@ -50,6 +58,27 @@ impl Meta {
             checked_at: stamp,
             keys: HashSet::new(),
             affine: false,
+            lanes: 1,
+            lane: false,
+        }
+    }
+
+    /// The record a lane of this worker carries to its caller: the
+    /// worker's id, pid and times; no session keys (those stay the
+    /// worker's).
+    pub fn for_lane(&self) -> Self {
+        Meta {
+            id: self.id,
+            pid: self.pid,
+            started: self.started,
+            started_unix_ms: self.started_unix_ms,
+            tasks: self.tasks,
+            idle_since: self.idle_since,
+            checked_at: self.checked_at,
+            keys: HashSet::new(),
+            affine: false,
+            lanes: 1,
+            lane: true,
         }
     }
 }

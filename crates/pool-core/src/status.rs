@@ -69,6 +69,10 @@ pub struct Status {
     pub idle: usize,
     /// Workers checked out or being recycled.
     pub busy: usize,
+    /// Calls in flight: workers checked out, plus lanes out of workers that
+    /// serve many calls at once (equal to `busy` when every worker serves
+    /// one, less any worker being recycled).
+    pub in_flight: usize,
     /// Live workers beyond `size`.
     pub overflow: usize,
     /// Workers being started (including failed starts waiting to retry).

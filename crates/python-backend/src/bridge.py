@@ -798,6 +798,7 @@ class _Concurrent:
         name, fn, pos, kwargs, stream = resolved
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             task = self.loop.create_task(self.invoke_async(rid, name, fn, pos, kwargs, stream))
+            task.add_done_callback(lambda t: self.unstarted(rid, t))
             with self.lock:
                 self.tasks[rid] = task
                 if rid in self.cancelled:
@@ -810,6 +811,13 @@ class _Concurrent:
             self.live.discard(rid)
             self.cancelled.discard(rid)
             self.tasks.pop(rid, None)
+
+    def unstarted(self, rid, task):
+        # A task cancelled before its first step never ran invoke_async, so
+        # nothing answered its call: answer it here.
+        if task.cancelled():
+            self.bridge.send_error(rid, ErrorKind.CANCELLED, "CancelledError", "cancelled by the host")
+            self.done(rid)
 
     # ---- async handlers: tasks on the loop --------------------------------------
     async def invoke_async(self, rid, name, fn, pos, kwargs, stream):

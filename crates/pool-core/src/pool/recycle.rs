@@ -52,7 +52,8 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
                 live.meta.checked_at = Stamp::now();
                 self.reenter(live, None);
             }
-            Cancel::Unsupported if !late => self.recycle(live),
+            // A lane cannot be recycled alone: its worker is others' too.
+            Cancel::Unsupported if !late && !live.meta.lane => self.recycle(live),
             Cancel::Failed | Cancel::Unsupported => {
                 tracing::warn!(pool = %self.name, worker = %live.meta.id, ?grace, late,
                     "abandoned call did not let go; killing its worker");

@@ -155,6 +155,9 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
     #[inline]
     pub fn reenter(self: &Arc<Self>, live: Live<Wk<F>>, served: Option<Served>) {
         let mut live = live;
+        if live.meta.lane {
+            return self.lane_back(live, served);
+        }
         if live.worker.is_broken() {
             if let Some(s) = served {
                 self.lock().record(s);
@@ -177,10 +180,39 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
         }
     }
 
+    /// A lane is back from a call that ended (see `state::lanes`): its
+    /// worker lends it on or re-enters service; a broken lane takes its
+    /// worker out of service. The lane itself is dropped after the lock.
+    #[cold]
+    fn lane_back(self: &Arc<Self>, mut lane: Live<Wk<F>>, served: Option<Served>) {
+        let broken = lane.worker.is_broken();
+        let at = served.map_or_else(Stamp::now, |s| s.returned);
+        let fx = {
+            let mut st = self.lock();
+            if let Some(s) = served {
+                st.record(s);
+            }
+            if broken {
+                st.discard_lane(lane.meta.id, StopReason::Broken, &self.closing)
+            } else {
+                st.lane_returned(lane.meta.id, at, &self.closing)
+            }
+        };
+        drop(lane);
+        self.apply(fx);
+    }
+
     /// A busy worker is beyond use, or was killed: shut it down and start a
-    /// replacement if one is wanted.
+    /// replacement if one is wanted. For a lane, its worker.
     pub fn discard(self: &Arc<Self>, live: Live<Wk<F>>, reason: StopReason) {
-        let fx = self.lock().discard(live, reason, &self.closing);
+        let fx = {
+            let mut st = self.lock();
+            if live.meta.lane {
+                st.discard_lane(live.meta.id, reason, &self.closing)
+            } else {
+                st.discard(live, reason, &self.closing)
+            }
+        };
         self.apply(fx);
     }
 

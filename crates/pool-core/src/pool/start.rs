@@ -54,7 +54,8 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
             };
             let err = match made {
                 Ok(Ok(worker)) => {
-                    let meta = Meta::new(id, worker.pid());
+                    let mut meta = Meta::new(id, worker.pid());
+                    meta.lanes = worker.capacity().max(1);
                     tracing::info!(pool = %self.name, worker = %id, pid = ?meta.pid, "worker ready");
                     self.publish(&meta, WorkerState::Ready);
                     let now = Stamp::now();

@@ -106,6 +106,9 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
         if let Some(live) = st.take_idle(caller) {
             return Some(Ok((live, asked)));
         }
+        if let Some(lane) = st.take_lane(caller) {
+            return Some(Ok((lane, asked)));
+        }
         if let Some(a) = caller.affinity() {
             if a.mode == AffinityMode::FailFast {
                 return Some(Err(Error::Busy { key: a.key.clone() }));
@@ -122,8 +125,8 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
             tracing::debug!(pool = %shared.name, "no idle worker: starting one on demand");
             shared.start(ticket);
             st = shared.lock();
-            // A worker may have come back meanwhile.
-            if let Some(live) = st.take_idle(caller) {
+            // A worker (or a lane) may have come back meanwhile.
+            if let Some(live) = st.take_idle(caller).or_else(|| st.take_lane(caller)) {
                 return Some(Ok((live, asked)));
             }
         }

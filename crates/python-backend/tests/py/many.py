@@ -69,3 +69,16 @@ def sync_tokens(n, delay=0.001):
 
 def threads():
     return threading.active_count()
+
+
+# Session state, for affinity: each process counts calls per session, so a
+# call that reaches another process than its session's answers a count that
+# does not follow.
+_sessions = {}
+_sessions_lock = threading.Lock()
+
+
+def session_bump(session):
+    with _sessions_lock:
+        _sessions[session] = _sessions.get(session, 0) + 1
+        return [os.getpid(), _sessions[session]]

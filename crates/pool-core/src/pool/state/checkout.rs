@@ -20,6 +20,9 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         if live.meta.affine || caller.affinity().is_some() {
             self.lend_in_session(&mut live, caller);
         }
+        if live.meta.lanes > 1 {
+            return self.first_lane(live);
+        }
         live
     }
 
@@ -61,17 +64,35 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
                 Some(live) => SessionRoute::Served(live),
                 None => SessionRoute::Any,
             },
-            Route::Busy(owner) => match mode {
-                AffinityMode::FailFast => SessionRoute::Failed(Error::Busy { key: key.clone() }),
-                AffinityMode::Strict => SessionRoute::Wait {
-                    owner,
-                    hint_until: None,
-                },
-                AffinityMode::Hint if self.hint_wait.is_zero() => SessionRoute::Any,
-                AffinityMode::Hint => SessionRoute::Wait {
-                    owner,
-                    hint_until: Some((caller.arrival() + self.hint_wait).min(caller.deadline())),
-                },
+            Route::Busy(owner) => match self.lane_for_session(owner, caller) {
+                Some(lane) => SessionRoute::Served(lane),
+                None => self.wait_for_session(owner, caller, mode),
+            },
+        }
+    }
+
+    /// A session caller whose worker is busy: waits for it, fails, or takes
+    /// any worker, as its mode says.
+    fn wait_for_session(
+        &mut self,
+        owner: WorkerId,
+        caller: Caller<'_>,
+        mode: AffinityMode,
+    ) -> SessionRoute<Wk> {
+        let key = match caller.affinity() {
+            Some(a) => &a.key,
+            None => return SessionRoute::Any,
+        };
+        match mode {
+            AffinityMode::FailFast => SessionRoute::Failed(Error::Busy { key: key.clone() }),
+            AffinityMode::Strict => SessionRoute::Wait {
+                owner,
+                hint_until: None,
+            },
+            AffinityMode::Hint if self.hint_wait.is_zero() => SessionRoute::Any,
+            AffinityMode::Hint => SessionRoute::Wait {
+                owner,
+                hint_until: Some((caller.arrival() + self.hint_wait).min(caller.deadline())),
             },
         }
     }

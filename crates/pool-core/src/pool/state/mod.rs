@@ -39,6 +39,7 @@
 
 mod checkout;
 mod crash_guard;
+mod lanes;
 mod returns;
 mod sizing;
 mod starts;
@@ -53,6 +54,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use self::crash_guard::CrashGuard;
+use self::lanes::Lent;
 use self::tally::Tally;
 use super::handoff::{Cells, Grant, Place};
 use super::sessions::{Owner, Route, Sessions};
@@ -61,7 +63,7 @@ use crate::clock::Stamp;
 use crate::config::PoolConfig;
 use crate::entry::{Caller, IdleWorker, Waiter};
 use crate::error::{Error, StartError};
-use crate::live::{Leaving, Live, Meta, Served, StopReason};
+use crate::live::{Held, Leaving, Live, Meta, Served, StopReason};
 use crate::metrics::Levels;
 use crate::queue::{IdleStrategy, Queue, WaitStrategy};
 use crate::registry::Load;
@@ -176,8 +178,13 @@ pub(crate) struct State<Wk: Worker, I: IdleStrategy, W: WaitStrategy> {
     max_overflow: usize,
     /// Starts under way, including those in backoff after a failure.
     starts: BTreeMap<WorkerId, Start>,
-    /// Workers out of the idle queue: checked out, or being recycled.
+    /// Workers out of the idle queue: checked out, being recycled, or with
+    /// lanes out.
     busy: usize,
+    /// Workers with lanes out (see `lanes`).
+    lent: Vec<Lent<Wk>>,
+    /// Lanes out, counted until each comes back, its worker gone or not.
+    lanes_out: usize,
     /// Workers (and cancelled starts) shutting down.
     stopping: usize,
     /// Workers serving until their warm replacement is up; `true` once it
@@ -202,6 +209,8 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             max_overflow: config.max_overflow,
             starts: BTreeMap::new(),
             busy: 0,
+            lent: Vec::new(),
+            lanes_out: 0,
             stopping: 0,
             retiring: HashMap::new(),
             closed: false,
@@ -323,6 +332,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             live,
             idle: self.idle.len(),
             busy: self.busy,
+            in_flight: self.in_flight(),
             overflow: live.saturating_sub(self.size),
             starting: self.starts.len(),
             retiring: self.retiring.len(),
@@ -376,6 +386,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
                 self.waiters.len()
             ));
         }
+        self.check_lanes()?;
         self.sessions.check(self.idle.len())
     }
 }

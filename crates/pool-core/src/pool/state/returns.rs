@@ -6,6 +6,9 @@ use super::*;
 impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     #[inline(always)]
     pub fn hand_off(&mut self, live: Live<Wk>, at: Stamp) -> Option<Waker> {
+        if live.meta.lanes > 1 {
+            return self.hand_off_lanes(live, at);
+        }
         if live.meta.affine {
             return self.hand_off_in_session(None, live, at);
         }

@@ -43,6 +43,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     pub fn abandon_waiter(&mut self, cell: usize) -> Option<Waker> {
         self.unqueue(cell);
         match self.cells.close(cell) {
+            Some(Ok((live, at))) if live.meta.lane => self.lane_unused(live.meta.id, at),
             Some(Ok((live, at))) => self.hand_off(live, at),
             _ => None,
         }
@@ -80,7 +81,8 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// A caller out of its pinned queue waits on as any caller: served by
     /// an idle worker now (its waker woken) or queued in the general queue.
     pub(super) fn requeue(&mut self, waiter: Waiter) {
-        if let Some(live) = self.take_idle(waiter.caller()) {
+        let caller = waiter.caller();
+        if let Some(live) = self.take_idle(caller).or_else(|| self.take_lane(caller)) {
             if let Some(waker) = self.cells.deposit(waiter.cell(), Ok((live, Stamp::now()))) {
                 waker.wake();
             }
