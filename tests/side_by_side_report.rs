@@ -5,95 +5,18 @@
 //! per pool, in the embedded JSON and in the SVG alike.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
+mod support {
+    pub mod example;
+}
+use support::example::run_example;
+
 /// How long the run may take: a `--secs 2` run takes a few seconds.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
-
-/// The example binary `cargo test` built beside this test:
-/// `target/<profile>/deps/<test>` → `target/<profile>/examples/side_by_side`.
-fn example_binary() -> PathBuf {
-    let me = std::env::current_exe().expect("the test knows its own path");
-    let profile = me
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test runs from target/<profile>/deps");
-    let bin = profile.join("examples").join("side_by_side");
-    assert!(
-        bin.is_file(),
-        "{} is missing: `cargo test` builds it with the other examples; with a target filter, \
-         build it first with `cargo build --example side_by_side`",
-        bin.display()
-    );
-    bin
-}
-
-/// The example's process, killed (by its own pid) if the test ends early.
-struct Run(Child);
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Everything `pipe` yields, read on a thread so neither pipe can stall the child.
-fn collect(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        let _ = tx.send(text);
-    });
-    rx
-}
-
-/// Runs the example with `args`; its stdout, once it exited successfully
-/// within [`RUN_LIMIT`].
-fn run_example(args: &[&str]) -> String {
-    let began = Instant::now();
-    let mut run = Run(Command::new(example_binary())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("side_by_side starts"));
-    let stdout = collect(run.0.stdout.take().expect("stdout is piped"));
-    let stderr = collect(run.0.stderr.take().expect("stderr is piped"));
-    let status = loop {
-        if let Some(status) = run.0.try_wait().expect("waiting on side_by_side") {
-            break status;
-        }
-        assert!(
-            began.elapsed() < RUN_LIMIT,
-            "side_by_side still running after {RUN_LIMIT:?}; killed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // The pipes close when the example exits; its Python workers are gone by then.
-    let wait = Duration::from_secs(10);
-    let out = stdout
-        .recv_timeout(wait)
-        .expect("side_by_side's stdout closes");
-    let err = stderr
-        .recv_timeout(wait)
-        .expect("side_by_side's stderr closes");
-    assert!(
-        status.success(),
-        "side_by_side failed ({status}):\n{out}\n{err}"
-    );
-    out
-}
 
 /// One row of the printed comparison.
 #[derive(Debug)]
@@ -229,18 +152,22 @@ fn report_matches_the_printed_table() {
     let path = dir.join("report.html");
     // Offered load far above capacity and a short checkout timeout for
     // callers in a hurry, so every pool times some out within two seconds.
-    let out = run_example(&[
-        "--secs",
-        "2",
-        "--load",
-        "2.5",
-        "--tight-ms",
-        "20",
-        "--refresh-ms",
-        "1000",
-        "--report",
-        path.to_str().expect("a UTF-8 temp path"),
-    ]);
+    let out = run_example(
+        "side_by_side",
+        &[
+            "--secs",
+            "2",
+            "--load",
+            "2.5",
+            "--tight-ms",
+            "20",
+            "--refresh-ms",
+            "1000",
+            "--report",
+            path.to_str().expect("a UTF-8 temp path"),
+        ],
+        RUN_LIMIT,
+    );
     assert_eq!(
         out.lines().last(),
         Some(format!("report: {}", path.display()).as_str()),

@@ -8,7 +8,8 @@
 //! "cancel" or "recycle" ([`recycle`]), "replace" or "retire". Workers are
 //! made only by start tasks ([`start`]), each holding a ticket the state
 //! counted. A call's time is resolved once ([`budget`]) and enforced once,
-//! by its checkout.
+//! by its checkout. A worker that serves many callers at once is lent
+//! through lanes (see `state::lanes`, which says why that design).
 
 mod budget;
 mod builder;
