@@ -5,7 +5,6 @@
 //! per pool, in the embedded JSON and in the SVG alike.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
