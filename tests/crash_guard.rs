@@ -121,8 +121,15 @@ async fn an_always_broken_factory_keeps_the_callers_deadline_and_its_budget() {
                 "size {size}: {:?}",
                 got.map(|_| ())
             );
+            // The bound: a 1 s wait returns within 1.1 s (the short
+            // one gets more room: its churn shares two runtime threads).
+            let slack = if wait >= Duration::from_secs(1) {
+                100
+            } else {
+                250
+            };
             assert!(
-                took >= wait && took < wait + Duration::from_millis(100),
+                took >= wait && took < wait + Duration::from_millis(slack),
                 "size {size}: a {wait:?} wait took {took:?}"
             );
         }

@@ -56,6 +56,7 @@ impl Raw {
             .arg(chaos_path())
             .arg(max_frame.to_string())
             .arg(std::process::id().to_string())
+            .arg("1")
             .env(TAG_VAR, tag)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

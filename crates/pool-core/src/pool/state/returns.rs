@@ -4,6 +4,10 @@
 use super::*;
 
 impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
+    /// Give a busy worker, free since `at`, to the next waiter (whose
+    /// waker is returned, to be woken once the lock is released), or make it
+    /// idle. A session worker serves the callers waiting for it first; a
+    /// worker with lanes lends them (see `lanes`).
     #[inline(always)]
     pub fn hand_off(&mut self, live: Live<Wk>, at: Stamp) -> Option<Waker> {
         if live.meta.lanes > 1 {
@@ -131,6 +135,8 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         Reentry::Decided(self.reenter_slow(live, wants_out, free_since, parent))
     }
 
+    /// `reenter` for anything but the common case: the pool closed or
+    /// shrank, the worker retires or is being replaced.
     pub(super) fn reenter_slow(
         &mut self,
         live: Live<Wk>,

@@ -119,11 +119,6 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         }
     }
 
-    /// Give a busy worker, free since `at`, to the next waiter (whose
-    /// waker is returned, to be woken once the lock is released), or make it
-    /// idle. A session worker serves the callers waiting for it first.
-    #[inline(always)]
-    /// Tell every waiter it will not be served.
     /// While nobody can serve: fail with `err` the waiters that waiting
     /// cannot help (see [`start_error`](State::start_error)).
     pub(super) fn fail_hopeless_waiters(&mut self, err: &Arc<StartError<Wk::Error>>) {
@@ -138,6 +133,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         }
     }
 
+    /// Tell every waiter it will not be served.
     pub(super) fn fail_waiters(&mut self, err: impl Fn() -> Error<Wk::Error>) {
         let mut all = self.waiters.take_first(usize::MAX);
         all.extend(self.sessions.take_pinned(&mut |_| true));
