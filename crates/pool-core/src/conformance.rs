@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use crate::affinity::{Affinity, AffinityKey, AffinityMode};
 use crate::clock::Stamp;
-use crate::entry::{Caller, IdleWorker, Waiter};
+use crate::entry::{Caller, CellId, IdleWorker, Waiter};
 use crate::live::{Held, Meta};
 use crate::queue::{Entry, IdleStrategy, Queue, WaitStrategy};
 use crate::worker::WorkerId;
@@ -71,7 +71,7 @@ fn traced_worker(id: u64, tasks: u64, keys: &[&str], probe: Probe) -> IdleWorker
 
 /// A waiting caller for a test of a waiter queue's order.
 pub fn waiter(caller: Caller<'_>) -> Waiter {
-    Waiter::new(0, caller)
+    Waiter::new(CellId::new(0), caller)
 }
 
 /// Run every check on the idle queue of strategy `S`.
@@ -165,11 +165,11 @@ impl Kit for WaitKit {
         )
         .with_priority((salt % 5) as i32 - 2)
         .with_affinity(Some(&session));
-        Waiter::new(id as usize, caller)
+        Waiter::new(CellId::new(id as u32), caller)
     }
 
     fn id(entry: &Waiter) -> u64 {
-        entry.cell() as u64
+        u64::from(entry.cell().get())
     }
 
     fn pop<Q: Queue<Waiter>>(&self, q: &mut Q) -> Option<Waiter> {

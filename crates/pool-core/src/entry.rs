@@ -17,6 +17,29 @@ use crate::worker::WorkerId;
 /// (The strategy that orders by it is `cenote_strategies::Priority`.)
 pub type PriorityLevel = i32;
 
+/// The number of a waiter's cell: a `u32`, as no pool holds 4 billion
+/// waiters (the slab refuses to grow past it), so a [`Waiter`]
+/// carries it beside its priority in 40 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CellId(u32);
+
+impl CellId {
+    /// Cell `n` (for queues built by hand, in tests and the conformance
+    /// kit).
+    pub(crate) const fn new(n: u32) -> Self {
+        CellId(n)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The number, for what shows entries (tests, conformance).
+    pub(crate) fn get(self) -> u32 {
+        self.0
+    }
+}
+
 /// An idle worker, as an idle queue holds and sees it.
 pub struct IdleWorker<W>(pub(crate) Live<W>);
 
@@ -157,7 +180,7 @@ impl<'a> Caller<'a> {
 pub struct Waiter {
     /// Its cell, where the pool leaves its outcome (see `pool::handoff`):
     /// a `u32` beside the priority, as no pool holds 4 billion waiters.
-    cell: u32,
+    cell: CellId,
     priority: PriorityLevel,
     arrival: Stamp,
     deadline: Stamp,
@@ -167,9 +190,9 @@ pub struct Waiter {
 impl Waiter {
     /// Caller `caller`, waiting with its outcome to be left in `cell`.
     #[inline]
-    pub(crate) fn new(cell: usize, caller: Caller<'_>) -> Self {
+    pub(crate) fn new(cell: CellId, caller: Caller<'_>) -> Self {
         Waiter {
-            cell: cell as u32,
+            cell,
             arrival: caller.arrival,
             deadline: caller.deadline(),
             priority: caller.priority,
@@ -179,8 +202,8 @@ impl Waiter {
 
     /// Its cell.
     #[inline]
-    pub(crate) fn cell(&self) -> usize {
-        self.cell as usize
+    pub(crate) fn cell(&self) -> CellId {
+        self.cell
     }
 
     /// The caller that waits.

@@ -165,11 +165,6 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
     /// `limit` plus a margin.
     async fn wait_warm(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit + Duration::from_millis(100);
-        while tokio::time::Instant::now() < deadline {
-            if self.lock().warm_settled() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        self.wait_until(deadline, |st| st.warm_settled()).await;
     }
 }

@@ -22,6 +22,7 @@
 use crate::clock::Stamp;
 use std::task::Waker;
 
+use crate::entry::CellId;
 use crate::error::Error;
 use crate::live::Live;
 use crate::worker::{Worker, WorkerId};
@@ -51,7 +52,7 @@ struct Cell<Wk: Worker, K> {
 /// The slab of cells of the callers waiting now.
 pub(crate) struct Cells<Wk: Worker, K> {
     cells: Vec<Cell<Wk, K>>,
-    free: Vec<usize>,
+    free: Vec<CellId>,
 }
 
 impl<Wk: Worker, K> Default for Cells<Wk, K> {
@@ -65,8 +66,8 @@ impl<Wk: Worker, K> Default for Cells<Wk, K> {
 
 impl<Wk: Worker, K: Copy> Cells<Wk, K> {
     /// A cell for a caller about to wait, woken through `waker`; its place
-    /// is set once it is queued.
-    pub fn open(&mut self, waker: &Waker) -> usize {
+    /// is set once it is queued. `None` if 4 billion callers wait already.
+    pub fn open(&mut self, waker: &Waker) -> Option<CellId> {
         let cell = Cell {
             waker: Some(waker.clone()),
             grant: None,
@@ -74,31 +75,32 @@ impl<Wk: Worker, K: Copy> Cells<Wk, K> {
         };
         match self.free.pop() {
             Some(at) => {
-                self.cells[at] = cell;
-                at
+                self.cells[at.index()] = cell;
+                Some(at)
             }
             None => {
+                let at = CellId::new(u32::try_from(self.cells.len()).ok()?);
                 self.cells.push(cell);
-                self.cells.len() - 1
+                Some(at)
             }
         }
     }
 
     /// The caller of cell `at` is queued at `place` now.
-    pub fn set_place(&mut self, at: usize, place: Place<K>) {
-        self.cells[at].place = Some(place);
+    pub fn set_place(&mut self, at: CellId, place: Place<K>) {
+        self.cells[at.index()].place = Some(place);
     }
 
     /// Where the caller of cell `at` is queued, if it still is.
-    pub fn place(&self, at: usize) -> Option<Place<K>> {
-        self.cells[at].place
+    pub fn place(&self, at: CellId) -> Option<Place<K>> {
+        self.cells[at.index()].place
     }
 
     /// Leave `grant` for the caller of cell `at`, who has left its queue;
     /// returns its waker, to be woken (after the lock is released, on the
     /// hot path).
-    pub fn deposit(&mut self, at: usize, grant: Grant<Wk>) -> Option<Waker> {
-        let cell = &mut self.cells[at];
+    pub fn deposit(&mut self, at: CellId, grant: Grant<Wk>) -> Option<Waker> {
+        let cell = &mut self.cells[at.index()];
         cell.grant = Some(grant);
         cell.place = None;
         cell.waker.take()
@@ -106,8 +108,8 @@ impl<Wk: Worker, K: Copy> Cells<Wk, K> {
 
     /// The caller of cell `at` is polled: its outcome if one was left (the
     /// cell is then freed), else its waker is remembered.
-    pub fn collect(&mut self, at: usize, waker: &Waker) -> Option<Grant<Wk>> {
-        let cell = &mut self.cells[at];
+    pub fn collect(&mut self, at: CellId, waker: &Waker) -> Option<Grant<Wk>> {
+        let cell = &mut self.cells[at.index()];
         match cell.grant.take() {
             Some(grant) => {
                 self.release(at);
@@ -124,15 +126,15 @@ impl<Wk: Worker, K: Copy> Cells<Wk, K> {
 
     /// The caller of cell `at` gives up, already out of its queue: free the
     /// cell, returning an outcome that was left in it.
-    pub fn close(&mut self, at: usize) -> Option<Grant<Wk>> {
-        let grant = self.cells[at].grant.take();
-        self.cells[at].place = None;
+    pub fn close(&mut self, at: CellId) -> Option<Grant<Wk>> {
+        let grant = self.cells[at.index()].grant.take();
+        self.cells[at.index()].place = None;
         self.release(at);
         grant
     }
 
-    fn release(&mut self, at: usize) {
-        self.cells[at].waker = None;
+    fn release(&mut self, at: CellId) {
+        self.cells[at.index()].waker = None;
         self.free.push(at);
     }
 }

@@ -339,6 +339,7 @@ impl<Q: Queue<Waiter>> Sessions<Q> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::CellId;
 
     /// A plain FIFO for the table's pinned callers (the strategies crate's
     /// queues implement another build of this crate's traits).
@@ -439,14 +440,20 @@ mod tests {
         let mut w = Meta::new(WorkerId(1), None);
         t.bind(&key("a"), &mut w, now);
         let caller = crate::Caller::new(now, Duration::from_secs(1));
-        assert!(t.pin(WorkerId(1), Waiter::new(7, caller)).is_ok());
+        assert!(t
+            .pin(WorkerId(1), Waiter::new(CellId::new(7), caller))
+            .is_ok());
         assert!(
-            t.pin(WorkerId(2), Waiter::new(8, caller)).is_err(),
+            t.pin(WorkerId(2), Waiter::new(CellId::new(8), caller))
+                .is_err(),
             "not a holder"
         );
         assert_eq!(t.pinned(), 1);
         let back = t.worker_left(&w, AffinityLoss::Crashed);
-        assert_eq!(back.iter().map(|w| w.cell()).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(
+            back.iter().map(|w| w.cell()).collect::<Vec<_>>(),
+            vec![CellId::new(7)]
+        );
         assert_eq!(t.pinned(), 0);
         assert_eq!(t.route(&key("a"), now), Route::Lost(AffinityLoss::Crashed));
         assert!(t.forget(&key("a")));

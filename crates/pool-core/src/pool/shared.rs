@@ -86,8 +86,9 @@ pub(crate) struct Shared<F: Factory, I: IdleStrategy, W: WaitStrategy> {
     pub closing: CancellationToken,
     /// Cancelled when the close grace runs out: in-flight calls are cut off.
     pub kill: CancellationToken,
-    /// Woken whenever a worker leaves `busy`, `starting` or `stopping`, for
-    /// `close` to see the pool empty out.
+    /// Woken whenever a worker leaves `busy`, `starting` or `stopping`, or
+    /// a start fails, for `close` to see the pool empty out and `build` to
+    /// see its warm workers up ([`wait_until`](Shared::wait_until)).
     pub drained: Notify,
     pub registry: Option<RegistryWriter>,
 }
@@ -129,6 +130,25 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
     pub fn publish(&self, meta: &Meta, state: WorkerState) {
         if let Some(reg) = &self.registry {
             reg.put_worker(meta, state);
+        }
+    }
+
+    /// Wait until `done` holds for the state, or `deadline`; whether it held.
+    pub async fn wait_until(
+        &self,
+        deadline: tokio::time::Instant,
+        done: impl Fn(&State<Wk<F>, I, W>) -> bool,
+    ) -> bool {
+        loop {
+            let changed = self.drained.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(&self.lock()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return done(&self.lock());
+            }
         }
     }
 

@@ -19,8 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::shared::{Shared, Wk};
-use super::state::State;
+use super::shared::Shared;
 use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::worker::Factory;
 
@@ -72,24 +71,5 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
             reg.unregister().await;
         }
         tracing::info!(pool = %self.name, "pool closed");
-    }
-
-    /// Wait until `done` holds for the state, or `deadline`; whether it held.
-    async fn wait_until(
-        &self,
-        deadline: tokio::time::Instant,
-        done: impl Fn(&State<Wk<F>, I, W>) -> bool,
-    ) -> bool {
-        loop {
-            let changed = self.drained.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if done(&self.lock()) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return done(&self.lock());
-            }
-        }
     }
 }

@@ -61,7 +61,9 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
                     let now = Stamp::now();
                     let live = Box::new(Held { worker, meta });
                     let fx = self.lock().arrive(ticket, live, now, now.since(began));
-                    return self.apply(fx);
+                    self.apply(fx);
+                    self.drained.notify_waiters();
+                    return;
                 }
                 Ok(Err(e)) => StartError::Failed(e),
                 Err(_) => StartError::TimedOut(self.config.create_timeout),
@@ -72,6 +74,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Shared<F, I, W> {
                 "worker failed to start; retrying with backoff");
             self.lock()
                 .start_failed(&ticket, Arc::new(err), Stamp::now() + delay);
+            self.drained.notify_waiters();
             if !pause(ticket.cancelled(), delay).await {
                 return self.start_ended(ticket);
             }

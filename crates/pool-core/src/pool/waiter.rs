@@ -38,7 +38,7 @@ use super::shared::{Home, Shared, Wk, WkError};
 use super::state::{SessionRoute, State};
 use crate::affinity::AffinityMode;
 use crate::clock::Stamp;
-use crate::entry::Caller;
+use crate::entry::{Caller, CellId};
 use crate::error::Error;
 use crate::live::StopReason;
 use crate::queue::{IdleStrategy, WaitStrategy};
@@ -54,7 +54,7 @@ pub(crate) struct Acquire<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> {
     /// How long it may wait, from `asked` (resolved by its budget).
     wait: Duration,
     /// Its cell, while queued.
-    cell: Option<usize>,
+    cell: Option<CellId>,
     /// While queued: the checkout's own timeout, or the end of a hint's
     /// wait for its session's worker, whichever is set and sooner.
     timer: Option<Pin<Box<Sleep>>>,
@@ -130,10 +130,21 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
                 return Some(Ok((live, asked)));
             }
         }
-        let cell = st.push_waiter(cx.waker(), caller);
+        let Some(cell) = st.push_waiter(cx.waker(), caller) else {
+            return Some(Err(self.no_cell(&mut st)));
+        };
         drop(st);
         self.queued(cell, None);
         None
+    }
+
+    /// The slab of waiters' cells is full (4 billion callers wait): this
+    /// one is turned away as if `max_waiters` were.
+    #[cold]
+    fn no_cell(&self, st: &mut State<Wk<F>, I, W>) -> Error<WkError<F>> {
+        Error::Saturated {
+            waiting: st.reject(),
+        }
     }
 
     /// First poll of a checkout with a session key: served by its idle
@@ -153,7 +164,9 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
                 if let Some(err) = self.saturated(st) {
                     return Some(Some(Err(err)));
                 }
-                let cell = st.pin_waiter(cx.waker(), caller, owner);
+                let Some(cell) = st.pin_waiter(cx.waker(), caller, owner) else {
+                    return Some(Some(Err(self.no_cell(st))));
+                };
                 self.queued(cell, hint_until);
                 Some(None)
             }
@@ -178,7 +191,7 @@ impl<'a, F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'a, F, I, W> {
     /// Now queued in `cell`; a hint waits for its session's worker until
     /// `hint_until`.
     #[inline]
-    fn queued(&mut self, cell: usize, hint_until: Option<Stamp>) {
+    fn queued(&mut self, cell: CellId, hint_until: Option<Stamp>) {
         self.cell = Some(cell);
         self.hint_until = hint_until;
         self.arm_timer();
@@ -316,7 +329,7 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Acquire<'_, F, I, W> {
     /// Dropped while queued in `cell`: out of its queue, or what was left
     /// in its cell passed on.
     #[cold]
-    fn abandon(&mut self, cell: usize) {
+    fn abandon(&mut self, cell: CellId) {
         let next = self.shared.lock().abandon_waiter(cell);
         if let Some(waker) = next {
             waker.wake();

@@ -61,7 +61,7 @@ use super::sessions::{Owner, Route, Sessions};
 use crate::affinity::{AffinityKey, AffinityLoss, AffinityMode};
 use crate::clock::Stamp;
 use crate::config::PoolConfig;
-use crate::entry::{Caller, IdleWorker, Waiter};
+use crate::entry::{Caller, CellId, IdleWorker, Waiter};
 use crate::error::{Error, StartError};
 use crate::live::{Held, Leaving, Live, Meta, Served, StopReason};
 use crate::metrics::Levels;

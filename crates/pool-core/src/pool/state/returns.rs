@@ -69,7 +69,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         waiter: Waiter,
         live: &mut Live<Wk>,
         at: Stamp,
-    ) -> Option<usize> {
+    ) -> Option<CellId> {
         let cell = waiter.cell();
         let Some(a) = waiter.affinity() else {
             return Some(cell);

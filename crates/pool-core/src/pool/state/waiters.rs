@@ -5,32 +5,37 @@ use super::*;
 
 impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// Queue `caller`, woken through `waker`; returns its cell.
-    pub fn push_waiter(&mut self, waker: &Waker, caller: Caller<'_>) -> usize {
-        let cell = self.cells.open(waker);
+    pub fn push_waiter(&mut self, waker: &Waker, caller: Caller<'_>) -> Option<CellId> {
+        let cell = self.cells.open(waker)?;
         let key = self.waiters.push(Waiter::new(cell, caller));
         self.cells.set_place(cell, Place::General(key));
-        cell
+        Some(cell)
     }
 
     /// Queue `caller` for its session's busy worker `owner`; returns its
     /// cell.
-    pub fn pin_waiter(&mut self, waker: &Waker, caller: Caller<'_>, owner: WorkerId) -> usize {
-        let cell = self.cells.open(waker);
+    pub fn pin_waiter(
+        &mut self,
+        waker: &Waker,
+        caller: Caller<'_>,
+        owner: WorkerId,
+    ) -> Option<CellId> {
+        let cell = self.cells.open(waker)?;
         match self.sessions.pin(owner, Waiter::new(cell, caller)) {
             Ok(key) => self.cells.set_place(cell, Place::Pinned(owner, key)),
             // Not a session worker (unreachable: routed under this lock).
             Err(waiter) => self.requeue(waiter),
         }
-        cell
+        Some(cell)
     }
 
     /// A waiting caller is polled: its outcome, if one was left in its cell.
-    pub fn collect(&mut self, cell: usize, waker: &Waker) -> Option<Grant<Wk>> {
+    pub fn collect(&mut self, cell: CellId, waker: &Waker) -> Option<Grant<Wk>> {
         self.cells.collect(cell, waker)
     }
 
     /// Take the caller of `cell` out of whichever queue it is in.
-    pub(super) fn unqueue(&mut self, cell: usize) -> Option<Waiter> {
+    pub(super) fn unqueue(&mut self, cell: CellId) -> Option<Waiter> {
         match self.cells.place(cell)? {
             Place::General(key) => self.waiters.remove(key),
             Place::Pinned(owner, key) => self.sessions.unpin(owner, key),
@@ -40,7 +45,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// A waiting caller gives up (its future dropped): out of its queue, or,
     /// if it was already left a worker, that worker goes to the next waiter
     /// (whose waker is returned) or the idle queue.
-    pub fn abandon_waiter(&mut self, cell: usize) -> Option<Waker> {
+    pub fn abandon_waiter(&mut self, cell: CellId) -> Option<Waker> {
         self.unqueue(cell);
         match self.cells.close(cell) {
             Some(Ok((live, at))) if live.meta.lane => self.lane_unused(live.meta.id, at),
@@ -52,7 +57,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// A waiter's own timer fired: out of its queue, counted as a checkout
     /// timeout, and the error it gets. `None` if it was already left an
     /// outcome, which it then collects.
-    pub fn time_out_waiter(&mut self, cell: usize) -> Option<Error<Wk::Error>> {
+    pub fn time_out_waiter(&mut self, cell: CellId) -> Option<Error<Wk::Error>> {
         let waiter = self.unqueue(cell)?;
         self.cells.close(cell);
         self.tally.checkout_timeouts(1);
@@ -65,7 +70,11 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
     /// A hint caller waited long enough for its session's worker: it takes
     /// an idle worker if there is one (left in its cell, to collect now), or
     /// joins the general queue, with a start for it if one is wanted.
-    pub fn give_up_hint(&mut self, cell: usize, parent: &CancellationToken) -> Option<StartTicket> {
+    pub fn give_up_hint(
+        &mut self,
+        cell: CellId,
+        parent: &CancellationToken,
+    ) -> Option<StartTicket> {
         let Some(Place::Pinned(..)) = self.cells.place(cell) else {
             // Served, or moved to the general queue already.
             return None;
