@@ -8,14 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::shared::{Wk, WkError};
 use super::{CallOptions, Pool};
 use crate::config::Backoff;
 use crate::error::Error;
 use crate::queue::{IdleStrategy, WaitStrategy};
-use crate::worker::{Call, Factory, Worker};
-
-type Wk<F> = <F as Factory>::Worker;
-type WkError<F> = <Wk<F> as Worker>::Error;
+use crate::worker::{Call, Factory};
 
 /// Decides whether an error is worth another attempt.
 pub type RetryIf<E> = Arc<dyn Fn(&Error<E>) -> bool + Send + Sync>;
