@@ -1,6 +1,7 @@
 //! A user-written idle strategy: the idle worker that served the fewest tasks
 //! goes first, spreading wear. `tests/custom_strategy.rs` checks it.
-use cenote::{Caller, Checkout, Factory, IdleStrategy, IdleWorker, Pool, Queue, Worker, WorkerCtx};
+use cenote::strategy::{Caller, IdleStrategy, IdleWorker, Queue};
+use cenote::{Checkout, Factory, Pool, Worker, WorkerCtx};
 use std::{collections::BTreeMap, convert::Infallible, time::Duration};
 
 /// By (tasks served, arrival): O(log n); a session claim scans, O(n).

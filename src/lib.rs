@@ -2,9 +2,11 @@
 //!
 //! The pool core ([`Pool`]) is generic over the worker ([`Worker`] made by a
 //! [`Factory`]), the strategy that orders idle workers and the one that orders
-//! waiting callers ([`IdleStrategy`], [`WaitStrategy`]: [`Lifo`], [`Fifo`],
-//! [`Priority`], [`Deadline`], each behind a Cargo feature), and the
-//! [`Registry`] where pools and workers are found. With feature `node`,
+//! waiting callers ([`strategy::IdleStrategy`], [`strategy::WaitStrategy`]:
+//! [`Lifo`], [`Fifo`], [`Priority`], [`Deadline`], each behind a Cargo
+//! feature; [`strategy`] has what writing one of your own takes), and the
+//! [`Registry`] where pools and workers are found ([`registry`]). With
+//! feature `node`,
 //! `cenote::node` serves pools to other machines and calls them by name.
 //!
 //! ```
@@ -38,13 +40,48 @@
 //! # }
 //! ```
 
+// What a pool user needs: the README's names.
 pub use cenote_core::{
     Affinity, AffinityKey, AffinityLoss, AffinityMode, Backoff, BuildError, Call, CallBudget,
-    CallCtx, CallOptions, Caller, Cancel, Checkout, CheckoutOptions, ConfigError, CrashBudget,
-    EndpointEntry, Entry, Error, ErrorKind, Factory, IdleStrategy, IdleWorker, Load, Percentiles,
-    PoolBuilder, PoolConfig, PoolEntry, PriorityLevel, Queue, Registry, RegistryError,
-    RegistryEvent, Retire, RetryIf, RetryPolicy, Stamp, StartError, Status, Totals, WaitStrategy,
-    Waiter, Worker, WorkerCtx, WorkerEntry, WorkerId, WorkerInfo, WorkerState,
+    CallCtx, CallOptions, Cancel, Checkout, CheckoutOptions, ConfigError, CrashBudget, Error,
+    ErrorKind, Factory, Percentiles, PoolBuilder, PoolConfig, PriorityLevel, Registry, Retire,
+    RetryIf, RetryPolicy, StartError, Status, Totals, Worker, WorkerCtx, WorkerId, WorkerInfo,
+};
+
+/// For writing a strategy of your own: the [`Queue`](strategy::Queue)
+/// contract, the entries queues hold and see, and the two strategy traits
+/// a pool is typed by (see `examples/custom_strategy.rs`).
+pub mod strategy {
+    pub use cenote_core::{
+        Caller, Entry, IdleStrategy, IdleWorker, PriorityLevel, Queue, Stamp, WaitStrategy, Waiter,
+    };
+    #[cfg(feature = "deadline")]
+    pub use cenote_strategies::Deadline;
+    #[cfg(feature = "fifo")]
+    pub use cenote_strategies::Fifo;
+    #[cfg(feature = "lifo")]
+    pub use cenote_strategies::Lifo;
+    #[cfg(feature = "priority")]
+    pub use cenote_strategies::Priority;
+}
+
+/// Where pools and workers are found: the [`Registry`] contract and what it
+/// holds, [`LocalRegistry`](registry::LocalRegistry) (built in) and
+/// `EtcdRegistry` (feature `etcd`).
+pub mod registry {
+    pub use cenote_core::{
+        EndpointEntry, Load, PoolEntry, Registry, RegistryError, RegistryEvent, WorkerEntry,
+        WorkerState,
+    };
+    pub use cenote_registry::*;
+}
+
+// The same names flat, as earlier versions had them; the grouped paths
+// above are the documented ones.
+#[doc(hidden)]
+pub use cenote_core::{
+    Caller, EndpointEntry, Entry, IdleStrategy, IdleWorker, Load, PoolEntry, Queue, RegistryError,
+    RegistryEvent, Stamp, WaitStrategy, Waiter, WorkerEntry, WorkerState,
 };
 
 /// The checks every queue must pass, to run on a queue of your own
@@ -60,8 +97,6 @@ pub use cenote_strategies::Fifo;
 pub use cenote_strategies::Lifo;
 #[cfg(feature = "priority")]
 pub use cenote_strategies::Priority;
-
-pub use cenote_registry as registry;
 
 /// The pool's metric names (OpenTelemetry's pool conventions, mapped to
 /// workers); with feature `metrics` they are recorded through the

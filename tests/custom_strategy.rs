@@ -10,7 +10,8 @@ mod example;
 
 use std::time::Duration;
 
-use cenote::{AffinityMode, CallOptions, Caller, Queue, Stamp};
+use cenote::strategy::{Caller, Queue, Stamp};
+use cenote::{AffinityMode, CallOptions};
 use cenote_core::conformance::{self, idle_worker};
 use common::*;
 use example::{LeastTasks, LeastTasksQueue};

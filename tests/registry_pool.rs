@@ -8,7 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cenote::{BuildError, Registry, RegistryError, WorkerState};
+use cenote::registry::{RegistryError, WorkerState};
+use cenote::{BuildError, Registry};
 use common::*;
 
 const SETTLE: Duration = Duration::from_secs(10);

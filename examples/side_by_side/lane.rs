@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cenote::python::{PyCall, PythonConfig, PythonFactory};
-use cenote::{
-    Checkout, CheckoutOptions, Error, IdleStrategy, Pool, Registry, Status, WaitStrategy,
-};
+use cenote::strategy::{IdleStrategy, WaitStrategy};
+use cenote::{Checkout, CheckoutOptions, Error, Pool, Registry, Status};
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 

@@ -46,7 +46,7 @@ pub enum CallError {
     /// The worker answered with an error of its own and stays in service.
     #[error("worker error ({kind}): {message}")]
     Worker {
-        /// What kind of error (see [`ErrorKind`]), e.g. a Python exception
+        /// What kind of error (see [`ErrorKind`](cenote_core::ErrorKind)), e.g. a Python exception
         /// type such as `ValueError`.
         kind: String,
         /// Its message.
@@ -55,7 +55,7 @@ pub enum CallError {
     /// The worker died during the call and is being replaced.
     #[error("worker died during the call ({kind}): {message}")]
     Crashed {
-        /// What kind of error (see [`ErrorKind`]).
+        /// What kind of error (see [`ErrorKind`](cenote_core::ErrorKind)).
         kind: String,
         /// Its message.
         message: String,
