@@ -48,7 +48,7 @@ pub use cenote_core::{
     RetryIf, RetryPolicy, StartError, Status, Totals, Worker, WorkerCtx, WorkerId, WorkerInfo,
 };
 
-/// For writing a strategy of your own: the [`Queue`](strategy::Queue)
+/// For writing a strategy of your own: the [`Queue`]
 /// contract, the entries queues hold and see, and the two strategy traits
 /// a pool is typed by (see `examples/custom_strategy.rs`).
 pub mod strategy {
@@ -66,7 +66,7 @@ pub mod strategy {
 }
 
 /// Where pools and workers are found: the [`Registry`] contract and what it
-/// holds, [`LocalRegistry`](registry::LocalRegistry) (built in) and
+/// holds, [`LocalRegistry`] (built in) and
 /// `EtcdRegistry` (feature `etcd`).
 pub mod registry {
     pub use cenote_core::{
