@@ -66,7 +66,7 @@ pub mod strategy {
 }
 
 /// Where pools and workers are found: the [`Registry`] contract and what it
-/// holds, [`LocalRegistry`] (built in) and
+/// holds, `LocalRegistry` (built in) and
 /// `EtcdRegistry` (feature `etcd`).
 pub mod registry {
     pub use cenote_core::{
