@@ -47,6 +47,9 @@ pub use cenote_core::{
     ErrorKind, Factory, Percentiles, PoolBuilder, PoolConfig, PriorityLevel, Registry, Retire,
     RetryIf, RetryPolicy, StartError, Status, Totals, Worker, WorkerCtx, WorkerId, WorkerInfo,
 };
+pub use cenote_core::{
+    BatchAnswer, BatchCall, BatchConfig, BatchError, BatchStatus, Batched, ItemOptions,
+};
 
 /// For writing a strategy of your own: the [`Queue`]
 /// contract, the entries queues hold and see, and the two strategy traits

@@ -75,6 +75,10 @@ pub struct Book {
     pub abandoned_running: AtomicUsize,
     /// Workers are made broken: beyond use before their first call.
     pub born_broken: AtomicBool,
+    /// The items of every batch served (`Call<Vec<Item>>`), in order.
+    pub batches: Mutex<Vec<Vec<u64>>>,
+    /// Each batch takes this long (ms) before it answers.
+    pub batch_ms: AtomicU64,
 }
 
 impl Default for Book {
@@ -92,11 +96,18 @@ impl Default for Book {
             quota: AtomicU64::new(0),
             abandoned_running: AtomicUsize::new(0),
             born_broken: AtomicBool::new(false),
+            batches: Mutex::new(Vec::new()),
+            batch_ms: AtomicU64::new(0),
         }
     }
 }
 
 impl Book {
+    /// The sizes of the batches served so far.
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        self.batches.lock().unwrap().iter().map(Vec::len).collect()
+    }
+
     /// Workers made and not yet shut down.
     pub fn alive(&self) -> u64 {
         self.created.load(Ordering::SeqCst) - self.shut_down.load(Ordering::SeqCst)
@@ -208,6 +219,70 @@ impl Call<Op> for TestWorker {
         };
         self.dirty = false;
         out
+    }
+}
+
+/// One item of a batch (`Call<Vec<Item>>`): the batch takes
+/// `Book::batch_ms`, then answers each item in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    /// Answered with its value.
+    Echo(u64),
+    /// Answered with an error in its place; the rest of the batch is not.
+    Fail(u64),
+    /// The batch never answers.
+    Hang(u64),
+    /// The worker dies mid-batch.
+    Crash(u64),
+    /// The batch answers one result too few.
+    Short(u64),
+}
+
+impl Item {
+    pub fn value(self) -> u64 {
+        match self {
+            Item::Echo(v) | Item::Fail(v) | Item::Hang(v) | Item::Crash(v) | Item::Short(v) => v,
+        }
+    }
+}
+
+impl Call<Vec<Item>> for TestWorker {
+    type Response = Vec<Result<u64, TestError>>;
+
+    async fn call(&mut self, items: Vec<Item>, _ctx: CallCtx) -> Result<Self::Response, TestError> {
+        if !self.book.in_call.lock().unwrap().insert(self.id) {
+            self.book.double_use.store(true, Ordering::SeqCst);
+        }
+        let _in = InCall(&self.book, self.id);
+        self.served += 1;
+        self.book
+            .batches
+            .lock()
+            .unwrap()
+            .push(items.iter().map(|i| i.value()).collect());
+        let ms = self.book.batch_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if items.iter().any(|i| matches!(i, Item::Hang(_))) {
+            std::future::pending::<()>().await;
+        }
+        if items.iter().any(|i| matches!(i, Item::Crash(_))) {
+            self.broken = true;
+            return Err(TestError::Crashed);
+        }
+        let short = items.iter().any(|i| matches!(i, Item::Short(_)));
+        let mut out: Vec<_> = items
+            .into_iter()
+            .map(|i| match i {
+                Item::Fail(_) => Err(TestError::Failed),
+                other => Ok(other.value()),
+            })
+            .collect();
+        if short {
+            out.pop();
+        }
+        Ok(out)
     }
 }
 

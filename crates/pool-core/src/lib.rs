@@ -118,6 +118,7 @@
 //! ```
 
 mod affinity;
+mod batch;
 mod clock;
 mod config;
 #[cfg(feature = "conformance")]
@@ -134,6 +135,9 @@ mod status;
 mod worker;
 
 pub use affinity::{Affinity, AffinityKey, AffinityLoss, AffinityMode};
+pub use batch::{
+    BatchAnswer, BatchCall, BatchConfig, BatchError, BatchStatus, Batched, ItemOptions,
+};
 pub use clock::Stamp;
 pub use config::{Backoff, CrashBudget, PoolConfig};
 pub use entry::{Caller, IdleWorker, Waiter};
