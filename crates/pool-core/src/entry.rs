@@ -35,6 +35,7 @@ impl CellId {
     }
 
     /// The number, for what shows entries (tests, conformance).
+    #[cfg(any(test, feature = "conformance"))]
     pub(crate) fn get(self) -> u32 {
         self.0
     }

@@ -214,6 +214,20 @@ def _loads_attached(body, attachments):
     return json.loads(body, object_hook=resolve), bad
 
 
+def _batch_items(value):
+    # A batch handler's list, its exception items as item errors: an
+    # exception in an item's place fails that item alone. Anything but a
+    # list goes as it is, for the host to refuse.
+    if type(value) not in (list, tuple):
+        return value
+    return [_item_error(v) if isinstance(v, BaseException) else v for v in value]
+
+
+def _item_error(exc):
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {Wire.ITEM_ERROR: {"type": type(exc).__qualname__, "message": str(exc), "traceback": tb}}
+
+
 # Results of these types need no awaiting, collecting or streaming checks.
 _PLAIN = frozenset((dict, list, str, int, float, bool, type(None), tuple))
 
@@ -293,6 +307,9 @@ class Bridge:
         # The concurrent server, when the worker serves more than one call
         # at once (None: one at a time, on the main thread).
         self.conc = None
+        # Requests sent as batches (a list in, a list out), until answered:
+        # their result's exception items travel as item errors.
+        self.batch_rids = set()
 
     # ---- wire -------------------------------------------------------------
     def write(self, parts):
@@ -335,6 +352,7 @@ class Bridge:
             self.write(self.encode(obj))
 
     def send_error(self, rid, kind, type_name, message, tb=""):
+        self.batch_rids.discard(rid)
         self.send(
             {
                 "t": "error",
@@ -347,6 +365,9 @@ class Bridge:
         )
 
     def send_value(self, rid, frame_type, key, value, function):
+        if rid in self.batch_rids:
+            self.batch_rids.discard(rid)
+            value = _batch_items(value)
         with self.wlock:
             try:
                 data = self.encode({"t": frame_type, "id": rid, key: value})
@@ -568,6 +589,8 @@ class Bridge:
         except TypeError as e:
             self.send_error(rid, ErrorKind.BAD_REQUEST, "BadRequest", str(e))
             return None
+        if msg.get("batch"):
+            self.batch_rids.add(rid)
         return name, fn, pos, kwargs, bool(msg.get("stream"))
 
     def call_failed(self, rid, name, fn, e):

@@ -40,8 +40,9 @@ fn tables() -> String {
     }
     let _ = write!(
         out,
-        "class Wire:\n    PROTOCOL = {PROTOCOL}\n    ATTACHMENTS_FLAG = {ATTACHMENTS_FLAG}\n    PLACEHOLDER = {:?}\n",
-        attach::KEY
+        "class Wire:\n    PROTOCOL = {PROTOCOL}\n    ATTACHMENTS_FLAG = {ATTACHMENTS_FLAG}\n    PLACEHOLDER = {:?}\n    ITEM_ERROR = {:?}\n",
+        attach::KEY,
+        crate::batch::ITEM_ERROR,
     );
     out
 }

@@ -110,6 +110,7 @@
 #![warn(missing_docs)]
 
 mod attach;
+mod batch;
 mod bridge;
 mod command;
 mod config;
@@ -129,6 +130,7 @@ mod worker;
 mod zygote;
 
 pub use attach::KEY as BYTES_PLACEHOLDER_KEY;
+pub use batch::{PyItem, TypedItem};
 pub use bridge::script as bridge_script;
 pub use bytes::Bytes;
 pub use config::{Handler, PythonConfig, StartMode, THREAD_ENV};

@@ -19,8 +19,9 @@ use crate::reply::Reply;
 /// refuses to start on any other. 2: frames may carry attachments. 3: a
 /// cancel pipe beside the frame pipes, and the `cancelled` error kind. 4: a
 /// bridge serves up to `concurrency` calls at once, answering them in any
-/// order, and says so in its ready frame.
-pub const PROTOCOL: u32 = 4;
+/// order, and says so in its ready frame. 5: a call may be a batch (one
+/// list in, one list out), whose exception items come back as item errors.
+pub const PROTOCOL: u32 = 5;
 
 /// How a request failed, as the `kind` of an error frame. The bridge knows
 /// each kind as `ErrorKind.<AS_STR_IN_CAPITALS>`, e.g. `ErrorKind.BAD_ARGS`.
@@ -99,6 +100,8 @@ pub enum Outgoing<'a> {
         kwargs: Option<&'a Map<String, Value>>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         stream: bool,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        batch: bool,
     },
     /// Liveness check; answered with `pong`.
     Ping { id: u64 },

@@ -12,6 +12,7 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde_json::Value;
 
 use crate::attach::{self, Attachments};
+use crate::batch;
 use crate::error::PythonError;
 
 /// A result's JSON (placeholders where bytes go) and its attachments.
@@ -42,6 +43,45 @@ impl Reply {
         ))
     }
 
+    /// A batch's answer, one reply per item: a list, whose item errors
+    /// (see `batch.rs`) fail their item alone, and whose attachments go to
+    /// the items that hold their placeholders. Anything but a list fails
+    /// the batch.
+    pub(crate) fn into_items(
+        self,
+        function: &str,
+    ) -> Result<Vec<Result<Reply, PythonError>>, PythonError> {
+        let Value::Array(values) = self.value else {
+            return Err(decode_error(
+                function,
+                serde_json::Error::custom(format_args!(
+                    "a batch handler must return a list, one result per item; it returned {}",
+                    kind(&self.value)
+                )),
+            ));
+        };
+        let mut all = self.attachments;
+        let items = values.into_iter().map(|mut value| {
+            if let Some(error) = batch::item_error(&value, function) {
+                return Err(error);
+            }
+            let mut own = Vec::new();
+            if !all.is_empty() {
+                attach::renumber(&mut value, &mut |i| match all.get_mut(i) {
+                    Some(bytes) => {
+                        own.push(std::mem::take(bytes));
+                        own.len() - 1
+                    }
+                    // Names no attachment: left to fail as a bad
+                    // placeholder when decoded.
+                    None => usize::MAX,
+                });
+            }
+            Ok(Reply::new(value, own))
+        });
+        Ok(items.collect())
+    }
+
     /// The result decoded into `R`, bytes into its bytes fields.
     pub(crate) fn decode<R: DeserializeOwned>(self, function: &str) -> Result<R, PythonError> {
         let decoded = if self.attachments.is_empty() {
@@ -50,6 +90,18 @@ impl Reply {
             attach::from_value(self.value, Attachments::new(self.attachments))
         };
         decoded.map_err(|e| decode_error(function, e))
+    }
+}
+
+/// What a JSON value is, for an error message.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "None",
+        Value::Bool(_) => "a bool",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a dict",
     }
 }
 

@@ -74,6 +74,9 @@ pub struct PyCall {
     /// The raw bytes the placeholders in `args` and `kwargs` stand for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     attachments: Vec<Bytes>,
+    /// Sent as a batch (see `batch.rs`): only the host makes one.
+    #[serde(skip)]
+    batch: bool,
 }
 
 impl PyCall {
@@ -84,7 +87,22 @@ impl PyCall {
             args,
             kwargs: None,
             attachments: Vec::new(),
+            batch: false,
         }
+    }
+
+    /// A batch call of `function` with one positional argument, the list
+    /// of `items`, carrying `attachments` (see `batch.rs`).
+    pub(crate) fn batch(function: String, items: Vec<Value>, attachments: Vec<Bytes>) -> Self {
+        PyCall {
+            attachments,
+            batch: true,
+            ..PyCall::new(function, Value::Array(vec![Value::Array(items)]))
+        }
+    }
+
+    pub(crate) fn is_batch(&self) -> bool {
+        self.batch
     }
 
     /// Call `function` with arguments from any serde type (a struct becomes

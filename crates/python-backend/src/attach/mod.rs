@@ -32,6 +32,23 @@ pub(crate) fn placeholder(index: usize) -> Value {
 }
 
 /// The attachment index `map` stands for, if it is a placeholder.
+/// Rewrite every placeholder in `value` to `to(index)`: how a batch
+/// merges its items' attachments into one list on the way out, and hands
+/// each result its own on the way back.
+pub(crate) fn renumber(value: &mut Value, to: &mut impl FnMut(usize) -> usize) {
+    match value {
+        Value::Object(map) => {
+            if let Some(i) = index_of(map) {
+                *value = placeholder(to(i));
+            } else {
+                map.values_mut().for_each(|v| renumber(v, to));
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| renumber(v, to)),
+        _ => {}
+    }
+}
+
 fn index_of(map: &Map<String, Value>) -> Option<usize> {
     if map.len() != 1 {
         return None;

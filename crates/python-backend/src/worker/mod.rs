@@ -192,7 +192,11 @@ impl PythonWorker {
     }
 
     /// Send `call` and wait for its result frame.
-    async fn reply(&mut self, call: &PyCall, _ctx: CallCtx) -> Result<Reply, PythonError> {
+    pub(crate) async fn reply(
+        &mut self,
+        call: &PyCall,
+        _ctx: CallCtx,
+    ) -> Result<Reply, PythonError> {
         self.begin(call, false).await?;
         match self.answer(&call.function).await? {
             Incoming::Result { value, .. } => Ok(value),

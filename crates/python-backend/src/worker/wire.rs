@@ -65,6 +65,7 @@ pub(super) fn encode_call(
                 args: &call.args,
                 kwargs: call.kwargs.as_ref(),
                 stream,
+                batch: call.is_batch(),
             },
         )
     });
