@@ -404,7 +404,7 @@ async fn a_bridge_of_another_protocol_does_not_start() {
         Error::Start(e) => match &**e {
             StartError::Failed(PythonError::Startup { message, .. }) => {
                 assert!(message.contains("wire protocol 1"), "{message}");
-                assert!(message.contains("speaks 4"), "{message}");
+                assert!(message.contains("speaks 5"), "{message}");
             }
             other => panic!("expected a Startup failure, got {other:?}"),
         },
