@@ -45,6 +45,14 @@ def embed(text, dims=8):
     return [x / norm for x in raw]
 
 
+def embed_batch(texts, launch=0.002):
+    """A batched model call: one fixed cost per call (`launch` seconds, as a
+    kernel launch or a request to a model server), then `embed` per text.
+    An empty text fails alone: a ValueError in its place."""
+    time.sleep(launch)
+    return [embed(t) if t else ValueError("empty text") for t in texts]
+
+
 def sleep(seconds):
     """Block for `seconds` (for timeouts and cancellation)."""
     time.sleep(seconds)
