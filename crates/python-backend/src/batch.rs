@@ -162,7 +162,15 @@ async fn send(
         return Ok((Arc::from(""), Vec::new()));
     };
     let function = Arc::clone(&first.function);
-    if let Some(other) = items.iter().find(|i| i.function != function) {
+    let call = merge(&function, items)?;
+    let reply = worker.reply(&call, ctx).await?;
+    Ok((Arc::clone(&function), reply.into_items(&function)?))
+}
+
+/// One batch call of `function` with `items`: their values as one list,
+/// their bytes as one list of attachments, placeholders renumbered.
+fn merge(function: &str, items: Vec<PyItem>) -> Result<PyCall, PythonError> {
+    if let Some(other) = items.iter().find(|i| &*i.function != function) {
         return Err(PythonError::BadRequest(format!(
             "a batch calls one function, and its items name both {function} and {}; \
              batch each function with its own handle",
@@ -180,9 +188,7 @@ async fn send(
         attachments.extend(item.attachments);
         values.push(value);
     }
-    let call = PyCall::batch(function.to_string(), values, attachments);
-    let reply = worker.reply(&call, ctx).await?;
-    Ok((Arc::clone(&function), reply.into_items(&function)?))
+    Ok(PyCall::batch(function.to_string(), values, attachments))
 }
 
 /// The error an item's place holds, if it holds one.
@@ -207,4 +213,84 @@ pub(crate) fn item_error(value: &Value, function: &str) -> Option<PythonError> {
         message: field("message"),
         traceback: field("traceback"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_answer_splits_into_items_each_with_its_own_bytes() {
+        let error =
+            json!({ITEM_ERROR: {"type": "ValueError", "message": "bad", "traceback": "tb"}});
+        let value = json!([
+            {"a": attach::placeholder(1)},
+            error,
+            [attach::placeholder(0), attach::placeholder(2)],
+            7
+        ]);
+        let reply = Reply::new(
+            value,
+            vec![b"zero".to_vec(), b"one".to_vec(), b"two".to_vec()],
+        );
+        let items = reply.into_items("f").unwrap();
+        assert_eq!(items.len(), 4);
+        let mut items = items.into_iter();
+        #[derive(serde::Deserialize)]
+        struct A {
+            a: Bytes,
+        }
+        let a: A = items.next().unwrap().unwrap().decode("f").unwrap();
+        assert_eq!(&a.a[..], b"one");
+        match items.next().unwrap() {
+            Err(PythonError::Raised {
+                type_name, message, ..
+            }) => assert_eq!(
+                (type_name.as_str(), message.as_str()),
+                ("ValueError", "bad")
+            ),
+            other => panic!("{other:?}"),
+        }
+        let pair: (Bytes, Bytes) = items.next().unwrap().unwrap().decode("f").unwrap();
+        assert_eq!((&pair.0[..], &pair.1[..]), (&b"zero"[..], &b"two"[..]));
+        assert_eq!(
+            items.next().unwrap().unwrap().into_json("f").unwrap(),
+            json!(7)
+        );
+    }
+
+    #[test]
+    fn an_answer_that_is_not_a_list_fails_the_batch() {
+        let e = Reply::new(json!({"n": 2}), vec![])
+            .into_items("f")
+            .unwrap_err();
+        assert!(e.to_string().contains("returned a dict"), "{e}");
+    }
+
+    #[test]
+    fn items_bytes_are_renumbered_into_one_list() {
+        let mut a = PyItem::new("f", json!(null));
+        let p = a.attach(Bytes::from_static(b"a0"));
+        let a = a.value(json!([p]));
+        let pair = (Bytes::from_static(b"b0"), Bytes::from_static(b"b1"));
+        let b = PyItem::with_value("f", &pair).unwrap();
+        let call = merge("f", vec![a, b]).unwrap();
+        let (zero, one, two) = (
+            attach::placeholder(0),
+            attach::placeholder(1),
+            attach::placeholder(2),
+        );
+        assert_eq!(call.args, json!([[[zero], [one, two]]]));
+        let bytes: Vec<&[u8]> = call.attachments().iter().map(|b| &b[..]).collect();
+        assert_eq!(bytes, [&b"a0"[..], b"b0", b"b1"]);
+        assert!(call.is_batch());
+    }
+
+    #[test]
+    fn a_batch_of_two_functions_is_refused() {
+        let items = vec![PyItem::new("f", json!(1)), PyItem::new("g", json!(2))];
+        let e = merge("f", items).unwrap_err();
+        assert!(e.to_string().contains("both f and g"), "{e}");
+    }
 }

@@ -268,9 +268,23 @@ mod tests {
             args: &args,
             kwargs: None,
             stream: false,
+            batch: false,
         })
         .unwrap();
         assert_eq!(s, r#"{"t":"call","id":7,"fn":"echo","args":{"x":1}}"#);
+        let s = serde_json::to_string(&Outgoing::Call {
+            id: 8,
+            function: "embed",
+            args: &serde_json::json!([["a", "b"]]),
+            kwargs: None,
+            stream: false,
+            batch: true,
+        })
+        .unwrap();
+        assert_eq!(
+            s,
+            r#"{"t":"call","id":8,"fn":"embed","args":[["a","b"]],"batch":true}"#
+        );
     }
 
     #[test]
