@@ -117,9 +117,13 @@ mod tests {
             head.contains(&format!("    PROTOCOL = {PROTOCOL}\n")),
             "{head}"
         );
+        assert!(
+            head.contains("    ITEM_ERROR = \"$cenote_error\"\n"),
+            "{head}"
+        );
         assert_eq!(
             head.lines().count(),
-            7 + ErrorKind::ALL.len() + BridgeExit::ALL.len()
+            8 + ErrorKind::ALL.len() + BridgeExit::ALL.len()
         );
     }
 }
