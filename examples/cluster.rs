@@ -7,13 +7,10 @@
 //! ```
 //!
 //! Needs `etcd` on PATH (Debian/Ubuntu: `apt-get install etcd-server`) and
-//! `python3`. The example starts etcd on free loopback ports, and the nodes
+//! `python3`. The example starts etcd on free loopback ports (through
+//! `cenote-testkit`, the workspace's test harness), and the nodes
 //! by running itself again with `--node`; it signals only the pids it
 //! started, and checks that none is left when it ends.
-
-#[allow(dead_code)]
-#[path = "../crates/registry/tests/common/etcd.rs"]
-mod etcd;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -25,12 +22,12 @@ use cenote::node::{CallError, Node, Remote, RemotePool};
 use cenote::python::{PyCall, PythonConfig, PythonFactory};
 use cenote::registry::EtcdRegistry;
 use cenote::{CallOptions, Pool, Registry};
+use cenote_testkit::procs::{tagged, TAG_VAR};
+use cenote_testkit::EtcdServer;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "cluster-example";
 const PREFIX: &str = "/cluster-example";
-/// Marks every process the example starts (nodes and their Python workers).
-const TAG_VAR: &str = "CENOTE_CLUSTER_EXAMPLE";
 const LEASE: Duration = Duration::from_secs(2);
 
 type Py = RemotePool<PyCall, Value>;
@@ -145,24 +142,6 @@ impl Drop for NodeProc {
     }
 }
 
-/// Live processes carrying `tag` in their environment.
-fn tagged(tag: &str) -> Vec<u32> {
-    let needle = format!("{TAG_VAR}={tag}");
-    std::fs::read_dir("/proc")
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .filter(|&pid: &u32| {
-                    etcd::alive(pid)
-                        && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                            env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
-                        })
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn on_path(bin: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(bin).is_file()))
@@ -233,7 +212,7 @@ async fn drive() {
         );
         return;
     }
-    let mut server = etcd::EtcdServer::start();
+    let mut server = EtcdServer::start();
     println!("etcd at {}", server.url);
     let tag = format!("cluster-{}", std::process::id());
     let mut nodes: Vec<NodeProc> = ["node-1", "node-2", "node-3"]

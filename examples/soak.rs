@@ -47,9 +47,9 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-#[path = "../tests/support/procs.rs"]
-mod procs;
-use procs::*;
+use cenote_testkit::eventually;
+use cenote_testkit::procs::{tagged, TAG_VAR};
+use cenote_testkit::storm::*;
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(400);
 const SHORT_DEADLINE: Duration = Duration::from_millis(50);
@@ -226,7 +226,7 @@ fn build_pool(
         "/examples/python/handlers.py"
     ))
     .env(TAG_VAR, tag)
-    .start_mode(start_mode())
+    .start_mode(cenote_testkit::start_mode())
     .heartbeat_timeout(Duration::from_millis(500))
     .startup_timeout(Duration::from_secs(3));
     Pool::builder(PythonFactory::new(config))
@@ -247,19 +247,6 @@ fn build_pool(
             max_restarts: u32::MAX,
             window: Duration::from_secs(1),
         })
-}
-
-async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn run(args: Args) -> bool {
@@ -344,7 +331,7 @@ async fn run(args: Args) -> bool {
     let storm = began.elapsed();
 
     let size = args.workers;
-    let recovered = wait_until(Duration::from_secs(20), || {
+    let recovered = eventually(Duration::from_secs(20), || {
         let s = pool.status();
         let procs = python_children(&tag);
         s.idle == size
@@ -361,8 +348,8 @@ async fn run(args: Args) -> bool {
     let closing = Instant::now();
     pool.close().await;
     let close_took = closing.elapsed();
-    wait_until(Duration::from_secs(5), || tagged_anywhere(&tag).is_empty()).await;
-    let orphans = tagged_anywhere(&tag);
+    eventually(Duration::from_secs(5), || tagged(&tag).is_empty()).await;
+    let orphans = tagged(&tag);
 
     let issued = Tally::n(&tally.issued);
     let resolved = Tally::n(&tally.ok) + tally.errors();

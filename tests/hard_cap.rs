@@ -17,10 +17,8 @@ use cenote::{CrashBudget, Pool, Status};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::json;
 
-mod support {
-    pub mod procs;
-}
-use support::procs::*;
+use cenote_testkit::procs::{new_tag, signal, tagged, TAG_VAR};
+use cenote_testkit::storm::{python_children, still_ours};
 
 const MAX_OVERFLOW: usize = 2;
 const STORM: Duration = Duration::from_secs(8);
@@ -179,7 +177,7 @@ async fn live_workers_never_exceed_the_cap_through_a_resize_and_kill_storm() {
     assert!(settled, "did not settle at size 3: {:?}", pool.status());
     pool.close().await;
     assert!(
-        python_children(&tag).is_empty() && tagged_anywhere(&tag).is_empty(),
+        python_children(&tag).is_empty() && tagged(&tag).is_empty(),
         "Python processes outlived the pool"
     );
 }

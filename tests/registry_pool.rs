@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use cenote::registry::{RegistryError, WorkerState};
 use cenote::{BuildError, Registry};
+use cenote_testkit::eventually_async;
 use common::*;
 
 const SETTLE: Duration = Duration::from_secs(10);
@@ -48,7 +49,13 @@ async fn pool_keeps_its_entries(reg: Arc<dyn Registry>) {
         (2, "lifo", "fifo")
     );
     let r = &reg;
-    assert!(eventually_async(|| async move { ready_ids(r, "kept").await.len() == 2 }).await);
+    assert!(
+        eventually_async(
+            SETTLE,
+            || async move { ready_ids(r, "kept").await.len() == 2 }
+        )
+        .await
+    );
 
     // A second pool under the same name is refused, not overwritten.
     let dup = builder(TestFactory::default(), 1)
@@ -66,7 +73,7 @@ async fn pool_keeps_its_entries(reg: Arc<dyn Registry>) {
     let _ = pool.call(Op::Crash).await;
     let before = &before;
     assert!(
-        eventually_async(|| async move {
+        eventually_async(SETTLE, || async move {
             let now = ready_ids(r, "kept").await;
             now.len() == 2 && now != *before
         })
@@ -87,21 +94,6 @@ async fn pool_keeps_its_entries(reg: Arc<dyn Registry>) {
     assert_eq!(f.book.alive(), 0);
 }
 
-async fn eventually_async<F, Fut>(mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    while tokio::time::Instant::now() < deadline {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_local_registry() {
     pool_keeps_its_entries(Arc::new(cenote::registry::LocalRegistry::new("here"))).await;
@@ -110,20 +102,11 @@ async fn on_the_local_registry() {
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_etcd() {
-    let server = etcd::Server::start();
+    let server = cenote_testkit::EtcdServer::start();
     let reg = cenote::registry::EtcdRegistry::builder([server.url.clone()])
         .node("here")
         .connect()
         .await
         .expect("connect to the test etcd");
     pool_keeps_its_entries(Arc::new(reg)).await;
-}
-
-#[cfg(feature = "etcd")]
-#[path = "../crates/registry/tests/common/mod.rs"]
-mod etcd_harness;
-
-#[cfg(feature = "etcd")]
-mod etcd {
-    pub use super::etcd_harness::EtcdServer as Server;
 }

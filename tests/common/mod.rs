@@ -320,17 +320,8 @@ impl Factory for TestFactory {
     }
 }
 
-/// Poll `cond` every few ms until it holds or `limit` passes.
-pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    cond()
-}
+#[allow(unused_imports)]
+pub use cenote_testkit::eventually;
 
 /// A small pool config for tests: fast backoff, short timeouts.
 pub fn builder(

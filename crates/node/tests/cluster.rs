@@ -14,9 +14,6 @@
 #[path = "support/cluster.rs"]
 mod cluster;
 mod common;
-#[allow(dead_code)]
-#[path = "../../registry/tests/common/etcd.rs"]
-mod etcd;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,9 +22,9 @@ use std::time::{Duration, Instant};
 use cenote_core::{CallOptions, Registry};
 use cenote_node::{CallError, Remote, RemoteRetry};
 use cenote_python::PyCall;
+use cenote_testkit::EtcdServer;
 use cluster::*;
-use common::{eventually, Job};
-use etcd::EtcdServer;
+use common::{eventually_async, Job};
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
 
@@ -69,7 +66,7 @@ impl Cluster {
             .await
             .unwrap();
         assert!(
-            eventually(Duration::from_secs(10), || async {
+            eventually_async(Duration::from_secs(10), || async {
                 remote.nodes("jobs").iter().filter(|n| n.callable).count() == 3
             })
             .await,
@@ -128,7 +125,7 @@ async fn calls_from_a_fourth_process_reach_all_three_nodes() {
 
         // Python workers on every node, called by name.
         assert!(
-            eventually(Duration::from_secs(10), || async {
+            eventually_async(Duration::from_secs(10), || async {
                 cluster.remote.nodes("py").len() == 3
             })
             .await
@@ -173,7 +170,7 @@ async fn a_saturated_node_gets_no_new_calls() {
             })
             .collect();
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 cluster
                     .remote
                     .nodes("jobs")
@@ -220,7 +217,10 @@ async fn sigkill_mid_storm_costs_only_the_calls_in_flight_on_that_node() {
     let killed_pid = cluster.node("n2").pid;
     cluster.node("n2").sigkill();
     let killed = Instant::now();
-    assert!(!etcd::alive(killed_pid), "n2 survived SIGKILL");
+    assert!(
+        !cenote_testkit::procs::alive(killed_pid),
+        "n2 survived SIGKILL"
+    );
 
     let (mut ok, mut lost) = (0, 0);
     for task in storm {
@@ -275,7 +275,7 @@ async fn sigkill_mid_storm_costs_only_the_calls_in_flight_on_that_node() {
 
     // Its entries expire with its lease; the caller hears of it.
     assert!(
-        eventually(TTL + Duration::from_secs(3), || async {
+        eventually_async(TTL + Duration::from_secs(3), || async {
             !endpoint_nodes(cluster.registry.as_ref(), "jobs")
                 .await
                 .contains(&"n2".to_string())
@@ -298,7 +298,7 @@ async fn a_node_whose_lease_expires_stops_receiving_calls_within_one_ttl() {
     cluster.node("n1").signal(libc::SIGSTOP);
     let frozen = Instant::now();
     assert!(
-        eventually(TTL + Duration::from_millis(1_500), || async {
+        eventually_async(TTL + Duration::from_millis(1_500), || async {
             cluster.remote.nodes("jobs").iter().all(|n| n.node != "n1")
         })
         .await,

@@ -5,9 +5,6 @@
 //! is back, so are its calls.
 
 mod common;
-#[allow(dead_code)]
-#[path = "../../registry/tests/common/etcd.rs"]
-mod etcd;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +14,8 @@ use std::time::{Duration, Instant};
 use cenote_core::{Registry, RegistryEvent};
 use cenote_node::{CallError, Node, Remote};
 use cenote_registry::EtcdRegistry;
-use common::{eventually, job_pool, Job, Logs};
-use etcd::EtcdServer;
+use cenote_testkit::EtcdServer;
+use common::{eventually_async, job_pool, Job, Logs};
 use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -145,7 +142,7 @@ async fn a_caller_that_loses_etcd_calls_known_nodes_until_their_leases_would_exp
             .contains("calling the nodes known until their leases would have expired"));
         // ...until their leases would have expired: then none is.
         assert!(
-            eventually(TTL, || async {
+            eventually_async(TTL, || async {
                 matches!(jobs.call(Job::Whoami).await, Err(CallError::NoNode { .. }))
             })
             .await,
@@ -164,7 +161,7 @@ async fn a_caller_that_loses_etcd_calls_known_nodes_until_their_leases_would_exp
         // etcd back: calls again.
         proxy.restore();
         assert!(
-            eventually(Duration::from_secs(15), || async {
+            eventually_async(Duration::from_secs(15), || async {
                 jobs.call(Job::Whoami).await.is_ok()
             })
             .await,
@@ -176,7 +173,7 @@ async fn a_caller_that_loses_etcd_calls_known_nodes_until_their_leases_would_exp
         }
         drop(remote);
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually_async(Duration::from_secs(5), || async {
                 caller.endpoints().await.is_ok_and(|e| e.is_empty())
             })
             .await

@@ -139,7 +139,7 @@ async fn the_deadline_crosses_as_time_left_and_the_node_enforces_it() {
         // The node cut the call off too: its worker was killed, not left
         // sleeping for 5 s.
         assert!(
-            eventually(Duration::from_secs(2), || async {
+            eventually_async(Duration::from_secs(2), || async {
                 pool.status().totals.call_timeouts == 1
             })
             .await,
@@ -153,7 +153,7 @@ async fn the_deadline_crosses_as_time_left_and_the_node_enforces_it() {
             let jobs = jobs.clone();
             async move { jobs.call_with(Job::Sleep(800), opts(1_000, 2_000)).await }
         });
-        assert!(eventually(Duration::from_secs(2), || async { pool.load().busy == 1 }).await);
+        assert!(eventually_async(Duration::from_secs(2), || async { pool.load().busy == 1 }).await);
         let began = Instant::now();
         let err = jobs.call_with(Job::Whoami, opts(100, 1_000)).await.unwrap_err();
         assert!(
@@ -185,7 +185,7 @@ async fn saturated_and_closed_pools_say_so() {
             let jobs = jobs.clone();
             async move { jobs.call(Job::Sleep(500)).await }
         });
-        assert!(eventually(Duration::from_secs(2), || async { pool.load().busy == 1 }).await);
+        assert!(eventually_async(Duration::from_secs(2), || async { pool.load().busy == 1 }).await);
         assert_eq!(
             jobs.call(Job::Whoami).await.unwrap_err(),
             CallError::Saturated { waiting: 0 }
@@ -311,7 +311,7 @@ async fn a_clean_shutdown_withdraws_the_endpoints_and_callers_stop_choosing_the_
         );
         assert!(registry.endpoints().await.unwrap().is_empty());
         assert!(
-            eventually(Duration::from_secs(2), || async {
+            eventually_async(Duration::from_secs(2), || async {
                 remote.nodes("jobs").is_empty()
             })
             .await

@@ -91,7 +91,7 @@ async fn a_saturated_node_gets_no_new_calls() {
             })
             .collect();
         assert!(
-            eventually(Duration::from_secs(3), || async {
+            eventually_async(Duration::from_secs(3), || async {
                 remote
                     .nodes("jobs")
                     .iter()

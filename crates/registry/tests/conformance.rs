@@ -2,8 +2,6 @@
 //! the in-process `LocalRegistry` or an `EtcdRegistry` on a real etcd (run
 //! with `--features etcd`; the etcd half needs the `etcd` binary).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -421,7 +419,7 @@ conformance!(
 
 #[cfg(feature = "etcd")]
 conformance!(etcd, {
-    let server = common::EtcdServer::start();
+    let server = cenote_testkit::EtcdServer::start();
     let reg = cenote_registry::EtcdRegistry::builder([server.url.clone()])
         .node("n1")
         .prefix("/conformance")

@@ -4,8 +4,6 @@
 //! skipped, not fatal.
 #![cfg(feature = "etcd")]
 
-mod common;
-
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -16,7 +14,8 @@ use cenote_core::{
     WorkerState,
 };
 use cenote_registry::EtcdRegistry;
-use common::{alive, eventually, EtcdServer};
+use cenote_testkit::procs::alive;
+use cenote_testkit::{eventually_async, EtcdServer};
 use futures::StreamExt;
 
 const PREFIX: &str = "/nodes";
@@ -292,7 +291,7 @@ async fn a_killed_nodes_entries_expire_with_its_lease() {
 
     // Within TTL (2 s) plus slack, etcd drops its entries by itself.
     assert!(
-        eventually(Duration::from_secs(8), || async {
+        eventually_async(Duration::from_secs(8), || async {
             pool_names(&survivor).await.is_empty()
         })
         .await,
@@ -340,7 +339,7 @@ async fn a_node_whose_runtime_vanishes_expires_too() {
     .unwrap();
     assert_eq!(pool_names(&survivor).await, ["stalled-pool"]);
     assert!(
-        eventually(Duration::from_secs(8), || async {
+        eventually_async(Duration::from_secs(8), || async {
             pool_names(&survivor).await.is_empty()
         })
         .await,
@@ -365,7 +364,7 @@ async fn dropping_a_registry_removes_its_entries_and_stops_its_tasks() {
     let mut own_events = leaving.watch();
     drop(leaving);
     assert!(
-        eventually(Duration::from_secs(5), || async {
+        eventually_async(Duration::from_secs(5), || async {
             pool_names(&observer).await.is_empty()
                 && worker_ids(&observer, "leaving-pool").await.is_empty()
         })
@@ -500,7 +499,7 @@ async fn another_nodes_watch_sees_a_restart_through() {
     .await
     .expect("reader did not reconnect");
     assert!(
-        eventually(Duration::from_secs(20), || async {
+        eventually_async(Duration::from_secs(20), || async {
             pool_names(&reader).await == ["p"]
         })
         .await,
@@ -661,7 +660,7 @@ async fn writes_cut_off_midway_still_leave_etcd_matching_the_node() {
     }
     let want: Vec<WorkerEntry> = model.into_values().collect();
     assert!(
-        eventually(Duration::from_secs(15), || async {
+        eventually_async(Duration::from_secs(15), || async {
             reg.workers("p").await.ok().as_ref() == Some(&want)
         })
         .await,

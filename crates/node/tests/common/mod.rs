@@ -128,21 +128,8 @@ pub fn as_node(registry: &LocalRegistry, node: &str) -> Arc<dyn Registry> {
     Arc::new(registry.as_node(node))
 }
 
-/// Poll `cond` until it holds or `limit` passes; true if it held.
-pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond().await
-}
+#[allow(unused_imports)]
+pub use cenote_testkit::eventually_async;
 
 /// Collects every log line written through [`Logs::subscriber`], for tests
 /// that check what a node says.

@@ -26,8 +26,7 @@ use crate::common::{job_pool, Job};
 pub const TOKEN: &str = "cluster-token";
 /// Lease TTL of nodes and callers: short, so expiry is quick to see.
 pub const TTL: Duration = Duration::from_secs(2);
-/// The env variable that tags a test's processes.
-pub const TAG_VAR: &str = "CENOTE_NODE_TEST_TAG";
+pub use cenote_testkit::procs::{new_tag, tagged, TAG_VAR};
 
 const ETCD: &str = "CENOTE_NODE_ETCD";
 const PREFIX: &str = "CENOTE_NODE_PREFIX";
@@ -216,41 +215,9 @@ impl Drop for NodeProc {
     }
 }
 
-/// Live (non-zombie) processes carrying `tag`.
-pub fn tagged(tag: &str) -> Vec<u32> {
-    let needle = format!("{TAG_VAR}={tag}");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| Some(s.get(s.rfind(')')? + 2..)?.starts_with('Z')))
-                .unwrap_or(true);
-            !zombie
-                && std::fs::read(format!("/proc/{pid}/environ"))
-                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-        })
-        .collect()
-}
-
-/// A tag unique to this test run.
-pub fn new_tag(test: &str) -> String {
-    format!("{test}-{}-{}", std::process::id(), rand::random::<u32>())
-}
-
 /// Wait (at most `limit`) until no process carries `tag`; those left.
 pub async fn wait_gone(tag: &str, limit: Duration) -> Vec<u32> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = tagged(tag);
-        if left.is_empty() || Instant::now() >= deadline {
-            return left;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cenote_testkit::procs::wait_gone(limit, || tagged(tag)).await
 }
 
 /// A Python echo call.

@@ -1,11 +1,10 @@
-//! A storm's view of its Python workers through /proc, and the chaos task
-//! that strikes them. Shared by `tests/chaos_python.rs` and
-//! `examples/soak.rs` (the example includes this file by path).
+//! A storm's view of its Python workers, and the chaos task that strikes
+//! them: `tests/chaos_python.rs` and `examples/soak.rs`.
 //!
 //! Workers are recognised as Python children of this process, or of its
-//! fork server, whose environment carries the storm's tag ([`TAG_VAR`]). Only pids found that way, and checked again just before
-//! the signal, are ever signalled — never anything by name.
-#![allow(dead_code)]
+//! fork server, whose environment carries the storm's tag (see
+//! [`procs`](crate::procs)). Only pids found that way, and checked again
+//! just before the signal, are ever signalled — never anything by name.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,66 +14,7 @@ use std::time::Duration;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
-/// The start mode a storm's Python workers use: `Auto` (the fork server
-/// where safe), or `CENOTE_TEST_START_MODE=spawn` / `fork_server`, so the
-/// same storm runs in either mode.
-pub fn start_mode() -> cenote::python::StartMode {
-    match std::env::var("CENOTE_TEST_START_MODE").as_deref() {
-        Ok("spawn") => cenote::python::StartMode::Spawn,
-        Ok("fork_server") => cenote::python::StartMode::ForkServer,
-        _ => cenote::python::StartMode::Auto,
-    }
-}
-
-/// The environment variable that tags a storm's worker processes.
-pub const TAG_VAR: &str = "CENOTE_STORM_TAG";
-
-/// A tag unique to this process and run.
-pub fn new_tag(name: &str) -> String {
-    format!("{name}-{}-{}", std::process::id(), rand::random::<u32>())
-}
-
-/// One process as /proc shows it.
-pub struct Proc {
-    pub pid: u32,
-    pub ppid: u32,
-    pub comm: String,
-    /// `R`, `S`, `T` (stopped), `Z` (zombie), ...
-    pub state: char,
-}
-
-pub fn read_proc(pid: u32) -> Option<Proc> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_string();
-    let mut rest = stat.get(close + 1..)?.split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some(Proc {
-        pid,
-        ppid,
-        comm,
-        state,
-    })
-}
-
-pub fn has_tag(pid: u32, tag: &str) -> bool {
-    let needle = format!("{TAG_VAR}={tag}");
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-        .unwrap_or(false)
-}
-
-fn all_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::procs::{all_pids, has_tag, read_proc, runs_zygote, signal, Proc};
 
 /// A worker of ours: a Python child of this process (spawn mode), or a
 /// child of our fork server (fork-server mode). The fork server itself is
@@ -90,12 +30,6 @@ fn is_our_python(p: &Proc) -> bool {
     read_proc(p.ppid).is_some_and(|parent| parent.ppid == me && runs_zygote(parent.pid))
 }
 
-fn runs_zygote(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.split(|b| *b == 0).any(|arg| arg == b"--zygote"))
-        .unwrap_or(false)
-}
-
 /// Live (non-zombie) Python children of this process carrying `tag`.
 pub fn python_children(tag: &str) -> Vec<Proc> {
     all_pids()
@@ -105,26 +39,9 @@ pub fn python_children(tag: &str) -> Vec<Proc> {
         .collect()
 }
 
-/// Any live process carrying `tag`, wherever it was reparented: orphans.
-pub fn tagged_anywhere(tag: &str) -> Vec<u32> {
-    all_pids()
-        .into_iter()
-        .filter(|&pid| has_tag(pid, tag) && read_proc(pid).is_some_and(|p| p.state != 'Z'))
-        .collect()
-}
-
 /// Is `pid` still one of this storm's live Python children?
 pub fn still_ours(pid: u32, tag: &str) -> bool {
     read_proc(pid).is_some_and(|p| is_our_python(&p)) && has_tag(pid, tag)
-}
-
-/// Signal `pid`; true if the signal was delivered.
-pub fn signal(pid: u32, sig: i32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill(2) on a pid the caller just found to be its own live child.
-    unsafe { libc::kill(pid, sig) == 0 }
 }
 
 /// Has the process written anything? A bridge writes nothing until its
@@ -145,7 +62,9 @@ pub fn has_spoken(pid: u32) -> bool {
 /// What the chaos task did.
 #[derive(Default)]
 pub struct ChaosLog {
+    /// Workers it SIGKILLed.
     pub kills: AtomicU64,
+    /// Workers it SIGSTOPped.
     pub stops: AtomicU64,
     /// Pids it stopped: each must be gone after close.
     pub stopped: Mutex<HashSet<u32>>,

@@ -16,6 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::procs::alive;
+
 /// How long a starting etcd may take to answer its health check.
 const READY_WITHIN: Duration = Duration::from_secs(20);
 /// How long a stopping etcd gets after SIGTERM before SIGKILL.
@@ -255,14 +257,4 @@ fn healthy(addr: &str) -> bool {
     let mut body = String::new();
     let _ = s.read_to_string(&mut body);
     body.contains("\"health\":\"true\"")
-}
-
-/// True while a process with this pid exists and is not a zombie.
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }

@@ -1,0 +1,18 @@
+//! What cenote's own tests, examples and benches share, in one place
+//! instead of a copy per test crate: a real etcd server ([`etcd`]), the
+//! processes a test started as /proc shows them, found by an env tag and
+//! never by name ([`procs`]), deadline-bound waits ([`wait`]), and the
+//! chaos task the storms strike Python workers with ([`storm`]), and the
+//! start mode the suite runs them in ([`mode`]).
+//!
+//! A dev-dependency only, never published: nothing a user links.
+
+pub mod etcd;
+pub mod mode;
+pub mod procs;
+pub mod storm;
+pub mod wait;
+
+pub use etcd::EtcdServer;
+pub use mode::start_mode;
+pub use wait::{eventually, eventually_async};
