@@ -45,7 +45,8 @@ pub use cenote_core::{
     Affinity, AffinityKey, AffinityLoss, AffinityMode, Backoff, BuildError, Call, CallBudget,
     CallCtx, CallOptions, Cancel, Checkout, CheckoutOptions, ConfigError, CrashBudget, Error,
     ErrorKind, Factory, Percentiles, PoolBuilder, PoolConfig, PriorityLevel, Registry, Retire,
-    RetryIf, RetryPolicy, StartError, Status, Totals, Worker, WorkerCtx, WorkerId, WorkerInfo,
+    Retry, RetryIf, RetryPolicy, StartError, Status, Totals, Transient, Worker, WorkerCtx,
+    WorkerId, WorkerInfo,
 };
 pub use cenote_core::{
     BatchAnswer, BatchCall, BatchConfig, BatchError, BatchStatus, Batched, ItemOptions,

@@ -273,20 +273,22 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         policy: &RemoteRetry,
     ) -> Result<Resp, CallError> {
         let body = encode(&req)?;
-        let mut failed_on = Vec::new();
-        let mut attempt = 1;
-        loop {
-            let (node, outcome) = self.attempt(body.clone(), opts.clone(), &failed_on).await;
-            match outcome {
-                Err(e) if attempt < policy.attempts && (policy.retry_if)(&e) => {
-                    tracing::debug!(pool = %self.name, ?node, attempt, error = %e, "retrying call");
-                    failed_on.extend(node);
-                    tokio::time::sleep(policy.backoff.jittered(attempt)).await;
-                    attempt += 1;
+        // Each retry avoids the nodes the call already failed on, while
+        // there is another.
+        let failed_on = std::sync::Mutex::new(Vec::new());
+        let answer = policy
+            .run(&self.name, || async {
+                let avoid = failed_on.lock().map(|f| f.clone()).unwrap_or_default();
+                let (node, outcome) = self.attempt(body.clone(), opts.clone(), &avoid).await;
+                if outcome.is_err() {
+                    if let Ok(mut f) = failed_on.lock() {
+                        f.extend(node);
+                    }
                 }
-                done => return decode(&done?),
-            }
-        }
+                outcome
+            })
+            .await;
+        decode(&answer?)
     }
 
     /// One call on one node; says which node, if one was chosen.

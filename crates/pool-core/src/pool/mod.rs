@@ -33,7 +33,7 @@ pub use budget::CallBudget;
 pub use builder::PoolBuilder;
 pub use checkout::Checkout;
 pub use options::{CallOptions, CheckoutOptions};
-pub use retry::{RetryIf, RetryPolicy};
+pub use retry::{Retry, RetryIf, RetryPolicy, Transient};
 
 use shared::{Shared, Wk, WkError};
 use waiter::Acquire;

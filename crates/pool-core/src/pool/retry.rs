@@ -5,6 +5,7 @@
 //! another worker. [`RetryPolicy`] says how many times, how long to wait in
 //! between, and which errors qualify.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,22 +16,51 @@ use crate::error::Error;
 use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::worker::{Call, Factory};
 
-/// Decides whether an error is worth another attempt.
+/// An error that says whether it is worth another attempt: what a
+/// [`Retry`] retries by default.
+pub trait Transient {
+    /// Whether trying again (on another worker, another node) may succeed.
+    fn is_transient(&self) -> bool;
+}
+
+impl<E: std::error::Error + 'static> Transient for Error<E> {
+    /// The worker died ([`Error::Crashed`]), the call or the checkout timed
+    /// out, the pool was saturated, or no worker could start. An error the
+    /// worker answered with ([`Error::Worker`]) and `Closed` are final.
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Crashed(_)
+                | Error::CallTimeout(_)
+                | Error::CheckoutTimeout { .. }
+                | Error::Saturated { .. }
+                | Error::Start(_)
+        )
+    }
+}
+
+/// Decides whether a pool call's error is worth another attempt.
 pub type RetryIf<E> = Arc<dyn Fn(&Error<E>) -> bool + Send + Sync>;
 
-/// How [`Pool::call_retry`] retries a failed call.
-pub struct RetryPolicy<E: std::error::Error + 'static> {
+/// How a failed call is tried again: attempts, the wait between them, and
+/// which errors qualify. One type for every kind of call: `Err` is the
+/// error a call fails with (a pool's [`Error`]; a remote call's error in
+/// the node crate).
+pub struct Retry<Err> {
     /// Attempts in all, the first included (at least 1).
     pub attempts: u32,
     /// Wait between attempts (with ±20% jitter).
     pub backoff: Backoff,
     /// Which errors are retried.
-    pub retry_if: RetryIf<E>,
+    pub retry_if: Arc<dyn Fn(&Err) -> bool + Send + Sync>,
 }
 
-impl<E: std::error::Error + 'static> Clone for RetryPolicy<E> {
+/// How [`Pool::call_retry`] retries a failed call.
+pub type RetryPolicy<E> = Retry<Error<E>>;
+
+impl<Err> Clone for Retry<Err> {
     fn clone(&self) -> Self {
-        RetryPolicy {
+        Retry {
             attempts: self.attempts,
             backoff: self.backoff,
             retry_if: Arc::clone(&self.retry_if),
@@ -38,32 +68,31 @@ impl<E: std::error::Error + 'static> Clone for RetryPolicy<E> {
     }
 }
 
-impl<E: std::error::Error + 'static> RetryPolicy<E> {
+impl<Err> std::fmt::Debug for Retry<Err> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retry")
+            .field("attempts", &self.attempts)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Err: Transient + 'static> Retry<Err> {
     /// `attempts` in all, 10 ms backoff doubling to 1 s, retrying what is
-    /// transient: the worker died ([`Error::Crashed`]), the call or the
-    /// checkout timed out, the pool was saturated, or no worker could start.
-    /// An error the worker answered with ([`Error::Worker`]) and `Closed` are
-    /// final.
+    /// [transient](Transient).
     pub fn new(attempts: u32) -> Self {
-        RetryPolicy {
+        Retry {
             attempts: attempts.max(1),
             backoff: Backoff {
                 initial: Duration::from_millis(10),
                 max: Duration::from_secs(1),
             },
-            retry_if: Arc::new(|e: &Error<E>| {
-                matches!(
-                    e,
-                    Error::Crashed(_)
-                        | Error::CallTimeout(_)
-                        | Error::CheckoutTimeout { .. }
-                        | Error::Saturated { .. }
-                        | Error::Start(_)
-                )
-            }),
+            retry_if: Arc::new(Err::is_transient),
         }
     }
+}
 
+impl<Err> Retry<Err> {
     /// Set the backoff between attempts.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
@@ -71,9 +100,30 @@ impl<E: std::error::Error + 'static> RetryPolicy<E> {
     }
 
     /// Choose which errors are retried.
-    pub fn retry_if(mut self, f: impl Fn(&Error<E>) -> bool + Send + Sync + 'static) -> Self {
+    pub fn retry_if(mut self, f: impl Fn(&Err) -> bool + Send + Sync + 'static) -> Self {
         self.retry_if = Arc::new(f);
         self
+    }
+
+    /// Run `attempt` until it succeeds, fails with an error this policy
+    /// does not retry, or the attempts run out; `what` names the call in
+    /// the debug event of each retry.
+    pub async fn run<T, Fut>(&self, what: &str, mut attempt: impl FnMut() -> Fut) -> Result<T, Err>
+    where
+        Fut: Future<Output = Result<T, Err>>,
+        Err: std::fmt::Display,
+    {
+        let mut tried = 1;
+        loop {
+            match attempt().await {
+                Err(e) if tried < self.attempts && (self.retry_if)(&e) => {
+                    tracing::debug!(what, attempt = tried, error = %e, "retrying call");
+                    tokio::time::sleep(self.backoff.jittered(tried)).await;
+                    tried += 1;
+                }
+                done => return done,
+            }
+        }
     }
 }
 
@@ -90,16 +140,8 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
     where
         Wk<F>: Call<Req>,
     {
-        let mut attempt = 1;
-        loop {
-            match self.call_with(req.clone(), opts.clone()).await {
-                Err(e) if attempt < policy.attempts && (policy.retry_if)(&e) => {
-                    tracing::debug!(pool = %self.name(), attempt, error = %e, "retrying call");
-                    tokio::time::sleep(policy.backoff.jittered(attempt)).await;
-                    attempt += 1;
-                }
-                done => return done,
-            }
-        }
+        policy
+            .run(self.name(), || self.call_with(req.clone(), opts.clone()))
+            .await
     }
 }
