@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cenote_core::{
-    Call, CallOptions, CheckoutOptions, Factory, IdleStrategy, Load, Pool, WaitStrategy, Worker,
+    Call, CallOptions, CheckoutOptions, Factory, IdleStrategy, Load, Pool, WaitStrategy,
 };
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -20,8 +20,7 @@ use tokio::time::Instant;
 use crate::error::CallError;
 use cenote_core::ErrorKind;
 
-type Wk<F> = <F as Factory>::Worker;
-type WkError<F> = <Wk<F> as Worker>::Error;
+use cenote_core::{ErrorOf as WkError, WorkerOf as Wk};
 
 /// A pool that answers requests of type `Req`. Implemented for every
 /// [`Pool`] whose workers implement [`Call<Req>`] and whose worker error

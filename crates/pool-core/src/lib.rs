@@ -152,4 +152,6 @@ pub use registry::{
     WorkerState,
 };
 pub use status::{Percentiles, Status, Totals};
-pub use worker::{Call, CallCtx, Cancel, Factory, Retire, Worker, WorkerCtx, WorkerId};
+pub use worker::{
+    Call, CallCtx, Cancel, ErrorOf, Factory, Retire, Worker, WorkerCtx, WorkerId, WorkerOf,
+};

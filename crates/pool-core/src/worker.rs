@@ -31,6 +31,12 @@ impl std::fmt::Display for WorkerId {
     }
 }
 
+/// The worker a factory `F` makes: for code generic over factories.
+pub type WorkerOf<F> = <F as Factory>::Worker;
+
+/// The error of the worker a factory `F` makes.
+pub type ErrorOf<F> = <WorkerOf<F> as Worker>::Error;
+
 /// What a factory knows about the worker it is asked to make.
 #[derive(Debug, Clone)]
 pub struct WorkerCtx {

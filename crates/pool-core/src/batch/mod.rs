@@ -60,7 +60,7 @@ use line::{Line, Pending, Refused};
 use crate::error::{ConfigError, Error};
 use crate::pool::{CallOptions, Pool};
 use crate::queue::{IdleStrategy, PriorityLevel, WaitStrategy};
-use crate::worker::{Call, Factory, Worker};
+use crate::worker::{Call, Factory};
 
 /// What a worker answers a batch with: one result per item, in the items'
 /// order. An `Err` in an item's place fails that item alone
@@ -189,8 +189,7 @@ impl ItemOptions {
     }
 }
 
-type Wk<F> = <F as Factory>::Worker;
-type WkError<F> = <Wk<F> as Worker>::Error;
+use crate::worker::{ErrorOf as WkError, WorkerOf as Wk};
 /// One item's result, as its caller gets it.
 type Answer<F, Item> = Result<<Wk<F> as BatchCall<Item>>::Output, BatchError<WkError<F>>>;
 

@@ -33,8 +33,7 @@ use crate::queue::{IdleStrategy, WaitStrategy};
 use crate::registry::WorkerState;
 use crate::worker::{Factory, Worker};
 
-pub(crate) type Wk<F> = <F as Factory>::Worker;
-pub(crate) type WkError<F> = <Wk<F> as Worker>::Error;
+pub(crate) use crate::worker::{ErrorOf as WkError, WorkerOf as Wk};
 
 /// How a checked-out worker came back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,8 +32,8 @@ use tokio::sync::{broadcast, watch, Notify, RwLock};
 
 use keys::{decode, encode, Keys};
 
-/// How many unread events a watcher may fall behind before it misses some.
-const WATCH_BUFFER: usize = 4096;
+// A watcher may fall as far behind as on the local registry.
+use crate::WATCH_BUFFER;
 
 /// The shortest deadline an operation may be given: below it nothing could
 /// ever succeed.
