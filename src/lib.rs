@@ -44,8 +44,8 @@
 pub use cenote_core::{
     Affinity, AffinityKey, AffinityLoss, AffinityMode, Backoff, BuildError, Call, CallBudget,
     CallCtx, CallOptions, Cancel, Checkout, CheckoutOptions, ConfigError, CrashBudget, Error,
-    ErrorKind, Factory, Percentiles, PoolBuilder, PoolConfig, PriorityLevel, Registry, Retire,
-    Retry, RetryIf, RetryPolicy, StartError, Status, Totals, Transient, Worker, WorkerCtx,
+    ErrorKind, Factory, Percentiles, PoolBuilder, PoolConfig, PoolService, PriorityLevel, Registry,
+    Retire, Retry, RetryIf, RetryPolicy, StartError, Status, Totals, Transient, Worker, WorkerCtx,
     WorkerId, WorkerInfo,
 };
 pub use cenote_core::{

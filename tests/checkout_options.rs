@@ -172,3 +172,24 @@ async fn a_calls_own_deadline_is_its_only_one() {
     pool.close().await;
     short.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_is_a_tower_service_with_its_options() {
+    use tower::{Service, ServiceExt};
+    let f = TestFactory::default();
+    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let mut svc = cenote::PoolService::new(pool.clone());
+    let id = svc.ready().await.unwrap().call(Op::Ok).await.unwrap();
+    assert_eq!(id, 1);
+    // The service's own deadline cuts a slow call off.
+    let opts = CallOptions::default().timeout(Duration::from_millis(50));
+    let mut quick = cenote::PoolService::new(pool.clone()).with_options(opts);
+    let late = quick
+        .ready()
+        .await
+        .unwrap()
+        .call(Op::Slow(Duration::from_secs(2)))
+        .await;
+    assert!(matches!(late, Err(Error::CallTimeout(_))), "{late:?}");
+    pool.close().await;
+}

@@ -83,8 +83,9 @@
 //!   open), TLS with feature `tls` ([`NodeBuilder::tls`],
 //!   [`RemoteBuilder::tls`]), a request size limit
 //!   ([`NodeBuilder::max_request_bytes`]).
-//! * **tower**: [`PoolService`] (a local pool) and [`RemotePool`] are both
-//!   `tower::Service<Req, Error = CallError>`, so middleware and axum
+//! * **tower**: [`RemotePool`] is a `tower::Service<Req, Error = CallError>`;
+//!   a local pool's `cenote_core::PoolService`, mapped with
+//!   `map_err(CallError::from)`, has the same error, so middleware and axum
 //!   handlers take either.
 
 #![warn(missing_docs)]
@@ -103,7 +104,6 @@ pub use client::{
 pub use error::CallError;
 pub use servable::Servable;
 pub use server::{Node, NodeBuilder, NodeError, DEFAULT_MAX_REQUEST_BYTES};
-pub use services::PoolService;
 
 /// TLS material: a node's [`Identity`](tls::Identity) (certificate and
 /// key), a caller's trusted [`Certificate`](tls::Certificate).

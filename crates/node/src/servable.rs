@@ -1,21 +1,17 @@
 //! [`Servable`]: a local pool seen as "answers `Req`, fails with
-//! [`CallError`], has a load" — what a node serves and what
-//! [`PoolService`](crate::PoolService) wraps, so both go through the same
-//! code.
+//! [`CallError`], has a load" — what a node serves: decode, `call_with`,
+//! encode.
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cenote_core::{
-    Call, CallOptions, CheckoutOptions, Factory, IdleStrategy, Load, Pool, WaitStrategy,
-};
+use cenote_core::{Call, CallOptions, Factory, IdleStrategy, Load, Pool, WaitStrategy};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::time::Instant;
 
 use crate::error::CallError;
 use cenote_core::ErrorKind;
@@ -29,13 +25,12 @@ pub trait Servable<Req>: Clone + Send + Sync + 'static {
     /// What a successful call returns.
     type Response: Send + 'static;
 
-    /// Serve `req` under `opts`; with a `deadline`, the whole call (waiting
-    /// for a worker included) ends by then.
+    /// Serve `req` under `opts` (a remote caller's time left is its
+    /// [`budget`](CallOptions::budget)).
     fn serve(
         &self,
         req: Req,
         opts: CallOptions,
-        deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Self::Response, CallError>> + Send;
 
     /// Its counts now, as a node publishes them.
@@ -53,34 +48,8 @@ where
 {
     type Response = <Wk<F> as Call<Req>>::Response;
 
-    async fn serve(
-        &self,
-        req: Req,
-        opts: CallOptions,
-        deadline: Option<Instant>,
-    ) -> Result<Self::Response, CallError> {
-        let Some(deadline) = deadline else {
-            return Ok(self.call_with(req, opts).await?);
-        };
-        // The checkout and the call share what is left of the deadline.
-        let left = || deadline.saturating_duration_since(Instant::now());
-        let checkout = CheckoutOptions {
-            timeout: Some(opts.checkout.timeout.map_or(left(), |t| t.min(left()))),
-            priority: opts.checkout.priority,
-            affinity: opts.checkout.affinity,
-        };
-        let mut worker = self.get_with(checkout).await?;
-        let limit = opts
-            .timeout
-            .unwrap_or_else(|| worker.call_ctx().timeout())
-            .min(left());
-        if limit.is_zero() {
-            // Nothing left to run it in: the worker goes back unused
-            // rather than be killed by a deadline it never had a chance
-            // to meet.
-            return Err(CallError::CallTimeout { after: limit });
-        }
-        Ok(worker.call_within(req, limit).await?)
+    async fn serve(&self, req: Req, opts: CallOptions) -> Result<Self::Response, CallError> {
+        Ok(self.call_with(req, opts).await?)
     }
 
     fn load(&self) -> Load {
@@ -90,12 +59,7 @@ where
 
 /// A served pool with its types erased: JSON in, JSON out.
 pub(crate) trait Served: Send + Sync + 'static {
-    fn call(
-        &self,
-        body: Bytes,
-        opts: CallOptions,
-        deadline: Option<Instant>,
-    ) -> BoxFuture<'static, Result<Bytes, CallError>>;
+    fn call(&self, body: Bytes, opts: CallOptions) -> BoxFuture<'static, Result<Bytes, CallError>>;
 
     fn load(&self) -> Load;
 }
@@ -126,12 +90,7 @@ where
     P: Servable<Req>,
     P::Response: Serialize,
 {
-    fn call(
-        &self,
-        body: Bytes,
-        opts: CallOptions,
-        deadline: Option<Instant>,
-    ) -> BoxFuture<'static, Result<Bytes, CallError>> {
+    fn call(&self, body: Bytes, opts: CallOptions) -> BoxFuture<'static, Result<Bytes, CallError>> {
         let pool = self.pool.clone();
         async move {
             let req: Req = serde_json::from_slice(&body).map_err(|e| CallError::BadRequest {
@@ -140,7 +99,7 @@ where
                     std::any::type_name::<Req>()
                 ),
             })?;
-            let resp = pool.serve(req, opts, deadline).await?;
+            let resp = pool.serve(req, opts).await?;
             serde_json::to_vec(&resp)
                 .map(Bytes::from)
                 .map_err(|e| CallError::BadResponse {

@@ -1,4 +1,4 @@
-//! A local pool (`PoolService`) and a remote one (`RemotePool`) are the
+//! A local pool (`PoolService`, its error mapped to `CallError`) and a remote one (`RemotePool`) are the
 //! same kind of thing to tower: `Service<Job, Response = String, Error =
 //! CallError>`. The same middleware stacks (timeout, concurrency limit)
 //! compose with either, the same boxed type holds either, and an axum
@@ -14,7 +14,8 @@ use axum::extract::{Json, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use cenote_node::{CallError, Node, PoolService, Remote};
+use cenote_core::PoolService;
+use cenote_node::{CallError, Node, Remote};
 use cenote_registry::LocalRegistry;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,7 +36,8 @@ async fn local_and_remote(registry: &LocalRegistry, size: usize) -> (JobPool, No
         .connect()
         .await
         .unwrap();
-    let local = AnyPool::new(PoolService::<Job, _>::new(pool.clone()));
+    let local =
+        AnyPool::new(PoolService::<Job, _, _, _>::new(pool.clone()).map_err(CallError::from));
     let remote = AnyPool::new(remote.pool::<Job, String>("jobs"));
     (pool, node, [local, remote])
 }

@@ -143,8 +143,8 @@ pub use config::{Backoff, CrashBudget, PoolConfig};
 pub use entry::{Caller, IdleWorker, Waiter};
 pub use error::{BuildError, ConfigError, Error, ErrorKind, StartError};
 pub use pool::{
-    CallBudget, CallOptions, Checkout, CheckoutOptions, Pool, PoolBuilder, Retry, RetryIf,
-    RetryPolicy, Transient, WorkerInfo,
+    CallBudget, CallOptions, Checkout, CheckoutOptions, Pool, PoolBuilder, PoolService, Retry,
+    RetryIf, RetryPolicy, Transient, WorkerInfo,
 };
 pub use queue::{Entry, IdleStrategy, PriorityLevel, Queue, WaitStrategy};
 pub use registry::{

@@ -105,17 +105,18 @@ async fn serve(shared: &Shared, request: tonic::Request<Bytes>) -> Result<Bytes,
             pool: headers.pool.clone(),
             node: shared.node.clone(),
         })?;
-    // The deadline is the time the caller said was left, counted from
-    // arrival: no clock is compared across machines.
-    let deadline = headers.remaining.map(|left| arrived + left);
+    // The call's whole budget is the time the caller said was left, counted
+    // from arrival: no clock is compared across machines.
+    let mut opts = headers.opts;
+    if let Some(left) = headers.remaining {
+        let left = left.saturating_sub(arrived.elapsed());
+        opts.budget = Some(opts.budget.map_or(left, |b| b.min(left)));
+    }
     slot.changed.notify_one();
     // Again when the call ends, however it ends (a caller that hangs up
     // drops this future).
     let _ended = NotifyOnDrop(&slot.changed);
-    let outcome = slot
-        .pool
-        .call(request.into_inner(), headers.opts, deadline)
-        .await;
+    let outcome = slot.pool.call(request.into_inner(), opts).await;
     if let Err(e) = &outcome {
         tracing::debug!(node = %shared.node, pool = %headers.pool, error = %e, "call failed");
     }

@@ -19,6 +19,7 @@ mod options;
 mod recycle;
 mod registry_writer;
 mod retry;
+mod service;
 mod sessions;
 mod shared;
 mod shutdown;
@@ -34,6 +35,7 @@ pub use builder::PoolBuilder;
 pub use checkout::Checkout;
 pub use options::{CallOptions, CheckoutOptions};
 pub use retry::{Retry, RetryIf, RetryPolicy, Transient};
+pub use service::PoolService;
 
 use shared::{Shared, Wk, WkError};
 use waiter::Acquire;
