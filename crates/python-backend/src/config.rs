@@ -73,7 +73,7 @@ impl From<PathBuf> for Handler {
 
 /// The env variables that make BLAS/OpenMP libraries start one thread per
 /// core in every worker; set to the thread limit unless overridden.
-pub const THREAD_ENV: [&str; 5] = [
+pub(crate) const THREAD_ENV: [&str; 5] = [
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -135,7 +135,10 @@ pub struct PythonConfig {
     /// and its raw bytes together. At most 2 GiB − 1 (the frame word's
     /// 31 bits); a larger value acts as that.
     pub max_frame_size: usize,
-    /// Value for [`THREAD_ENV`] in each worker (`None`: leave them alone).
+    /// Value for `OMP_NUM_THREADS`, `OPENBLAS_NUM_THREADS`,
+    /// `MKL_NUM_THREADS`, `NUMEXPR_NUM_THREADS` and
+    /// `VECLIB_MAXIMUM_THREADS` in each worker, unless its env sets them
+    /// (`None`: leave them alone).
     pub thread_limit: Option<u32>,
     /// How many stderr lines to keep for crash reports.
     pub stderr_tail_lines: usize,

@@ -94,6 +94,7 @@ pub struct Frame {
 
 impl Frame {
     /// Bytes of JSON and attachments together.
+    #[cfg(any(test, feature = "testing"))]
     pub fn size(&self) -> usize {
         self.json.len() + self.attachments.iter().map(Vec::len).sum::<usize>()
     }
@@ -285,7 +286,9 @@ impl Decoder {
         }
     }
 
-    /// Append raw bytes to the staging buffer.
+    /// Append raw bytes to the staging buffer (the worker reads into it
+    /// from the pipe instead).
+    #[cfg(any(test, feature = "testing"))]
     pub fn extend(&mut self, bytes: &[u8]) {
         let room = self.make_room(bytes.len());
         room[..bytes.len()].copy_from_slice(bytes);

@@ -129,14 +129,17 @@ mod stream;
 mod worker;
 mod zygote;
 
-pub use attach::KEY as BYTES_PLACEHOLDER_KEY;
 pub use batch::{PyItem, TypedItem};
 pub use bridge::script as bridge_script;
 pub use bytes::Bytes;
-pub use config::{Handler, PythonConfig, StartMode, THREAD_ENV};
+pub use config::{Handler, PythonConfig, StartMode};
 pub use error::{Exit, PythonError, StderrTail};
 pub use exits::BridgeExit;
 pub use factory::{PythonFactory, StartReport};
+/// The frame decoder, for the frame proptests and the fuzz target
+/// (feature `testing`; not part of the API).
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub use frame::{Decoder as FrameDecoder, Frame, FrameError};
 pub use pool::PythonPool;
 pub use request::{PyCall, TypedCall};

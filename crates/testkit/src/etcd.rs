@@ -174,7 +174,7 @@ impl EtcdServer {
     }
 
     /// Stop the server by its own pid: SIGTERM, then SIGKILL after
-    /// [`STOP_GRACE`]; always reaped. Panics if it is somehow still alive.
+    /// its stop grace (5 s); always reaped. Panics if it is somehow still alive.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;

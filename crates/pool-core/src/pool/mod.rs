@@ -263,7 +263,8 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
     }
 
     /// Check the pool's internal counts against each other and against the
-    /// hard cap (for tests): returns what disagrees.
+    /// hard cap (for tests, feature `testing`): returns what disagrees.
+    #[cfg(any(test, feature = "testing"))]
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         self.shared().lock().check()

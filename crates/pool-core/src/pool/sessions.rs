@@ -292,6 +292,7 @@ impl<Q: Queue<Waiter>> Sessions<Q> {
         out
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The table agrees with itself, and with the idle queue's length.
     pub fn check(&self, idle: usize) -> Result<(), String> {
         let pinned: usize = self.holders.values().map(|h| h.pinned.len()).sum();

@@ -269,6 +269,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         self.busy - self.lent.len() + self.lanes_out
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The lent table agrees with itself and with the waiters.
     pub(super) fn check_lanes(&self) -> Result<(), String> {
         let out: usize = self.lent.iter().map(|l| l.out).sum();

@@ -360,6 +360,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         });
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The counts must agree with each other and with the hard cap.
     pub fn check(&self) -> Result<(), String> {
         let live = self.live();
