@@ -486,8 +486,7 @@ async fn strict_sessions_under_a_storm_never_see_a_wrong_count() {
     );
     pool.check_invariants().unwrap();
     assert!(!f.book.double_use.load(std::sync::atomic::Ordering::SeqCst));
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test]

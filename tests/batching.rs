@@ -18,8 +18,7 @@ const SETTLE: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_caller_is_sent_alone_and_at_once() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 2).build().await.unwrap();
+    let (f, pool) = pool_of(2).await;
     let batched = pool.batched(BatchConfig::new(32)).unwrap();
     for v in 0..200 {
         assert_eq!(batched.call(Item::Echo(v)).await.unwrap(), v);
@@ -33,8 +32,7 @@ async fn a_lone_caller_is_sent_alone_and_at_once() {
     );
     assert_eq!(s.waiting, 0);
     drop(batched);
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,8 +65,7 @@ async fn under_load_batches_grow_and_never_pass_max_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_result_goes_to_its_own_caller() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 4).build().await.unwrap();
+    let (_, pool) = pool_of(4).await;
     let batched = pool.batched(BatchConfig::new(64)).unwrap();
     let callers = (0..250u64).map(|c| {
         let b = batched.clone();
@@ -112,8 +109,7 @@ async fn occupy<W: cenote::strategy::WaitStrategy>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_item_whose_caller_leaves_before_dispatch_is_left_out() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (f, pool) = pool_of(1).await;
     let batched = pool.batched(BatchConfig::new(64)).unwrap();
     let busy = occupy(&f, &batched, 200, 0).await;
     // Ten items in line; the odd ones' callers give up (dropped futures).
@@ -151,8 +147,7 @@ async fn an_item_whose_caller_leaves_before_dispatch_is_left_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_item_past_its_checkout_timeout_leaves_the_line() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (f, pool) = pool_of(1).await;
     let batched = pool.batched(BatchConfig::new(8)).unwrap();
     let busy = occupy(&f, &batched, 300, 0).await;
     let late = batched
@@ -179,8 +174,7 @@ async fn an_item_past_its_checkout_timeout_leaves_the_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_leaves_after_dispatch_has_its_result_dropped() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (f, pool) = pool_of(1).await;
     let batched = pool.batched(BatchConfig::new(8)).unwrap();
     let busy = occupy(&f, &batched, 150, 0).await;
     let [stays, leaves] = [1, 2].map(|v| {
@@ -200,8 +194,7 @@ async fn a_caller_that_leaves_after_dispatch_has_its_result_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_callers_all_leave_is_cancelled_on_its_worker() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (f, pool) = pool_of(1).await;
     let batched = pool.batched(BatchConfig::new(8)).unwrap();
     let b = batched.clone();
     let gone = tokio::spawn(async move { b.call(Item::Hang(1)).await });
@@ -217,8 +210,7 @@ async fn a_batch_whose_callers_all_leave_is_cancelled_on_its_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_item_error_fails_that_item_alone() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (f, pool) = pool_of(1).await;
     let batched = pool.batched(BatchConfig::new(8)).unwrap();
     let busy = occupy(&f, &batched, 100, 0).await;
     let items = [Item::Echo(1), Item::Fail(2), Item::Echo(3)];
@@ -241,8 +233,7 @@ async fn an_item_error_fails_that_item_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_length_answer_fails_every_item_naming_both_lengths() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (f, pool) = pool_of(1).await;
     let batched = pool.batched(BatchConfig::new(8)).unwrap();
     let busy = occupy(&f, &batched, 100, 0).await;
     let calls = [Item::Echo(1), Item::Short(2), Item::Echo(3)].map(|i| {
@@ -275,8 +266,7 @@ async fn a_wrong_length_answer_fails_every_item_naming_both_lengths() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_batch_fails_its_items_and_the_worker_is_replaced() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (f, pool) = pool_of(1).await;
     let batched = pool.batched(BatchConfig::new(8)).unwrap();
     let busy = occupy(&f, &batched, 100, 0).await;
     let calls = [Item::Echo(1), Item::Crash(2), Item::Echo(3)].map(|i| {
@@ -296,14 +286,12 @@ async fn a_crash_mid_batch_fails_its_items_and_the_worker_is_replaced() {
     assert_eq!(batched.call(Item::Echo(9)).await.unwrap(), 9);
     assert_eq!(f.book.created.load(Ordering::SeqCst), 2);
     assert_eq!(pool.status().totals.crashes, 1);
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_runs_by_its_earliest_items_deadline() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (f, pool) = pool_of(1).await;
     let batched = pool.batched(BatchConfig::new(8)).unwrap();
     let busy = occupy(&f, &batched, 100, 0).await;
     let hang = {
@@ -409,8 +397,7 @@ async fn deadline_puts_the_nearest_deadline_into_the_next_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_wait_gathers_a_batch_even_with_a_worker_free() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 2).build().await.unwrap();
+    let (f, pool) = pool_of(2).await;
     let config = BatchConfig::new(4).max_wait(Duration::from_millis(300));
     let batched = pool.batched(config).unwrap();
     let calls: Vec<_> = (1..=4u64)
@@ -428,8 +415,7 @@ async fn max_wait_gathers_a_batch_even_with_a_worker_free() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_config_and_a_closed_pool_are_clear_errors() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (f, pool) = pool_of(1).await;
     let e = pool.batched::<Item>(BatchConfig::new(0)).err().unwrap();
     assert!(e.to_string().contains("max_size is 0"), "{e}");
     let batched = pool.batched(BatchConfig::new(4)).unwrap();
@@ -452,8 +438,7 @@ async fn bad_config_and_a_closed_pool_are_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_is_a_tower_service() {
     use tower::{Service, ServiceExt};
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (_, pool) = pool_of(1).await;
     let mut svc = pool.batched(BatchConfig::new(4)).unwrap();
     let out = svc
         .ready()

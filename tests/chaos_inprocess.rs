@@ -275,8 +275,7 @@ async fn with_retries_the_same_storm_ends_all_ok() {
         t.crashes > 0 && t.call_timeouts > 0,
         "the storm did not strike: {t:?}"
     );
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 /// A request that misbehaves on its first attempt only, the way a transient

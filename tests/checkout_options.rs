@@ -42,14 +42,12 @@ async fn a_checkout_with_its_own_timeout_gives_up_on_time() {
     drop(held);
     // The worker is free again and serves the next caller.
     pool.call(Op::Ok).await.unwrap();
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_returned_before_the_timeout_is_taken() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (_, pool) = pool_of(1).await;
     let held = pool.get().await.unwrap();
     let p = pool.clone();
     let waiter = tokio::spawn(async move {
@@ -68,8 +66,7 @@ async fn a_worker_returned_before_the_timeout_is_taken() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_with_own_timeouts_racing_returns_lose_no_worker() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 2).build().await.unwrap();
+    let (f, pool) = pool_of(2).await;
     let callers: Vec<_> = (0..32u64)
         .map(|i| {
             let p = pool.clone();
@@ -110,15 +107,12 @@ async fn callers_with_own_timeouts_racing_returns_lose_no_worker() {
     let s = pool.status();
     assert_eq!(s.totals.checkout_timeouts, timed_out, "{s:?}");
     assert_eq!(s.waiting, 0);
-    pool.check_invariants().unwrap();
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_dropped_while_waiting_with_a_timeout_leaves_nothing() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (_, pool) = pool_of(1).await;
     let held = pool.get().await.unwrap();
     let wait = pool.get_with(CheckoutOptions::default().timeout(Duration::from_secs(5)));
     assert!(tokio::time::timeout(Duration::from_millis(30), wait)
@@ -176,8 +170,7 @@ async fn a_calls_own_deadline_is_its_only_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_is_a_tower_service_with_its_options() {
     use tower::{Service, ServiceExt};
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (_, pool) = pool_of(1).await;
     let mut svc = cenote::PoolService::new(pool.clone());
     let id = svc.ready().await.unwrap().call(Op::Ok).await.unwrap();
     assert_eq!(id, 1);

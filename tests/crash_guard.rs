@@ -45,8 +45,7 @@ async fn a_crash_loop_is_held_to_its_budget_and_reported() {
         "crash loop not reported"
     );
     assert_eq!(pool.status().totals.crashes, 8);
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 /// Kills of calls past their deadline are the pool's choice: a storm of
@@ -91,8 +90,7 @@ async fn kills_of_late_calls_are_not_charged() {
     );
     let t = pool.status().totals;
     assert_eq!((t.killed, t.crashes, t.call_timeouts), (20, 0, 20), "{t:?}");
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 /// A factory whose workers are always broken (bb8's `test_drop_on_broken`):

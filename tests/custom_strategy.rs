@@ -75,7 +75,5 @@ async fn a_pool_with_least_tasks_spreads_checkouts_evenly() {
             assert_eq!(pool.call_with(Op::Bump(s), opts).await.unwrap(), round);
         }
     }
-    pool.check_invariants().unwrap();
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }

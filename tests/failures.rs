@@ -28,8 +28,7 @@ async fn a_start_failure_is_retried_while_the_rest_serve() {
     let s = pool.status();
     assert_eq!(s.totals.start_failures, 2);
     assert_eq!(f.book.created.load(Ordering::SeqCst), 3);
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,8 +66,7 @@ async fn when_no_worker_can_start_callers_learn_why() {
         pool.status()
     );
     pool.call(Op::Ok).await.unwrap();
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 /// One failed start with no worker up is waited out when its retry comes
@@ -114,14 +112,12 @@ async fn a_single_failed_start_is_waited_out_when_its_retry_comes_in_time() {
     let (served, waited) = patient.await.unwrap();
     assert!(served.is_ok(), "{served:?}");
     assert!(waited >= Duration::from_millis(200), "{waited:?}");
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_fails_only_its_own_call_and_is_replaced() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 2).build().await.unwrap();
+    let (f, pool) = pool_of(2).await;
     let p = pool.clone();
     let other = tokio::spawn(async move { p.call(Op::Slow(Duration::from_millis(100))).await });
     assert!(eventually(SETTLE, || pool.status().busy == 1).await);
@@ -143,14 +139,12 @@ async fn a_crash_fails_only_its_own_call_and_is_replaced() {
     assert_eq!((s.totals.crashes, s.totals.restarts), (1, 1));
     assert_eq!(f.book.created.load(Ordering::SeqCst), 3);
     assert_eq!(f.book.shut_down.load(Ordering::SeqCst), 1);
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_past_its_deadline_kills_the_worker() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (f, pool) = pool_of(1).await;
     let limit = Duration::from_millis(50);
     let began = Instant::now();
     let r = pool
@@ -169,8 +163,7 @@ async fn a_call_past_its_deadline_kills_the_worker() {
     );
     assert_eq!(pool.status().totals.call_timeouts, 1);
     pool.call(Op::Ok).await.unwrap();
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,14 +218,12 @@ async fn a_failed_health_check_replaces_an_idle_worker() {
     *f.book.recycle.lock().unwrap() = Recycle::Ok;
     assert!(eventually(SETTLE, || pool.status().idle == 2).await);
     assert!(f.book.created.load(Ordering::SeqCst) >= 4);
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_call_does_not_corrupt_the_pool() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (f, pool) = pool_of(1).await;
     let p = pool.clone();
     let joined = tokio::spawn(async move { p.call(Op::Panic).await }).await;
     assert!(joined.unwrap_err().is_panic());
@@ -240,8 +231,7 @@ async fn a_panicking_call_does_not_corrupt_the_pool() {
     pool.call(Op::Ok).await.unwrap();
     pool.check_invariants().unwrap();
     assert!(f.book.recycles.load(Ordering::SeqCst) >= 1);
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[test]

@@ -78,16 +78,14 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifo_waiters_are_served_in_arrival_order() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (f, pool) = pool_of(1).await;
     let n = 32;
     // The FIFO strategy ignores priorities: give them in a scrambled order
     // to show arrival alone decides.
     let prios: Vec<PriorityLevel> = (0..n).map(|i| ((i * 7) % 5) as PriorityLevel).collect();
     let order = served_order(&pool, &prios).await;
     assert_eq!(order, (0..n).collect::<Vec<_>>());
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,8 +125,7 @@ async fn priority_waiters_are_served_highest_first_ties_in_arrival_order() {
         assert_eq!(c.await.unwrap(), held_id);
     }
     assert_eq!(pool.status().waiting, 0);
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,8 +153,7 @@ async fn deadline_waiters_are_served_nearest_deadline_first() {
     let mut expected: Vec<usize> = (0..timeouts.len()).collect();
     expected.sort_by_key(|&i| timeouts[i]);
     assert_eq!(order, expected, "timeouts {timeouts:?}");
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 /// Check out every worker, give them back in a known order, and return the
@@ -187,8 +183,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifo_idle_reuses_the_most_recently_returned_worker() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 4).build().await.unwrap();
+    let (f, pool) = pool_of(4).await;
     let returned = return_in_order(&pool, 4).await;
     // Take them all again: newest first.
     let mut held = Vec::new();
@@ -207,8 +202,7 @@ async fn lifo_idle_reuses_the_most_recently_returned_worker() {
         assert_eq!(Checkout::id(&co).0, hot);
         assert_eq!(co.call(Op::Ok).await.unwrap(), hot);
     }
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,6 +224,5 @@ async fn fifo_idle_rotates_through_every_worker() {
     }
     let expected: Vec<u64> = returned.iter().cycle().take(12).copied().collect();
     assert_eq!(seen, expected);
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }

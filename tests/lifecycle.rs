@@ -14,8 +14,7 @@ const SETTLE: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resize_grows_at_once_and_shrinks_idle_then_busy() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 2).build().await.unwrap();
+    let (f, pool) = pool_of(2).await;
     pool.resize(5).unwrap();
     assert!(
         eventually(SETTLE, || pool.status().idle == 5).await,
@@ -45,15 +44,12 @@ async fn resize_grows_at_once_and_shrinks_idle_then_busy() {
         pool.resize(0).is_err(),
         "size 0 without overflow can never serve"
     );
-    pool.check_invariants().unwrap();
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_idle_workers_are_really_shut_down() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 3).build().await.unwrap();
+    let (f, pool) = pool_of(3).await;
     let held = pool.get().await.unwrap();
     // Only idle workers are taken; the busy one is untouched.
     assert_eq!(pool.remove_idle_workers(5).await, 2);
@@ -67,14 +63,12 @@ async fn removed_idle_workers_are_really_shut_down() {
     drop(held);
     pool.add_workers(2);
     assert!(eventually(SETTLE, || pool.status().idle == 3).await);
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retain_replaces_what_it_removes() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 3).build().await.unwrap();
+    let (f, pool) = pool_of(3).await;
     let first = Checkout::id(&pool.get().await.unwrap());
     let removed = pool.retain(|w| w.id != first).await;
     assert_eq!(removed, 1);
@@ -86,8 +80,7 @@ async fn retain_replaces_what_it_removes() {
         .map(|g| Checkout::id(&g.unwrap()))
         .collect();
     assert!(!ids.contains(&first), "a removed worker still serves");
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,8 +166,7 @@ async fn a_worker_at_its_quota_is_replaced_warm() {
         "{:?}",
         pool.status()
     );
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 /// At the cap (no `max_overflow`), retiring never takes the pool over it:
@@ -192,9 +184,7 @@ async fn a_worker_at_its_quota_retires_within_the_cap() {
         "{:?}",
         pool.status()
     );
-    pool.check_invariants().unwrap();
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,8 +241,7 @@ async fn close_kills_what_outlives_the_grace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_pool_closes_itself() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 3).build().await.unwrap();
+    let (f, pool) = pool_of(3).await;
     pool.call(Op::Ok).await.unwrap();
     drop(pool);
     assert!(

@@ -661,8 +661,7 @@ async fn randomized_stress_keeps_every_invariant() {
 /// the pool is shrunk from 8 to 1 again and again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shrinking_never_shows_a_slot_held_by_no_worker() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1).build().await.unwrap();
+    let (f, pool) = pool_of(1).await;
     let stop = Arc::new(AtomicBool::new(false));
     let spy = {
         let pool = pool.clone();
@@ -688,8 +687,7 @@ async fn shrinking_never_shows_a_slot_held_by_no_worker() {
     let (looks, broken) = spy.join().unwrap();
     assert!(looks > 1000, "the spy hardly looked");
     assert_eq!(broken, None, "seen after {looks} looks");
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }
 
 /// A worker retiring (its quota spent, its replacement still starting) that
@@ -718,7 +716,5 @@ async fn retiring_worker_removed_while_idle_leaves_no_phantom() {
     assert!(settled, "pool of size 1 did not settle at 1 worker: {s:?}");
     assert_eq!(s.retiring, 0, "{s:?}");
     assert_eq!(f.book.alive(), 1);
-    pool.check_invariants().unwrap();
-    pool.close().await;
-    assert_eq!(f.book.alive(), 0);
+    close_clean(pool, &f).await;
 }

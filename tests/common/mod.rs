@@ -345,6 +345,25 @@ pub fn builder(
 /// The default-strategy pool over test workers.
 pub type TestPool = cenote::Pool<TestFactory>;
 
+/// A factory and a pool of `size` of its workers, with [`builder`]'s
+/// test settings.
+pub async fn pool_of(size: usize) -> (TestFactory, TestPool) {
+    let f = TestFactory::default();
+    let pool = builder(f.clone(), size).build().await.unwrap();
+    (f, pool)
+}
+
+/// Close `pool` and check that it left nothing behind: its counts agree
+/// to the end, and every worker `f` made was shut down.
+pub async fn close_clean<I: cenote::strategy::IdleStrategy, W: cenote::strategy::WaitStrategy>(
+    pool: cenote::Pool<TestFactory, I, W>,
+    f: &TestFactory,
+) {
+    pool.check_invariants().unwrap();
+    pool.close().await;
+    assert_eq!(f.book.alive(), 0);
+}
+
 /// A call's result as a test sees it.
 pub type CallResult = Result<u64, cenote::Error<TestError>>;
 

@@ -23,12 +23,7 @@ async fn still_serves(w: &mut PythonWorker) {
 
 #[tokio::test]
 async fn raised_exception_has_type_message_traceback_and_worker_stays() {
-    init_tracing();
-    let tag = new_tag("raise");
-    let mut w = PythonFactory::new(chaos(&tag))
-        .spawn("t/raise")
-        .await
-        .unwrap();
+    let (tag, mut w) = chaos_worker("raise", "t/raise").await;
     let pid = w.pid();
     let err = w
         .call_json(PyCall::new("raise_value", json!(["nope"])), ctx())
@@ -66,17 +61,12 @@ async fn raised_exception_has_type_message_traceback_and_worker_stays() {
     );
     still_serves(&mut w).await;
     assert_eq!(w.pid(), pid);
-    w.shutdown(Duration::from_secs(1)).await;
+    shut_clean(w, &tag).await;
 }
 
 #[tokio::test]
 async fn unknown_function_and_wrong_arguments() {
-    init_tracing();
-    let tag = new_tag("args");
-    let mut w = PythonFactory::new(chaos(&tag))
-        .spawn("t/args")
-        .await
-        .unwrap();
+    let (tag, mut w) = chaos_worker("args", "t/args").await;
     let err = w
         .call_json(PyCall::new("no_such_thing", json!(null)), ctx())
         .await
@@ -118,7 +108,7 @@ async fn unknown_function_and_wrong_arguments() {
         .unwrap_err();
     assert!(matches!(err, PythonError::Decode { .. }), "{err:?}");
     still_serves(&mut w).await;
-    w.shutdown(Duration::from_secs(1)).await;
+    shut_clean(w, &tag).await;
 }
 
 #[tokio::test]

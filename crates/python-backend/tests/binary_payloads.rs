@@ -107,8 +107,7 @@ async fn bytes_go_anywhere_in_the_arguments_and_arrive_as_bytes() {
         .await
         .unwrap();
     assert_eq!(got["args"], json!([{"$cenote_bytes": 0}]));
-    pool.close().await;
-    assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+    close_clean(pool, &tag).await;
 }
 
 #[tokio::test]
@@ -378,8 +377,7 @@ async fn broken_frames_with_attachments_get_the_worker_replaced() {
         let after = pid(&pool).await;
         assert_ne!(after, before, "{function}: the worker was replaced");
     }
-    pool.close().await;
-    assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+    close_clean(pool, &tag).await;
 }
 
 #[tokio::test]
@@ -410,8 +408,7 @@ async fn a_bridge_of_another_protocol_does_not_start() {
         },
         other => panic!("expected Error::Start, got {other:?}"),
     }
-    pool.close().await;
-    assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+    close_clean(pool, &tag).await;
 }
 
 #[tokio::test]

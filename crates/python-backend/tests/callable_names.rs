@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use cenote_core::Worker;
-use cenote_python::{PyCall, PythonError, PythonFactory, PythonWorker};
+use cenote_python::{PyCall, PythonError, PythonWorker};
 use common::*;
 use serde_json::json;
 
@@ -27,12 +27,7 @@ async fn unknown(w: &mut PythonWorker, name: &str) -> String {
 
 #[tokio::test]
 async fn classes_are_neither_listed_nor_callable_other_callables_are_both() {
-    init_tracing();
-    let tag = new_tag("classes");
-    let mut w = PythonFactory::new(chaos(&tag))
-        .spawn("t/classes")
-        .await
-        .unwrap();
+    let (tag, mut w) = chaos_worker("classes", "t/classes").await;
     let functions = w.ready_info().functions.clone();
     assert!(!functions.iter().any(|f| f == "Widget"), "{functions:?}");
     for module in ["os", "sys", "asyncio", "functools"] {
@@ -49,17 +44,12 @@ async fn classes_are_neither_listed_nor_callable_other_callables_are_both() {
     let message = unknown(&mut w, "Widget").await;
     assert!(message.contains("add_ten"), "lists what exists: {message}");
     assert!(!message.contains("Widget,"), "{message}");
-    w.shutdown(Duration::from_secs(1)).await;
+    shut_clean(w, &tag).await;
 }
 
 #[tokio::test]
 async fn malformed_names_are_unknown_functions_and_the_worker_serves_on() {
-    init_tracing();
-    let tag = new_tag("names");
-    let mut w = PythonFactory::new(chaos(&tag))
-        .spawn("t/names")
-        .await
-        .unwrap();
+    let (tag, mut w) = chaos_worker("names", "t/names").await;
     let pid = w.pid();
     let long = "x".repeat(10_000);
     let names = [

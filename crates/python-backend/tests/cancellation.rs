@@ -8,19 +8,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cenote_core::Worker;
-use cenote_python::{PyCall, PythonFactory, PythonPool};
+use cenote_python::{PyCall, PythonPool};
 use common::*;
 use futures::StreamExt;
 use serde_json::json;
 
 #[tokio::test]
 async fn worker_cancels_an_abandoned_call_before_the_next() {
-    init_tracing();
-    let tag = new_tag("wdrain");
-    let mut w = PythonFactory::new(chaos(&tag))
-        .spawn("t/drain")
-        .await
-        .unwrap();
+    let (tag, mut w) = chaos_worker("wdrain", "t/drain").await;
     let pid = w.pid();
     let cut = tokio::time::timeout(
         Duration::from_millis(100),
@@ -55,17 +50,12 @@ async fn worker_cancels_an_abandoned_call_before_the_next() {
     assert_eq!(v, json!(3));
     assert_eq!(w.pid(), pid);
     assert_eq!(w.tasks_served(), 3);
-    w.shutdown(Duration::from_secs(1)).await;
+    shut_clean(w, &tag).await;
 }
 
 #[tokio::test]
 async fn worker_cancels_an_abandoned_stream() {
-    init_tracing();
-    let tag = new_tag("wstream");
-    let mut w = PythonFactory::new(chaos(&tag))
-        .spawn("t/stream")
-        .await
-        .unwrap();
+    let (tag, mut w) = chaos_worker("wstream", "t/stream").await;
     {
         let mut s = w.stream(PyCall::new("count", json!([500, 0.01])), ctx());
         assert_eq!(s.next().await.unwrap().unwrap(), json!(0));
@@ -82,7 +72,7 @@ async fn worker_cancels_an_abandoned_stream() {
             .unwrap(),
         json!(3)
     );
-    w.shutdown(Duration::from_secs(1)).await;
+    shut_clean(w, &tag).await;
 }
 
 #[tokio::test]

@@ -399,6 +399,5 @@ async fn the_hard_cap_counts_processes_under_a_resize_storm() {
     .await;
     assert!(ok, "{:?}", pool.status());
     pool.check_invariants().unwrap();
-    pool.close().await;
-    assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+    close_clean(pool, &tag).await;
 }

@@ -65,12 +65,7 @@ async fn worker_reports_exit_code_signal_and_segfault() {
 
 #[tokio::test]
 async fn killed_from_outside_while_idle_is_seen_as_broken() {
-    init_tracing();
-    let tag = new_tag("outside");
-    let mut w = PythonFactory::new(chaos(&tag))
-        .spawn("t/outside")
-        .await
-        .unwrap();
+    let (tag, mut w) = chaos_worker("outside", "t/outside").await;
     assert!(!w.is_broken());
     w.signal(libc::SIGKILL);
     assert!(eventually(Duration::from_secs(2), || w.is_broken()).await);
@@ -80,6 +75,7 @@ async fn killed_from_outside_while_idle_is_seen_as_broken() {
         .unwrap_err();
     expect_crash(&err, Exit::Signal(libc::SIGKILL), "");
     w.shutdown(Duration::ZERO).await;
+    assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
 }
 
 #[tokio::test]

@@ -459,6 +459,5 @@ async fn late_call_storm_loses_nothing_and_restarts_only_the_stuck() {
     assert_eq!(t.cancelled, late[0] + late[1] + late[2], "{t:?}");
     assert_eq!(t.crashes, 0, "{t:?}");
     pool.check_invariants().unwrap();
-    pool.close().await;
-    assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+    close_clean(pool, &tag).await;
 }

@@ -121,8 +121,7 @@ async fn five_percent_late_calls_cost_their_own_time_and_nothing_more() {
         );
     }
     assert_eq!((t.killed, t.restarts, t.crashes), (0, 0, 0), "{t:?}");
-    pool.close().await;
-    assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+    close_clean(pool, &tag).await;
 }
 
 /// With no grace every late call's worker is killed and replaced, as before
@@ -146,6 +145,5 @@ async fn kills_of_late_calls_never_hold_the_pool_back() {
             "second {second}: {n} calls, against a mean of {rate:.0}: {late:?}"
         );
     }
-    pool.close().await;
-    assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+    close_clean(pool, &tag).await;
 }

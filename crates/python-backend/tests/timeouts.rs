@@ -64,8 +64,7 @@ async fn a_late_call_is_cancelled_and_spares_its_worker_and_other_calls() {
         (1, 0, 0),
         "{st:?}"
     );
-    pool.close().await;
-    assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+    close_clean(pool, &tag).await;
 }
 
 /// With no grace, a late call's worker is killed at once, with its whole

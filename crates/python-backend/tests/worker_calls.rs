@@ -243,12 +243,7 @@ async fn interpreter_is_resolved_once_to_the_real_executable() {
 
 #[tokio::test]
 async fn large_frames_round_trip_in_both_directions() {
-    init_tracing();
-    let tag = new_tag("large");
-    let mut w = PythonFactory::new(chaos(&tag))
-        .spawn("t/large")
-        .await
-        .unwrap();
+    let (tag, mut w) = chaos_worker("large", "t/large").await;
     let big = "é".repeat(3_000_000);
     let v = w
         .call_json(PyCall::new("echo", json!([big.clone()])), ctx())
@@ -266,5 +261,5 @@ async fn large_frames_round_trip_in_both_directions() {
             .unwrap(),
         json!(3)
     );
-    w.shutdown(Duration::from_secs(1)).await;
+    shut_clean(w, &tag).await;
 }

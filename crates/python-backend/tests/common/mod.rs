@@ -108,3 +108,25 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A chaos worker spawned directly (no pool) as `id`, its processes
+/// tagged: the tag and the worker.
+pub async fn chaos_worker(name: &str, id: &str) -> (String, cenote_python::PythonWorker) {
+    init_tracing();
+    let tag = new_tag(name);
+    let w = PythonFactory::new(chaos(&tag)).spawn(id).await.unwrap();
+    (tag, w)
+}
+
+/// Close `pool` and check that none of the processes tagged `tag` is left.
+pub async fn close_clean(pool: PyPool, tag: &str) {
+    pool.close().await;
+    assert!(wait_gone(tag, Duration::from_secs(5)).await.is_empty());
+}
+
+/// Shut `w` down and check that none of the processes tagged `tag` is left.
+pub async fn shut_clean(w: cenote_python::PythonWorker, tag: &str) {
+    use cenote_core::Worker;
+    w.shutdown(Duration::from_secs(1)).await;
+    assert!(wait_gone(tag, Duration::from_secs(5)).await.is_empty());
+}
