@@ -15,13 +15,8 @@ use futures::future::join_all;
 use serde::Deserialize;
 use serde_json::json;
 
-const MODES: [StartMode; 2] = [StartMode::Spawn, StartMode::ForkServer];
-
 fn batch(tag: &str, mode: StartMode) -> PythonConfig {
-    PythonConfig::new(py_dir().join("batch.py"))
-        .env(TAG_VAR, tag)
-        .startup_timeout(Duration::from_secs(20))
-        .start_mode(mode)
+    py_config("batch.py", tag, mode)
 }
 
 async fn pool_of(config: PythonConfig, size: usize) -> PyPool {
@@ -34,9 +29,7 @@ async fn pool_of(config: PythonConfig, size: usize) -> PyPool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_gather_into_batches_and_each_gets_its_own_result() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("pbatch");
+    for (mode, tag) in modes("pbatch") {
         let pool = pool_of(batch(&tag, mode), 2).await;
         let batched = pool.batched(BatchConfig::new(32)).unwrap();
         // One caller: every item goes alone.
@@ -55,16 +48,13 @@ async fn items_gather_into_batches_and_each_gets_its_own_result() {
         assert!(s.max_size > 1 && s.max_size <= 32, "{mode:?}: {s:?}");
         assert!(s.mean_size > 1.0, "{mode:?}: {s:?}");
         drop(batched);
-        pool.close().await;
-        assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+        close_clean(pool, &tag).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exception_item_fails_only_its_item() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("pbatchexc");
+    for (mode, tag) in modes("pbatchexc") {
         let pool = pool_of(batch(&tag, mode), 1).await;
         let batched = pool.batched(BatchConfig::new(64)).unwrap();
         let calls = (-5..5).map(|i| batched.call(PyItem::new("picky", json!(i))));
@@ -81,8 +71,7 @@ async fn an_exception_item_fails_only_its_item() {
                 Err(e) => panic!("{mode:?}: {i}: {e}"),
             }
         }
-        pool.close().await;
-        assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+        close_clean(pool, &tag).await;
     }
 }
 
@@ -94,9 +83,7 @@ struct Blob {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_travel_per_item_both_ways() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("pbatchbytes");
+    for (mode, tag) in modes("pbatchbytes") {
         let pool = pool_of(batch(&tag, mode), 1).await;
         let batched = pool.batched(BatchConfig::new(16)).unwrap();
         let blobs: Vec<Vec<u8>> = (0..40u32)
@@ -116,8 +103,7 @@ async fn bytes_travel_per_item_both_ways() {
             let want: Vec<u8> = blob.iter().rev().copied().collect();
             assert_eq!(&got.rev[..], &want[..], "{mode:?}");
         }
-        pool.close().await;
-        assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+        close_clean(pool, &tag).await;
     }
 }
 
@@ -150,9 +136,7 @@ async fn pair(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_answer_fails_the_batch_and_the_worker_serves_on() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("pbatchbad");
+    for (mode, tag) in modes("pbatchbad") {
         let pool = pool_of(batch(&tag, mode), 1).await;
         let pid = pid_of(&pool).await;
         for got in pair(&pool, "short", [json!(1), json!(2)]).await {
@@ -182,16 +166,13 @@ async fn a_bad_answer_fails_the_batch_and_the_worker_serves_on() {
         // Nothing above cost the process.
         assert_eq!(pid_of(&pool).await, pid, "{mode:?}");
         assert_eq!(pool.status().totals.crashes, 0, "{mode:?}");
-        pool.close().await;
-        assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+        close_clean(pool, &tag).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_batch_fails_its_items_and_a_hang_is_cut_off() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("pbatchcrash");
+    for (mode, tag) in modes("pbatchcrash") {
         let pool = pool_of(batch(&tag, mode), 1).await;
         for got in pair(&pool, "crash", [json!("ok"), json!("die")]).await {
             let e = got.unwrap_err();
@@ -230,7 +211,6 @@ async fn a_crash_mid_batch_fails_its_items_and_a_hang_is_cut_off() {
             assert_eq!(pid_of(&pool).await, pid, "{mode:?}");
         }
         drop(batched);
-        pool.close().await;
-        assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+        close_clean(pool, &tag).await;
     }
 }

@@ -12,14 +12,8 @@ use common::*;
 use futures::StreamExt;
 use serde_json::json;
 
-const MODES: [StartMode; 2] = [StartMode::Spawn, StartMode::ForkServer];
-
 fn many(tag: &str, mode: StartMode, k: usize) -> PythonConfig {
-    PythonConfig::new(py_dir().join("many.py"))
-        .env(TAG_VAR, tag)
-        .startup_timeout(Duration::from_secs(20))
-        .start_mode(mode)
-        .concurrency(k)
+    py_config("many.py", tag, mode).concurrency(k)
 }
 
 /// `n` lanes of `w`.
@@ -77,9 +71,7 @@ async fn sixty_four_waiting_calls_share_one_process() {
 /// arguments over 16 lanes, each checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_are_never_crossed() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("crossed");
+    for (mode, tag) in modes("crossed") {
         let factory = PythonFactory::new(many(&tag, mode, 16));
         let w = factory.spawn("t/crossed").await.unwrap();
         let tasks: Vec<_> = lanes(&w, 16)
@@ -117,9 +109,7 @@ async fn answers_are_never_crossed() {
 /// status, and nothing hangs.
 #[tokio::test]
 async fn a_crash_fails_every_call_in_flight() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("crash8");
+    for (mode, tag) in modes("crash8") {
         let factory = PythonFactory::new(many(&tag, mode, 8));
         let mut w = factory.spawn("t/crash8").await.unwrap();
         let mut ls = lanes(&w, 8);
@@ -160,9 +150,7 @@ async fn a_crash_fails_every_call_in_flight() {
 /// not let go takes the process, and every call on it says which call.
 #[tokio::test]
 async fn a_late_call_is_cancelled_alone() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("late8");
+    for (mode, tag) in modes("late8") {
         let factory = PythonFactory::new(many(&tag, mode, 8));
         let mut w = factory.spawn("t/late8").await.unwrap();
         let pid = w.ready_info().pid;
@@ -225,9 +213,7 @@ async fn a_late_call_is_cancelled_alone() {
 /// Streams run concurrently, their items interleaved on the wire.
 #[tokio::test]
 async fn streams_interleave() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("streams");
+    for (mode, tag) in modes("streams") {
         let factory = PythonFactory::new(many(&tag, mode, 4));
         let w = factory.spawn("t/streams").await.unwrap();
         let mut ls = lanes(&w, 4);

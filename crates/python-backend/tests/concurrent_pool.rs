@@ -12,14 +12,8 @@ use cenote_python::{PyCall, PythonConfig, PythonError, PythonFactory, StartMode}
 use common::*;
 use serde_json::json;
 
-const MODES: [StartMode; 2] = [StartMode::Spawn, StartMode::ForkServer];
-
 fn many(tag: &str, mode: StartMode, k: usize) -> PythonConfig {
-    PythonConfig::new(py_dir().join("many.py"))
-        .env(TAG_VAR, tag)
-        .startup_timeout(Duration::from_secs(20))
-        .start_mode(mode)
-        .concurrency(k)
+    py_config("many.py", tag, mode).concurrency(k)
 }
 
 async fn pool_of(config: PythonConfig, size: usize) -> PyPool {
@@ -65,8 +59,7 @@ async fn sixty_four_waiting_calls_need_one_process() {
             let s = pool.status();
             assert_eq!((s.live, s.totals.served), (1, 128), "{mode:?}: {s:?}");
             settled(&pool, 1).await;
-            pool.close().await;
-            assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+            close_clean(pool, &tag).await;
         }
     }
 }
@@ -75,9 +68,7 @@ async fn sixty_four_waiting_calls_need_one_process() {
 /// lanes: each answer checked. The processes share the load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_answers_reach_their_callers() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("pcrossed");
+    for (mode, tag) in modes("pcrossed") {
         let pool = pool_of(many(&tag, mode, 16), 2).await;
         let callers: Vec<_> = (0..64u64)
             .map(|c| {
@@ -107,8 +98,7 @@ async fn ten_thousand_answers_reach_their_callers() {
         assert_eq!(pids.len(), 2, "{mode:?}: both processes served: {pids:?}");
         assert_eq!(pool.status().live, 2);
         settled(&pool, 2).await;
-        pool.close().await;
-        assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+        close_clean(pool, &tag).await;
     }
 }
 
@@ -116,9 +106,7 @@ async fn ten_thousand_answers_reach_their_callers() {
 /// errors, nothing hangs, and the process is replaced.
 #[tokio::test]
 async fn a_crash_fails_the_calls_in_flight_and_is_replaced() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("pcrash");
+    for (mode, tag) in modes("pcrash") {
         let pool = pool_of(many(&tag, mode, 8), 1).await;
         let calls = (0..8).map(|i| {
             let call = if i == 3 {
@@ -144,8 +132,7 @@ async fn a_crash_fails_the_calls_in_flight_and_is_replaced() {
             pool.call(PyCall::new("echo", json!([5]))).await.unwrap(),
             json!(5)
         );
-        pool.close().await;
-        assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+        close_clean(pool, &tag).await;
     }
 }
 
@@ -154,9 +141,7 @@ async fn a_crash_fails_the_calls_in_flight_and_is_replaced() {
 /// process, and the calls on it say which call.
 #[tokio::test]
 async fn a_late_call_fails_alone() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("plate");
+    for (mode, tag) in modes("plate") {
         let pool = pool_of(many(&tag, mode, 8), 1).await;
         let pid = pool.call(PyCall::new("pid", json!(null))).await.unwrap();
         for hang in ["async_hang", "busy_loop"] {
@@ -208,8 +193,7 @@ async fn a_late_call_fails_alone() {
             "{mode:?}: {t:?}"
         );
         assert_eq!(t.crashes, 0, "{mode:?}: {t:?}");
-        pool.close().await;
-        assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+        close_clean(pool, &tag).await;
     }
 }
 
@@ -217,9 +201,7 @@ async fn a_late_call_fails_alone() {
 /// and retires once they are done: nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recycling_under_load_drains_and_loses_nothing() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("pdrain");
+    for (mode, tag) in modes("pdrain") {
         let config = many(&tag, mode, 8)
             .recycle_after_tasks(100)
             .recycle_jitter(0.0);
@@ -246,8 +228,7 @@ async fn recycling_under_load_drains_and_loses_nothing() {
         let t = pool.status().totals;
         assert!(t.retired >= 8, "{mode:?}: {t:?}");
         assert_eq!((t.crashes, t.killed), (0, 0), "{mode:?}: {t:?}");
-        pool.close().await;
-        assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+        close_clean(pool, &tag).await;
     }
 }
 
@@ -255,9 +236,7 @@ async fn recycling_under_load_drains_and_loses_nothing() {
 /// their call runs): every count is right after, and the processes serve.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_callers_leave_every_count_right() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("pdrop");
+    for (mode, tag) in modes("pdrop") {
         let pool = pool_of(many(&tag, mode, 4), 2).await;
         for round in 0..5u64 {
             // 24 callers for 8 lanes: some wait, some run; all are dropped
@@ -287,8 +266,7 @@ async fn dropped_callers_leave_every_count_right() {
             pool.call(PyCall::new("echo", json!([1]))).await.unwrap(),
             json!(1)
         );
-        pool.close().await;
-        assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+        close_clean(pool, &tag).await;
     }
 }
 
@@ -296,9 +274,7 @@ async fn dropped_callers_leave_every_count_right() {
 /// process, and several sessions share one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_sessions_stay_on_their_process() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("paffinity");
+    for (mode, tag) in modes("paffinity") {
         let pool = pool_of(many(&tag, mode, 4), 2).await;
         let sessions: Vec<_> = (0..12u64)
             .map(|s| {
@@ -332,8 +308,7 @@ async fn strict_sessions_stay_on_their_process() {
         );
         settled(&pool, 2).await;
         assert_eq!(pool.status().totals.affinity_lost, 0);
-        pool.close().await;
-        assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+        close_clean(pool, &tag).await;
     }
 }
 

@@ -14,15 +14,11 @@ use common::*;
 use futures::StreamExt;
 use serde_json::json;
 
-const MODES: [StartMode; 2] = [StartMode::Spawn, StartMode::ForkServer];
 const DEADLINE: Duration = Duration::from_millis(200);
 const GRACE: Duration = Duration::from_millis(250);
 
 fn late(tag: &str, mode: StartMode) -> PythonConfig {
-    PythonConfig::new(py_dir().join("late.py"))
-        .env(TAG_VAR, tag)
-        .startup_timeout(Duration::from_secs(20))
-        .start_mode(mode)
+    py_config("late.py", tag, mode)
 }
 
 /// A pool of `size` workers for `late.py`, with the default `cancel_grace`.
@@ -105,8 +101,7 @@ async fn cancelled_in_place(function: &str) {
             (1, 1, 0, 0, 0),
             "{mode:?}: {t:?}"
         );
-        pool.close().await;
-        assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+        close_clean(pool, &tag).await;
     }
 }
 
@@ -173,8 +168,7 @@ async fn a_call_that_does_not_let_go_is_killed_within_the_grace() {
                 "{mode:?} {function}: {t:?}"
             );
             assert!(!st.crash_looping, "{mode:?} {function}");
-            pool.close().await;
-            assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+            close_clean(pool, &tag).await;
         }
     }
 }
@@ -209,8 +203,7 @@ async fn a_dropped_caller_cancels_its_call_and_spares_its_worker() {
                 (0, 1, 0, 0),
                 "{mode:?} {function}: {t:?}"
             );
-            pool.close().await;
-            assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+            close_clean(pool, &tag).await;
         }
     }
 }
@@ -220,9 +213,7 @@ async fn a_dropped_caller_cancels_its_call_and_spares_its_worker() {
 /// with the previous call's reply.
 #[tokio::test]
 async fn a_cancel_racing_the_reply_never_crosses_answers() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("race");
+    for (mode, tag) in modes("race") {
         let pool = late_pool(&tag, mode, 1).await;
         let before = pid_of(&pool).await;
         let deadline = Duration::from_millis(30);
@@ -254,8 +245,7 @@ async fn a_cancel_racing_the_reply_never_crosses_answers() {
         assert_eq!(pid_of(&pool).await, before, "{mode:?}");
         let t = pool.status().totals;
         assert_eq!((t.killed, t.restarts), (0, 0), "{t:?}");
-        pool.close().await;
-        assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+        close_clean(pool, &tag).await;
     }
 }
 
@@ -308,8 +298,7 @@ async fn a_late_or_dropped_stream_closes_its_generator() {
                 (1, 2, 0),
                 "{mode:?} {function}: {t:?}"
             );
-            pool.close().await;
-            assert!(wait_gone(&tag, Duration::from_secs(5)).await.is_empty());
+            close_clean(pool, &tag).await;
         }
     }
 }
@@ -318,9 +307,7 @@ async fn a_late_or_dropped_stream_closes_its_generator() {
 /// at its next call, and keeps its process.
 #[tokio::test]
 async fn a_worker_used_directly_cancels_a_dropped_call_at_its_next() {
-    init_tracing();
-    for mode in MODES {
-        let tag = new_tag("direct");
+    for (mode, tag) in modes("direct") {
         let factory = PythonFactory::new(late(&tag, mode));
         let mut w = factory.spawn("t/direct").await.unwrap();
         let before = w.ready_info().pid;

@@ -30,12 +30,31 @@ pub fn examples_handlers() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/python/handlers.py")
 }
 
-/// A config for the chaos handlers whose processes carry `tag`.
-pub fn chaos(tag: &str) -> PythonConfig {
-    PythonConfig::new(chaos_path())
+/// Both start modes, for tests that run each case in either.
+pub const MODES: [cenote_python::StartMode; 2] = [
+    cenote_python::StartMode::Spawn,
+    cenote_python::StartMode::ForkServer,
+];
+
+/// Each start mode with a fresh tag for its run (named `name`), tracing
+/// set up: `for (mode, tag) in modes("x") { .. }`.
+pub fn modes(name: &str) -> impl Iterator<Item = (cenote_python::StartMode, String)> + '_ {
+    init_tracing();
+    MODES.into_iter().map(move |mode| (mode, new_tag(name)))
+}
+
+/// A config for handler file `file` of `tests/py`, started in `mode`, its
+/// processes tagged `tag`.
+pub fn py_config(file: &str, tag: &str, mode: cenote_python::StartMode) -> PythonConfig {
+    PythonConfig::new(py_dir().join(file))
         .env(TAG_VAR, tag)
         .startup_timeout(Duration::from_secs(20))
-        .start_mode(test_start_mode())
+        .start_mode(mode)
+}
+
+/// A config for the chaos handlers whose processes carry `tag`.
+pub fn chaos(tag: &str) -> PythonConfig {
+    py_config("chaos.py", tag, test_start_mode())
 }
 
 /// The start mode the suite runs in: `Auto` (the fork server here), or
@@ -119,7 +138,10 @@ pub async fn chaos_worker(name: &str, id: &str) -> (String, cenote_python::Pytho
 }
 
 /// Close `pool` and check that none of the processes tagged `tag` is left.
-pub async fn close_clean(pool: PyPool, tag: &str) {
+pub async fn close_clean<I: cenote_core::IdleStrategy, W: cenote_core::WaitStrategy>(
+    pool: Pool<PythonFactory, I, W>,
+    tag: &str,
+) {
     pool.close().await;
     assert!(wait_gone(tag, Duration::from_secs(5)).await.is_empty());
 }
