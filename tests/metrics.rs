@@ -9,18 +9,22 @@
 //!   and the crash is counted.
 
 mod common;
+mod support {
+    pub mod example;
+}
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cenote::metrics::Metric;
 use cenote::CheckoutOptions;
 use common::{builder, eventually, Op, TestFactory};
+use support::example::{example_binary, Run};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 /// Every metric cenote records: the pool's, then the Python pool's.
@@ -216,36 +220,6 @@ fn a_recorder_sees_what_status_counts() {
 
 /// How long any one phase of the example may take to show up.
 const PHASE_LIMIT: Duration = Duration::from_secs(60);
-
-/// Example `name`, which `cargo test` built beside this test (see
-/// `side_by_side_report.rs`).
-fn example_binary(name: &str) -> PathBuf {
-    let me = std::env::current_exe().expect("the test knows its own path");
-    let profile = me
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test runs from target/<profile>/deps");
-    let bin = profile.join("examples").join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: `cargo test --features metrics` builds it with the other examples; \
-         with a target filter, build it first with `cargo build --example {name} --features metrics`",
-        bin.display()
-    );
-    bin
-}
-
-/// The example's process, killed (by its own pid) if the test ends early.
-struct Run(Child);
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 /// A loopback port nobody listens on now.
 fn free_port() -> SocketAddr {

@@ -2,6 +2,8 @@
 //! found by path, killed by its own pid if the test ends early, its output
 //! read on threads so no pipe stalls it, and every wait bounded.
 
+#![allow(dead_code)]
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,7 +29,7 @@ pub fn example_binary(name: &str) -> PathBuf {
 }
 
 /// An example's process, killed (by its own pid) if the test ends early.
-struct Run(Child);
+pub struct Run(pub Child);
 
 impl Drop for Run {
     fn drop(&mut self) {
