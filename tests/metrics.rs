@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use cenote::metrics::Metric;
 use cenote::CheckoutOptions;
 use common::{builder, eventually, Op, TestFactory};
-use support::example::{example_binary, Run};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use support::example::{example_binary, Run};
 
 /// Every metric cenote records: the pool's, then the Python pool's.
 fn all_metrics() -> Vec<Metric> {

@@ -106,8 +106,7 @@ async fn close_and_reap(pool: PyPool, tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_sessions_always_get_their_own_count() {
-    init_tracing();
-    let tag = new_tag("affinity-strict");
+    let tag = test_tag("affinity-strict");
     let pool = session_pool(chaos(&tag), Duration::from_millis(50)).await;
     let began = Instant::now();
     let seen = run_sessions(&pool, AffinityMode::Strict).await;
@@ -133,8 +132,7 @@ async fn strict_sessions_always_get_their_own_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_sessions_through_sigkills_and_recycles_lose_their_worker_never_their_count() {
-    init_tracing();
-    let tag = new_tag("affinity-chaos");
+    let tag = test_tag("affinity-chaos");
     let config = chaos(&tag).recycle_after_tasks(600).recycle_jitter(0.3);
     let pool = session_pool(config, Duration::from_millis(50)).await;
     let stop = Arc::new(AtomicBool::new(false));

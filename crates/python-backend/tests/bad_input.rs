@@ -113,8 +113,7 @@ async fn unknown_function_and_wrong_arguments() {
 
 #[tokio::test]
 async fn results_that_cannot_be_sent_back() {
-    init_tracing();
-    let tag = new_tag("unser");
+    let tag = test_tag("unser");
     let mut w = PythonFactory::new(chaos(&tag).max_frame_size(64 * 1024))
         .spawn("t/unser")
         .await
@@ -148,8 +147,7 @@ async fn results_that_cannot_be_sent_back() {
 
 #[tokio::test]
 async fn oversized_request_is_refused_before_sending() {
-    init_tracing();
-    let tag = new_tag("bigreq");
+    let tag = test_tag("bigreq");
     let mut w = PythonFactory::new(chaos(&tag).max_frame_size(1024))
         .spawn("t/bigreq")
         .await
@@ -213,8 +211,7 @@ async fn start_error(config: PythonConfig) -> PythonError {
 
 #[tokio::test]
 async fn start_failures_name_their_cause() {
-    init_tracing();
-    let tag = new_tag("start");
+    let tag = test_tag("start");
     let err =
         start_error(PythonConfig::new(py_dir().join("syntax_error.py")).env(TAG_VAR, &tag)).await;
     let text = err.to_string();
@@ -267,8 +264,7 @@ async fn start_failures_name_their_cause() {
 
 #[tokio::test]
 async fn slow_import_hits_the_startup_timeout_and_is_killed() {
-    init_tracing();
-    let tag = new_tag("slowstart");
+    let tag = test_tag("slowstart");
     let err = start_error(
         PythonConfig::new(py_dir().join("slow_import.py"))
             .env(TAG_VAR, &tag)

@@ -47,8 +47,7 @@ fn described(bytes: &[u8]) -> Value {
 
 #[tokio::test]
 async fn bytes_go_anywhere_in_the_arguments_and_arrive_as_bytes() {
-    init_tracing();
-    let tag = new_tag("bin-args");
+    let tag = test_tag("bin-args");
     let pool = chaos_pool(binary(&tag), 1).await;
 
     #[derive(Serialize)]
@@ -112,8 +111,7 @@ async fn bytes_go_anywhere_in_the_arguments_and_arrive_as_bytes() {
 
 #[tokio::test]
 async fn handlers_return_bytes_anywhere_and_rust_gets_them_raw() {
-    init_tracing();
-    let tag = new_tag("bin-results");
+    let tag = test_tag("bin-results");
     let pool = chaos_pool(binary(&tag), 1).await;
     for kind in ["bytes", "bytearray", "memoryview"] {
         let got: Bytes = pool
@@ -160,8 +158,7 @@ async fn handlers_return_bytes_anywhere_and_rust_gets_them_raw() {
 
 #[tokio::test]
 async fn large_payloads_round_trip_intact() {
-    init_tracing();
-    let tag = new_tag("bin-large");
+    let tag = test_tag("bin-large");
     let pool = chaos_pool(binary(&tag).max_frame_size(40 << 20), 1).await;
     let worker = pid(&pool).await as u32;
     let data = Bytes::from(pattern(32 << 20, 5));
@@ -215,8 +212,7 @@ fn pipe_capacities(pid: u32) -> Vec<i32> {
 
 #[tokio::test]
 async fn oversized_bytes_fail_the_call_and_keep_the_worker() {
-    init_tracing();
-    let tag = new_tag("bin-over");
+    let tag = test_tag("bin-over");
     let max = 1 << 20;
     let pool = chaos_pool(binary(&tag).max_frame_size(max), 1).await;
     let before = pid(&pool).await;
@@ -268,8 +264,7 @@ async fn oversized_bytes_fail_the_call_and_keep_the_worker() {
 
 #[tokio::test]
 async fn json_callers_and_bad_placeholders_get_clear_errors() {
-    init_tracing();
-    let tag = new_tag("bin-json");
+    let tag = test_tag("bin-json");
     let pool = chaos_pool(binary(&tag), 1).await;
     let before = pid(&pool).await;
 
@@ -311,8 +306,7 @@ async fn json_callers_and_bad_placeholders_get_clear_errors() {
 
 #[tokio::test]
 async fn streams_carry_bytes() {
-    init_tracing();
-    let tag = new_tag("bin-stream");
+    let tag = test_tag("bin-stream");
     let pool = chaos_pool(binary(&tag), 1).await;
     #[derive(Deserialize)]
     struct Item {
@@ -352,8 +346,7 @@ async fn streams_carry_bytes() {
 
 #[tokio::test]
 async fn broken_frames_with_attachments_get_the_worker_replaced() {
-    init_tracing();
-    let tag = new_tag("bin-broken");
+    let tag = test_tag("bin-broken");
     let pool = chaos_pool(binary(&tag), 1).await;
     for (function, expect) in [
         ("truncated", "crash"),
@@ -382,8 +375,7 @@ async fn broken_frames_with_attachments_get_the_worker_replaced() {
 
 #[tokio::test]
 async fn a_bridge_of_another_protocol_does_not_start() {
-    init_tracing();
-    let tag = new_tag("bin-version");
+    let tag = test_tag("bin-version");
     let config = PythonConfig::new(py_dir().join("old_protocol.py"))
         .env(TAG_VAR, &tag)
         .start_mode(test_start_mode());
@@ -413,8 +405,7 @@ async fn a_bridge_of_another_protocol_does_not_start() {
 
 #[tokio::test]
 async fn a_caller_gone_mid_upload_leaves_the_worker_clean() {
-    init_tracing();
-    let tag = new_tag("bin-cancel");
+    let tag = test_tag("bin-cancel");
     let pool = chaos_pool(binary(&tag), 1).await;
     let before = pid(&pool).await;
     let big = Bytes::from(pattern(48 << 20, 9));

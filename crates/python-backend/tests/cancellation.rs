@@ -77,8 +77,7 @@ async fn worker_cancels_an_abandoned_stream() {
 
 #[tokio::test]
 async fn pool_cancels_a_dropped_call_and_the_next_caller_gets_the_same_worker() {
-    init_tracing();
-    let tag = new_tag("pdrain");
+    let tag = test_tag("pdrain");
     let pool = chaos_pool(chaos(&tag), 1).await;
     let first_pid = pool.call(PyCall::new("pid", json!(null))).await.unwrap();
     let p2 = pool.clone();
@@ -98,14 +97,12 @@ async fn pool_cancels_a_dropped_call_and_the_next_caller_gets_the_same_worker() 
     assert_eq!(pid, first_pid, "same worker, not a replacement");
     let t = pool.status().totals;
     assert_eq!((t.cancelled, t.crashes, t.killed), (1, 0, 0), "{t:?}");
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }
 
 #[tokio::test]
 async fn pool_stream_dropped_early_is_cancelled_before_reuse() {
-    init_tracing();
-    let tag = new_tag("pstream");
+    let tag = test_tag("pstream");
     let pool = chaos_pool(chaos(&tag), 1).await;
     let first_pid = pool.call(PyCall::new("pid", json!(null))).await.unwrap();
     {
@@ -136,6 +133,5 @@ async fn pool_stream_dropped_early_is_cancelled_before_reuse() {
         .collect()
         .await;
     assert_eq!(items, vec![0, 1, 2, 3, 4]);
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }

@@ -316,8 +316,7 @@ async fn strict_sessions_stay_on_their_process() {
 /// the cap, whatever lanes are out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hard_cap_counts_processes_under_a_resize_storm() {
-    init_tracing();
-    let tag = new_tag("pcap");
+    let tag = test_tag("pcap");
     let pool: PyPool = Pool::builder(PythonFactory::new(many(&tag, StartMode::ForkServer, 4)))
         .name("cap-lanes")
         .size(2)

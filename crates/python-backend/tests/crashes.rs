@@ -80,8 +80,7 @@ async fn killed_from_outside_while_idle_is_seen_as_broken() {
 
 #[tokio::test]
 async fn pool_replaces_crashed_workers_and_other_calls_go_on() {
-    init_tracing();
-    let tag = new_tag("poolcrash");
+    let tag = test_tag("poolcrash");
     let pool = chaos_pool(chaos(&tag), 2).await;
     assert_eq!(tagged(&tag).len(), 2);
     for (f, status) in [
@@ -114,6 +113,5 @@ async fn pool_replaces_crashed_workers_and_other_calls_go_on() {
         pool.call(PyCall::new("add", json!([1, 2]))).await.unwrap(),
         json!(3)
     );
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }

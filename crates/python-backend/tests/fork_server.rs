@@ -35,8 +35,7 @@ async fn who_all(pool: &PyPool, n: usize) -> Vec<Value> {
 
 #[tokio::test]
 async fn workers_are_forked_from_one_server_and_set_up_after_the_fork() {
-    init_tracing();
-    let tag = new_tag("forked");
+    let tag = test_tag("forked");
     let pool = chaos_builder(forking(&tag, StartMode::Auto), 3)
         .build()
         .await
@@ -62,8 +61,7 @@ async fn workers_are_forked_from_one_server_and_set_up_after_the_fork() {
         3,
         "workers share a random state: {workers:?}"
     );
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
     assert!(
         fork_servers(&tag).is_empty(),
         "the fork server outlived close"
@@ -72,8 +70,7 @@ async fn workers_are_forked_from_one_server_and_set_up_after_the_fork() {
 
 #[tokio::test]
 async fn spawn_mode_starts_fresh_interpreters() {
-    init_tracing();
-    let tag = new_tag("spawned");
+    let tag = test_tag("spawned");
     let pool = chaos_builder(forking(&tag, StartMode::Spawn), 2)
         .build()
         .await
@@ -89,14 +86,12 @@ async fn spawn_mode_starts_fresh_interpreters() {
         assert_eq!(w["ppid"].as_u64(), Some(u64::from(std::process::id())));
     }
     assert!(fork_servers(&tag).is_empty());
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }
 
 #[tokio::test]
 async fn a_handler_that_leaves_threads_falls_back_to_spawn_and_says_why() {
-    init_tracing();
-    let tag = new_tag("threads");
+    let tag = test_tag("threads");
     let config = PythonConfig::new(py_dir().join("threads_at_import.py"))
         .env(TAG_VAR, &tag)
         .start_mode(StartMode::Auto);
@@ -113,14 +108,12 @@ async fn a_handler_that_leaves_threads_falls_back_to_spawn_and_says_why() {
         fork_servers(&tag).is_empty(),
         "the unsafe fork server is gone"
     );
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }
 
 #[tokio::test]
 async fn a_failing_after_fork_hook_is_a_clear_start_error() {
-    init_tracing();
-    let tag = new_tag("badhook");
+    let tag = test_tag("badhook");
     let factory = PythonFactory::new(
         PythonConfig::new(py_dir().join("bad_after_fork.py"))
             .env(TAG_VAR, &tag)
@@ -139,8 +132,7 @@ async fn a_failing_after_fork_hook_is_a_clear_start_error() {
 
 #[tokio::test]
 async fn an_import_error_in_the_fork_server_is_the_same_start_error() {
-    init_tracing();
-    let tag = new_tag("zimport");
+    let tag = test_tag("zimport");
     let factory = PythonFactory::new(
         PythonConfig::new(py_dir().join("import_error.py"))
             .env(TAG_VAR, &tag)
@@ -159,8 +151,7 @@ async fn an_import_error_in_the_fork_server_is_the_same_start_error() {
 /// with workers forked from a new server.
 #[tokio::test]
 async fn the_pool_recovers_from_the_fork_servers_death() {
-    init_tracing();
-    let tag = new_tag("zkill");
+    let tag = test_tag("zkill");
     let pool = chaos_builder(forking(&tag, StartMode::ForkServer), 3)
         .build()
         .await
@@ -199,8 +190,7 @@ async fn the_pool_recovers_from_the_fork_servers_death() {
     for w in who_all(&pool, 3).await {
         assert_eq!(w["ppid"].as_u64(), Some(u64::from(second)), "{w}");
     }
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
     assert!(fork_servers(&tag).is_empty());
 }
 
@@ -208,8 +198,7 @@ async fn the_pool_recovers_from_the_fork_servers_death() {
 /// exit code the fork server saw.
 #[tokio::test]
 async fn a_crashed_worker_is_replaced_by_a_fork_with_its_exit_code() {
-    init_tracing();
-    let tag = new_tag("zcrash");
+    let tag = test_tag("zcrash");
     let pool = chaos_builder(chaos(&tag).start_mode(StartMode::ForkServer), 2)
         .build()
         .await
@@ -230,14 +219,12 @@ async fn a_crashed_worker_is_replaced_by_a_fork_with_its_exit_code() {
         assert_eq!(parent_of(pid), Some(server), "worker {pid} was not forked");
     }
     assert_eq!(pool.factory().start_mode().fork_server_pid, Some(server));
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }
 
 #[tokio::test]
 async fn a_pool_dropped_without_close_leaves_no_fork_server() {
-    init_tracing();
-    let tag = new_tag("zdrop");
+    let tag = test_tag("zdrop");
     let pool: PyPool = Pool::builder(PythonFactory::new(forking(&tag, StartMode::ForkServer)))
         .size(2)
         .shutdown_grace(Duration::from_millis(500))
@@ -255,8 +242,7 @@ async fn a_pool_dropped_without_close_leaves_no_fork_server() {
 
 #[tokio::test]
 async fn preloaded_modules_are_imported_once_in_the_fork_server() {
-    init_tracing();
-    let tag = new_tag("preload");
+    let tag = test_tag("preload");
     let pool = chaos_builder(
         forking(&tag, StartMode::ForkServer).preload(["csv", "decimal"]),
         2,
@@ -283,8 +269,7 @@ async fn preloaded_modules_are_imported_once_in_the_fork_server() {
 
 #[tokio::test]
 async fn an_event_loop_made_at_import_falls_back_to_spawn() {
-    init_tracing();
-    let tag = new_tag("loop");
+    let tag = test_tag("loop");
     let config = PythonConfig::new(py_dir().join("loop_at_import.py"))
         .env(TAG_VAR, &tag)
         .start_mode(StartMode::ForkServer);
@@ -296,6 +281,5 @@ async fn an_event_loop_made_at_import_falls_back_to_spawn() {
         pool.call(PyCall::new("ping", json!(null))).await.unwrap(),
         json!("pong")
     );
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }

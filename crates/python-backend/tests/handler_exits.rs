@@ -25,8 +25,7 @@ async fn full_size(pool: &PyPool, size: usize) -> bool {
 
 #[tokio::test]
 async fn sys_exit_in_a_handler_fails_the_call_and_the_worker_stays() {
-    init_tracing();
-    let tag = new_tag("sysexit");
+    let tag = test_tag("sysexit");
     let pool = chaos_pool(chaos(&tag), 2).await;
     let pids: BTreeSet<u32> = tagged(&tag).into_iter().collect();
     assert_eq!(pids.len(), 2);
@@ -78,14 +77,12 @@ async fn sys_exit_in_a_handler_fails_the_call_and_the_worker_stays() {
     let st = pool.status();
     assert_eq!(st.totals.crashes, 0, "{st:?}");
     assert_eq!(st.totals.restarts, 0, "{st:?}");
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }
 
 #[tokio::test]
 async fn keyboard_interrupt_ends_the_bridge_with_its_internal_code() {
-    init_tracing();
-    let tag = new_tag("interrupt");
+    let tag = test_tag("interrupt");
     let pool = chaos_pool(chaos(&tag), 2).await;
     let err = pool
         .call(PyCall::new("interrupt", json!(null)))
@@ -117,6 +114,5 @@ async fn keyboard_interrupt_ends_the_bridge_with_its_internal_code() {
         pool.call(PyCall::new("add", json!([1, 2]))).await.unwrap(),
         json!(3)
     );
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }

@@ -125,8 +125,7 @@ async fn handler_files_named_like_standard_modules_shadow_nothing() {
 
 #[tokio::test]
 async fn an_ordinary_handler_file_keeps_its_own_name() {
-    init_tracing();
-    let tag = new_tag("ownname");
+    let tag = test_tag("ownname");
     let dir = handler_dir(&tag, "shadow_free_handlers.py");
     let mut config = chaos(&tag);
     config.handler = dir.join("shadow_free_handlers.py").into();

@@ -12,8 +12,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn stopped_worker_fails_its_heartbeat() {
-    init_tracing();
-    let tag = new_tag("whb");
+    let tag = test_tag("whb");
     let mut w = PythonFactory::new(chaos(&tag).heartbeat_timeout(Duration::from_millis(300)))
         .spawn("t/hb")
         .await
@@ -28,8 +27,7 @@ async fn stopped_worker_fails_its_heartbeat() {
 
 #[tokio::test]
 async fn pool_replaces_a_stopped_idle_worker() {
-    init_tracing();
-    let tag = new_tag("phb");
+    let tag = test_tag("phb");
     let pool: PyPool = Pool::builder(PythonFactory::new(
         chaos(&tag).heartbeat_timeout(Duration::from_millis(300)),
     ))
@@ -62,6 +60,5 @@ async fn pool_replaces_a_stopped_idle_worker() {
             json!(3)
         );
     }
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }

@@ -101,8 +101,7 @@ async fn pool(tag: &str, grace: Duration) -> PyPool {
 /// (the crash budget included): 5 % of calls hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_percent_late_calls_cost_their_own_time_and_nothing_more() {
-    init_tracing();
-    let tag = new_tag("late-load");
+    let tag = test_tag("late-load");
     let pool = pool(&tag, cenote_core::PoolConfig::default().cancel_grace).await;
     let (clean, _) = run(&pool, None, 3).await;
     let (late, looping) = run(&pool, Some(20), 6).await;
@@ -129,8 +128,7 @@ async fn five_percent_late_calls_cost_their_own_time_and_nothing_more() {
 /// charged as crashes, so the pool is never held back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_of_late_calls_never_hold_the_pool_back() {
-    init_tracing();
-    let tag = new_tag("late-kill");
+    let tag = test_tag("late-kill");
     let pool = pool(&tag, Duration::ZERO).await;
     let (late, looping) = run(&pool, Some(20), 6).await;
     let t = pool.status().totals;

@@ -12,8 +12,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn request_forms_and_typed_results() {
-    init_tracing();
-    let tag = new_tag("forms");
+    let tag = test_tag("forms");
     let pool = chaos_pool(chaos(&tag), 2).await;
     assert_eq!(pool.call(("add", json!([1, 2]))).await.unwrap(), json!(3));
     assert_eq!(
@@ -55,14 +54,12 @@ async fn request_forms_and_typed_results() {
         "{err:?}"
     );
     assert_eq!(pool.status().totals.crashes, 0);
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }
 
 #[tokio::test]
 async fn concurrent_callers_each_get_their_own_answer() {
-    init_tracing();
-    let tag = new_tag("concurrent");
+    let tag = test_tag("concurrent");
     let pool = chaos_pool(chaos(&tag), 3).await;
     let calls = (0..300).map(|i| {
         let pool = pool.clone();

@@ -142,8 +142,7 @@ impl Raw {
 
 #[tokio::test]
 async fn call_frames_without_a_string_function_name_are_bad_requests() {
-    init_tracing();
-    let tag = new_tag("rawnames");
+    let tag = test_tag("rawnames");
     let mut raw = Raw::start(&tag, 1 << 20).await;
     let mut id = 10;
     for name in [
@@ -184,8 +183,7 @@ async fn call_frames_without_a_string_function_name_are_bad_requests() {
 
 #[tokio::test]
 async fn other_malformed_frames_are_answered_and_the_bridge_serves_on() {
-    init_tracing();
-    let tag = new_tag("rawframes");
+    let tag = test_tag("rawframes");
     let mut raw = Raw::start(&tag, 1 << 20).await;
     let message = raw
         .refused(
@@ -219,8 +217,7 @@ async fn other_malformed_frames_are_answered_and_the_bridge_serves_on() {
 
 #[tokio::test]
 async fn an_oversized_frame_ends_the_bridge_with_the_protocol_code() {
-    init_tracing();
-    let tag = new_tag("rawbig");
+    let tag = test_tag("rawbig");
     let mut raw = Raw::start(&tag, 1024).await;
     raw.serves(1).await;
     let stdin = raw.stdin.as_mut().unwrap();
@@ -248,8 +245,7 @@ fn attached(json: &Value, attachments: &[&[u8]]) -> Vec<u8> {
 
 #[tokio::test]
 async fn attachments_arrive_as_bytes_and_come_back_as_attachments() {
-    init_tracing();
-    let tag = new_tag("rawattach");
+    let tag = test_tag("rawattach");
     let mut raw = Raw::start(&tag, 1 << 20).await;
     let call = json!({"t": "call", "id": 3, "fn": "echo", "args": [{"$cenote_bytes": 1}]});
     let stdin = raw.stdin.as_mut().unwrap();

@@ -14,8 +14,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_crashes_and_bad_frames_come_through_spinning_and_parked_reads() {
-    init_tracing();
-    let tag = new_tag("spin");
+    let tag = test_tag("spin");
     let factory = PythonFactory::new(chaos(&tag));
 
     let mut w = factory.spawn("t/spin").await.unwrap();

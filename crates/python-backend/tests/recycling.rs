@@ -60,8 +60,7 @@ async fn pids_seen(pool: &PyPool, calls: usize) -> HashSet<u64> {
 
 #[tokio::test]
 async fn worker_asks_to_retire_after_its_task_quota() {
-    init_tracing();
-    let tag = new_tag("quota");
+    let tag = test_tag("quota");
     let mut w = PythonFactory::new(chaos(&tag).recycle_after_tasks(3).recycle_jitter(0.0))
         .spawn("t/quota")
         .await
@@ -78,8 +77,7 @@ async fn worker_asks_to_retire_after_its_task_quota() {
 
 #[tokio::test]
 async fn task_quota_jitter_spreads_workers() {
-    init_tracing();
-    let tag = new_tag("jitter");
+    let tag = test_tag("jitter");
     let factory = PythonFactory::new(chaos(&tag).recycle_after_tasks(10).recycle_jitter(1.0));
     let mut quotas = Vec::new();
     for _ in 0..4 {
@@ -102,8 +100,7 @@ async fn task_quota_jitter_spreads_workers() {
 
 #[tokio::test]
 async fn pool_recycles_after_n_tasks_without_losing_capacity() {
-    init_tracing();
-    let tag = new_tag("precycle");
+    let tag = test_tag("precycle");
     let pool = pool_with_room(chaos(&tag).recycle_after_tasks(5).recycle_jitter(0.5), 2).await;
     let mut seen = HashSet::new();
     let (low, at) = min_capacity_during(&pool, async {
@@ -127,14 +124,12 @@ async fn pool_recycles_after_n_tasks_without_losing_capacity() {
         "{:?}",
         tagged(&tag)
     );
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }
 
 #[tokio::test]
 async fn pool_recycles_a_worker_whose_memory_grew() {
-    init_tracing();
-    let tag = new_tag("rss");
+    let tag = test_tag("rss");
     let pool = pool_with_room(
         chaos(&tag)
             .max_rss_growth(40 << 20)
@@ -161,14 +156,12 @@ async fn pool_recycles_a_worker_whose_memory_grew() {
     assert!(low >= 2, "capacity dropped to {low}: {at:?}");
     let st = pool.status();
     assert_eq!(st.totals.retired, 1, "{st:?}");
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }
 
 #[tokio::test]
 async fn pool_recycles_at_max_lifetime() {
-    init_tracing();
-    let tag = new_tag("life");
+    let tag = test_tag("life");
     let pool = pool_with_room(chaos(&tag).max_lifetime(Duration::from_millis(300)), 2).await;
     let first = pids_seen(&pool, 4).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -192,8 +185,7 @@ async fn pool_recycles_at_max_lifetime() {
         later.iter().any(|p| !first.contains(p)),
         "{first:?} {later:?}"
     );
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }
 
 /// At the cap (no `max_overflow`), a retiring worker stops before its
@@ -201,8 +193,7 @@ async fn pool_recycles_at_max_lifetime() {
 /// size, and returns to full size.
 #[tokio::test]
 async fn recycling_at_the_cap_never_exceeds_it() {
-    init_tracing();
-    let tag = new_tag("capcycle");
+    let tag = test_tag("capcycle");
     let pool = chaos_pool(chaos(&tag).recycle_after_tasks(3), 2).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (p, s) = (pool.clone(), Arc::clone(&stop));
@@ -230,6 +221,5 @@ async fn recycling_at_the_cap_never_exceeds_it() {
         pool.status(),
         tagged(&tag)
     );
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }

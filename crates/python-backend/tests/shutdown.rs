@@ -12,8 +12,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn close_under_load_finishes_in_flight_calls_then_leaves_nothing() {
-    init_tracing();
-    let tag = new_tag("closeload");
+    let tag = test_tag("closeload");
     let pool = chaos_pool(chaos(&tag), 3).await;
     // Give every worker a grandchild in its process group.
     let grand: Vec<u32> = futures::future::join_all((0..3).map(|_| {
@@ -68,8 +67,7 @@ async fn close_under_load_finishes_in_flight_calls_then_leaves_nothing() {
 
 #[tokio::test]
 async fn close_past_the_grace_kills_running_calls() {
-    init_tracing();
-    let tag = new_tag("closegrace");
+    let tag = test_tag("closegrace");
     let pool: PyPool = Pool::builder(PythonFactory::new(chaos(&tag)))
         .name("grace")
         .size(2)
@@ -103,8 +101,7 @@ async fn close_past_the_grace_kills_running_calls() {
 
 #[tokio::test]
 async fn dropping_every_handle_closes_the_pool() {
-    init_tracing();
-    let tag = new_tag("dropped");
+    let tag = test_tag("dropped");
     let pool = chaos_pool(chaos(&tag), 2).await;
     assert_eq!(tagged(&tag).len(), 2);
     drop(pool);
@@ -113,8 +110,7 @@ async fn dropping_every_handle_closes_the_pool() {
 
 #[tokio::test]
 async fn removed_and_shrunk_workers_really_stop() {
-    init_tracing();
-    let tag = new_tag("shrink");
+    let tag = test_tag("shrink");
     let pool = chaos_pool(chaos(&tag), 3).await;
     assert_eq!(tagged(&tag).len(), 3);
     assert_eq!(pool.remove_idle_workers(1).await, 1);
@@ -124,6 +120,5 @@ async fn removed_and_shrunk_workers_really_stop() {
     pool.resize(2).unwrap();
     assert!(eventually(Duration::from_secs(10), || pool.status().idle == 2).await);
     assert_eq!(tagged(&tag).len(), 2);
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }

@@ -19,8 +19,7 @@ fn backoff() -> Backoff {
 
 #[tokio::test]
 async fn broken_module_is_reported_to_callers_and_retried_with_bounded_rate() {
-    init_tracing();
-    let tag = new_tag("syntax");
+    let tag = test_tag("syntax");
     let pool: PyPool = Pool::builder(PythonFactory::new(
         PythonConfig::new(py_dir().join("syntax_error.py")).env(TAG_VAR, &tag),
     ))
@@ -76,8 +75,7 @@ async fn broken_module_is_reported_to_callers_and_retried_with_bounded_rate() {
 
 #[tokio::test]
 async fn pool_recovers_once_the_start_failure_is_fixed() {
-    init_tracing();
-    let tag = new_tag("flaky");
+    let tag = test_tag("flaky");
     let flag = std::env::temp_dir().join(format!("cenote-flag-{tag}"));
     let _ = std::fs::remove_file(&flag);
     let pool: PyPool = Pool::builder(PythonFactory::new(
@@ -105,8 +103,7 @@ async fn pool_recovers_once_the_start_failure_is_fixed() {
         json!(3)
     );
     let _ = std::fs::remove_file(&flag);
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }
 
 #[tokio::test]

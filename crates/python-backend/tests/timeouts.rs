@@ -16,8 +16,7 @@ use serde_json::json;
 /// the handler's to clean up: it lives until its worker ends.
 #[tokio::test]
 async fn a_late_call_is_cancelled_and_spares_its_worker_and_other_calls() {
-    init_tracing();
-    let tag = new_tag("pdeadline");
+    let tag = test_tag("pdeadline");
     let pool = chaos_pool(chaos(&tag), 2).await;
     let p2 = pool.clone();
     let steady = tokio::spawn(async move {
@@ -71,8 +70,7 @@ async fn a_late_call_is_cancelled_and_spares_its_worker_and_other_calls() {
 /// process group, and replaced.
 #[tokio::test]
 async fn with_no_grace_a_late_call_kills_its_whole_process_group() {
-    init_tracing();
-    let tag = new_tag("nograce");
+    let tag = test_tag("nograce");
     let pool: PyPool = chaos_builder(chaos(&tag), 2)
         .cancel_grace(Duration::ZERO)
         .build()
@@ -104,8 +102,7 @@ async fn with_no_grace_a_late_call_kills_its_whole_process_group() {
         (1, 1, 1, 0),
         "{t:?}"
     );
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }
 
 /// A call has one deadline, the pool's: whichever way it is made (plain,
@@ -113,8 +110,7 @@ async fn with_no_grace_a_late_call_kills_its_whole_process_group() {
 /// `CallTimeout`, never a crash, and its worker is replaced.
 #[tokio::test]
 async fn a_late_call_is_call_timeout_whichever_way_it_was_made() {
-    init_tracing();
-    let tag = new_tag("onedeadline");
+    let tag = test_tag("onedeadline");
     let limit = Duration::from_millis(300);
     let pool = chaos_pool_with_deadline(chaos(&tag), 1, limit).await;
     let late = || PyCall::new("sleep", json!([30]));
@@ -137,6 +133,5 @@ async fn a_late_call_is_call_timeout_whichever_way_it_was_made() {
     let st = pool.status();
     assert_eq!(st.totals.call_timeouts, 4, "{st:?}");
     assert_eq!(st.totals.crashes, 0, "{st:?}");
-    pool.close().await;
-    assert!(tagged(&tag).is_empty());
+    close_none_left(pool, &tag).await;
 }

@@ -13,8 +13,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn ready_reports_pid_and_version_and_functions() {
-    init_tracing();
-    let tag = new_tag("ready");
+    let tag = test_tag("ready");
     let factory = PythonFactory::new(chaos(&tag));
     let w = factory.spawn("t/ready").await.unwrap();
     let info = w.ready_info().clone();
@@ -29,8 +28,7 @@ async fn ready_reports_pid_and_version_and_functions() {
 
 #[tokio::test]
 async fn plain_async_and_generator_handlers() {
-    init_tracing();
-    let tag = new_tag("kinds");
+    let tag = test_tag("kinds");
     let factory = PythonFactory::new(chaos(&tag));
     let mut w = factory.spawn("t/kinds").await.unwrap();
 
@@ -136,8 +134,7 @@ async fn plain_async_and_generator_handlers() {
 
 #[tokio::test]
 async fn handler_output_on_fd1_does_not_corrupt_frames_and_reaches_stderr_tail() {
-    init_tracing();
-    let tag = new_tag("noise");
+    let tag = test_tag("noise");
     let factory = PythonFactory::new(chaos(&tag));
     let mut w = factory.spawn("t/noise").await.unwrap();
     for i in 0..3 {
@@ -161,8 +158,7 @@ async fn handler_output_on_fd1_does_not_corrupt_frames_and_reaches_stderr_tail()
 
 #[tokio::test]
 async fn stderr_tail_keeps_the_last_lines() {
-    init_tracing();
-    let tag = new_tag("tail");
+    let tag = test_tag("tail");
     let factory = PythonFactory::new(chaos(&tag).stderr_tail_lines(5));
     let mut w = factory.spawn("t/tail").await.unwrap();
     w.call_json(PyCall::new("stderr_lines", json!([50])), ctx())
@@ -180,8 +176,7 @@ async fn stderr_tail_keeps_the_last_lines() {
 
 #[tokio::test]
 async fn thread_limits_default_to_one_and_can_be_overridden() {
-    init_tracing();
-    let tag = new_tag("env");
+    let tag = test_tag("env");
     let handlers = py_dir().join("envcheck.py");
     let factory = PythonFactory::new(
         PythonConfig::new(handlers.clone())
@@ -214,8 +209,7 @@ async fn thread_limits_default_to_one_and_can_be_overridden() {
 
 #[tokio::test]
 async fn module_name_handlers_and_working_dir() {
-    init_tracing();
-    let tag = new_tag("modname");
+    let tag = test_tag("modname");
     let factory = PythonFactory::new(
         PythonConfig::new("chaos")
             .working_dir(py_dir())

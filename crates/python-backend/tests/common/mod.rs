@@ -152,3 +152,19 @@ pub async fn shut_clean(w: cenote_python::PythonWorker, tag: &str) {
     w.shutdown(Duration::from_secs(1)).await;
     assert!(wait_gone(tag, Duration::from_secs(5)).await.is_empty());
 }
+
+/// Set up tracing and give the test a fresh tag for its processes.
+pub fn test_tag(name: &str) -> String {
+    init_tracing();
+    new_tag(name)
+}
+
+/// Close `pool`; once closed, no process tagged `tag` may be left, at once.
+pub async fn close_none_left(pool: PyPool, tag: &str) {
+    pool.close().await;
+    assert!(
+        tagged(tag).is_empty(),
+        "left after close: {:?}",
+        tagged(tag)
+    );
+}
