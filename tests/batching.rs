@@ -208,52 +208,65 @@ async fn a_batch_whose_callers_all_leave_is_cancelled_on_its_worker() {
     pool.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_item_error_fails_that_item_alone() {
+type Batch = cenote::Batched<TestFactory, cenote::Lifo, cenote::Fifo, Item>;
+
+/// `items` sent together, in one batch, on a pool of one worker (busy
+/// with another batch while they line up): the pool, its batcher and each
+/// item's result.
+async fn one_batch(
+    items: [Item; 3],
+) -> (
+    TestFactory,
+    TestPool,
+    Batch,
+    Vec<Result<u64, BatchError<TestError>>>,
+) {
     let (f, pool) = pool_of(1).await;
     let batched = pool.batched(BatchConfig::new(8)).unwrap();
     let busy = occupy(&f, &batched, 100, 0).await;
-    let items = [Item::Echo(1), Item::Fail(2), Item::Echo(3)];
     let calls = items.map(|i| {
         let b = batched.clone();
         tokio::spawn(async move { b.call(i).await })
     });
     assert!(eventually(SETTLE, || batched.status().waiting == 3).await);
     busy.await.unwrap().unwrap();
-    let [a, b, c] = calls;
-    assert_eq!(a.await.unwrap().unwrap(), 1);
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap());
+    }
+    assert_eq!(f.book.batch_sizes(), vec![1, 3]);
+    (f, pool, batched, results)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_error_fails_that_item_alone() {
+    let items = [Item::Echo(1), Item::Fail(2), Item::Echo(3)];
+    let (f, pool, _, results) = one_batch(items).await;
+    assert_eq!(*results[0].as_ref().unwrap(), 1);
     assert!(matches!(
-        b.await.unwrap(),
+        results[1],
         Err(BatchError::Item(TestError::Failed))
     ));
-    assert_eq!(c.await.unwrap().unwrap(), 3);
-    assert_eq!(f.book.batch_sizes(), vec![1, 3]);
-    pool.close().await;
+    assert_eq!(*results[2].as_ref().unwrap(), 3);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_length_answer_fails_every_item_naming_both_lengths() {
-    let (f, pool) = pool_of(1).await;
-    let batched = pool.batched(BatchConfig::new(8)).unwrap();
-    let busy = occupy(&f, &batched, 100, 0).await;
-    let calls = [Item::Echo(1), Item::Short(2), Item::Echo(3)].map(|i| {
-        let b = batched.clone();
-        tokio::spawn(async move { b.call(i).await })
-    });
-    assert!(eventually(SETTLE, || batched.status().waiting == 3).await);
-    busy.await.unwrap().unwrap();
-    for call in calls {
-        match call.await.unwrap() {
+    let items = [Item::Echo(1), Item::Short(2), Item::Echo(3)];
+    let (f, pool, batched, results) = one_batch(items).await;
+    for result in results {
+        match result {
             Err(
                 e @ BatchError::WrongLength {
                     sent: 3,
                     answered: 2,
                 },
             ) => {
+                let said = e.to_string();
                 assert!(
-                    e.to_string()
-                        .contains("answered 2 results for a batch of 3"),
-                    "{e}"
+                    said.contains("answered 2 results for a batch of 3"),
+                    "{said}"
                 )
             }
             other => panic!("expected WrongLength, got {other:?}"),
@@ -261,31 +274,24 @@ async fn a_wrong_length_answer_fails_every_item_naming_both_lengths() {
     }
     // The worker itself is fine and serves on.
     assert_eq!(batched.call(Item::Echo(9)).await.unwrap(), 9);
-    pool.close().await;
+    drop(batched);
+    close_clean(pool, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_batch_fails_its_items_and_the_worker_is_replaced() {
-    let (f, pool) = pool_of(1).await;
-    let batched = pool.batched(BatchConfig::new(8)).unwrap();
-    let busy = occupy(&f, &batched, 100, 0).await;
-    let calls = [Item::Echo(1), Item::Crash(2), Item::Echo(3)].map(|i| {
-        let b = batched.clone();
-        tokio::spawn(async move { b.call(i).await })
-    });
-    assert!(eventually(SETTLE, || batched.status().waiting == 3).await);
-    busy.await.unwrap().unwrap();
-    for call in calls {
-        let e = call.await.unwrap().unwrap_err();
-        assert!(
-            matches!(e.pool_error(), Some(Error::Crashed(TestError::Crashed))),
-            "{e}"
-        );
+    let items = [Item::Echo(1), Item::Crash(2), Item::Echo(3)];
+    let (f, pool, batched, results) = one_batch(items).await;
+    for result in results {
+        let e = result.unwrap_err();
+        let crashed = matches!(e.pool_error(), Some(Error::Crashed(TestError::Crashed)));
+        assert!(crashed, "{e}");
     }
     f.book.batch_ms.store(0, Ordering::SeqCst);
     assert_eq!(batched.call(Item::Echo(9)).await.unwrap(), 9);
     assert_eq!(f.book.created.load(Ordering::SeqCst), 2);
     assert_eq!(pool.status().totals.crashes, 1);
+    drop(batched);
     close_clean(pool, &f).await;
 }
 
@@ -325,74 +331,55 @@ async fn a_batch_runs_by_its_earliest_items_deadline() {
     pool.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn priority_puts_an_urgent_item_into_the_next_batch() {
+/// With the one worker busy, `older` plain items in line, then one more
+/// (99) with `opts`: the batches the worker served, once all are done.
+async fn line_up<W: cenote::strategy::WaitStrategy>(
+    max_size: usize,
+    older: u64,
+    opts: ItemOptions,
+) -> Vec<Vec<u64>> {
     let f = TestFactory::default();
     let pool = builder(f.clone(), 1)
-        .wait_strategy::<cenote::Priority>()
+        .wait_strategy::<W>()
         .build()
         .await
         .unwrap();
-    let batched = pool.batched(BatchConfig::new(4)).unwrap();
-    f.book.batch_ms.store(150, Ordering::SeqCst);
-    let b = batched.clone();
-    let busy = tokio::spawn(async move { b.call(Item::Echo(0)).await });
-    assert!(eventually(SETTLE, || f.book.batch_sizes().len() == 1).await);
+    let batched = pool.batched(BatchConfig::new(max_size)).unwrap();
+    let busy = occupy(&f, &batched, 150, 0).await;
     let mut calls = Vec::new();
-    for v in 1..=8u64 {
+    for v in 1..=older {
         let b = batched.clone();
         calls.push(tokio::spawn(async move { b.call(Item::Echo(v)).await }));
         assert!(eventually(SETTLE, || batched.status().waiting == v as usize).await);
     }
     let b = batched.clone();
     calls.push(tokio::spawn(async move {
-        b.call_with(Item::Echo(99), ItemOptions::default().priority(10))
-            .await
+        b.call_with(Item::Echo(99), opts).await
     }));
-    assert!(eventually(SETTLE, || batched.status().waiting == 9).await);
+    assert!(eventually(SETTLE, || batched.status().waiting == older as usize + 1).await);
     busy.await.unwrap().unwrap();
     for c in calls {
         c.await.unwrap().unwrap();
     }
     let batches = f.book.batches.lock().unwrap().clone();
+    close_clean(pool, &f).await;
+    batches
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_puts_an_urgent_item_into_the_next_batch() {
+    let urgent = ItemOptions::default().priority(10);
+    let batches = line_up::<cenote::Priority>(4, 8, urgent).await;
     assert_eq!(batches[1][0], 99, "{batches:?}");
     assert_eq!(batches[1].len(), 4, "{batches:?}");
-    pool.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_puts_the_nearest_deadline_into_the_next_batch() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1)
-        .wait_strategy::<cenote::Deadline>()
-        .build()
-        .await
-        .unwrap();
-    let batched = pool.batched(BatchConfig::new(2)).unwrap();
-    f.book.batch_ms.store(150, Ordering::SeqCst);
-    let b = batched.clone();
-    let busy = tokio::spawn(async move { b.call(Item::Echo(0)).await });
-    assert!(eventually(SETTLE, || f.book.batch_sizes().len() == 1).await);
-    let mut calls = Vec::new();
-    for v in 1..=4u64 {
-        let b = batched.clone();
-        calls.push(tokio::spawn(async move { b.call(Item::Echo(v)).await }));
-        assert!(eventually(SETTLE, || batched.status().waiting == v as usize).await);
-    }
     // Last in, but its wait ends first (2 s against the pool's 5 s).
-    let b = batched.clone();
-    calls.push(tokio::spawn(async move {
-        let opts = ItemOptions::default().checkout_timeout(Duration::from_secs(2));
-        b.call_with(Item::Echo(50), opts).await
-    }));
-    assert!(eventually(SETTLE, || batched.status().waiting == 5).await);
-    busy.await.unwrap().unwrap();
-    for c in calls {
-        c.await.unwrap().unwrap();
-    }
-    let batches = f.book.batches.lock().unwrap().clone();
-    assert_eq!(batches[1], vec![50, 1], "{batches:?}");
-    pool.close().await;
+    let nearest = ItemOptions::default().checkout_timeout(Duration::from_secs(2));
+    let batches = line_up::<cenote::Deadline>(2, 4, nearest).await;
+    assert_eq!(batches[1], vec![99, 1], "{batches:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
