@@ -182,6 +182,20 @@ pub enum StartMode {
     Spawn,
 }
 
+/// Builder methods that set one field each: `name: Type;` sets the
+/// field to the value, `name: Type => Some;` to `Some(value)`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty $(=> $wrap:ident)?;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.$name = $($wrap)?(value);
+                self
+            }
+        )*
+    };
+}
+
 impl PythonConfig {
     /// Defaults for a handler module (a `.py` path or a module name).
     pub fn new(handler: impl Into<Handler>) -> Self {
@@ -208,10 +222,32 @@ impl PythonConfig {
         }
     }
 
-    /// Choose how workers start (default [`StartMode::Auto`]).
-    pub fn start_mode(mut self, mode: StartMode) -> Self {
-        self.start_mode = mode;
-        self
+    setters! {
+        /// Choose how workers start (default [`StartMode::Auto`]).
+        start_mode: StartMode;
+        /// Whether to resolve the interpreter to its `sys.executable` once.
+        resolve_interpreter: bool;
+        /// Deadline for import + ready.
+        startup_timeout: Duration;
+        /// Deadline for a heartbeat pong.
+        heartbeat_timeout: Duration;
+        /// Recycle after about `n` tasks (see [`recycle_jitter`](Self::recycle_jitter)).
+        recycle_after_tasks: u64 => Some;
+        /// Spread of the task quota (0.0 = exactly `n`).
+        recycle_jitter: f64;
+        /// Recycle when RSS grows by more than `bytes` over the worker's baseline.
+        max_rss_growth: u64 => Some;
+        /// Read RSS at most this often.
+        rss_check_interval: Duration;
+        /// Recycle after this long.
+        max_lifetime: Duration => Some;
+        /// Largest frame, both directions.
+        max_frame_size: usize;
+        /// Thread-limit env value (`None` leaves the host's env as is).
+        thread_limit: Option<u32>;
+        /// Poll for a reply up to this long before parking (zero: never); see
+        /// [`read_spin`](Self#structfield.read_spin).
+        read_spin: Duration;
     }
 
     /// Import these modules in the fork server too, so every forked worker
@@ -225,12 +261,6 @@ impl PythonConfig {
     /// [`resolve_interpreter(false)`](Self::resolve_interpreter)).
     pub fn interpreter(mut self, path: impl Into<PathBuf>) -> Self {
         self.interpreter = path.into();
-        self
-    }
-
-    /// Whether to resolve the interpreter to its `sys.executable` once.
-    pub fn resolve_interpreter(mut self, yes: bool) -> Self {
-        self.resolve_interpreter = yes;
         self
     }
 
@@ -249,67 +279,6 @@ impl PythonConfig {
     /// Remove an env variable from every worker's env.
     pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
         self.env.push((key.into(), None));
-        self
-    }
-
-    /// Deadline for import + ready.
-    pub fn startup_timeout(mut self, d: Duration) -> Self {
-        self.startup_timeout = d;
-        self
-    }
-
-    /// Deadline for a heartbeat pong.
-    pub fn heartbeat_timeout(mut self, d: Duration) -> Self {
-        self.heartbeat_timeout = d;
-        self
-    }
-
-    /// Recycle after about `n` tasks (see [`recycle_jitter`](Self::recycle_jitter)).
-    pub fn recycle_after_tasks(mut self, n: u64) -> Self {
-        self.recycle_after_tasks = Some(n);
-        self
-    }
-
-    /// Spread of the task quota (0.0 = exactly `n`).
-    pub fn recycle_jitter(mut self, fraction: f64) -> Self {
-        self.recycle_jitter = fraction;
-        self
-    }
-
-    /// Recycle when RSS grows by more than `bytes` over the worker's baseline.
-    pub fn max_rss_growth(mut self, bytes: u64) -> Self {
-        self.max_rss_growth = Some(bytes);
-        self
-    }
-
-    /// Read RSS at most this often.
-    pub fn rss_check_interval(mut self, d: Duration) -> Self {
-        self.rss_check_interval = d;
-        self
-    }
-
-    /// Recycle after this long.
-    pub fn max_lifetime(mut self, d: Duration) -> Self {
-        self.max_lifetime = Some(d);
-        self
-    }
-
-    /// Largest frame, both directions.
-    pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.max_frame_size = bytes;
-        self
-    }
-
-    /// Thread-limit env value (`None` leaves the host's env as is).
-    pub fn thread_limit(mut self, n: Option<u32>) -> Self {
-        self.thread_limit = n;
-        self
-    }
-
-    /// Poll for a reply up to this long before parking (zero: never); see
-    /// [`read_spin`](Self#structfield.read_spin).
-    pub fn read_spin(mut self, d: Duration) -> Self {
-        self.read_spin = d;
         self
     }
 
