@@ -377,12 +377,7 @@ async fn close_tells_strict_waiters_closed() {
 /// worker it never collected. Nothing is lost.
 #[tokio::test]
 async fn session_waiters_cancelled_at_any_point_lose_nothing() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 2)
-        .affinity_hint_wait(Duration::from_millis(20))
-        .build()
-        .await
-        .unwrap();
+    let (f, pool) = pool_with(2, |b| b.affinity_hint_wait(Duration::from_millis(20))).await;
     let held = pool.get_with(strict("k")).await.unwrap();
     let other = pool.get().await.unwrap();
     // Pinned to the busy worker.
@@ -416,13 +411,7 @@ async fn session_waiters_cancelled_at_any_point_lose_nothing() {
 /// never sees another worker's count, and at the end every worker is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_sessions_under_a_storm_never_see_a_wrong_count() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 3)
-        .max_overflow(1)
-        .affinity_capacity(64)
-        .build()
-        .await
-        .unwrap();
+    let (f, pool) = pool_with(3, |b| b.max_overflow(1).affinity_capacity(64)).await;
     let mut tasks = Vec::new();
     for s in 0..12u64 {
         let pool = pool.clone();

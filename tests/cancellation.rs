@@ -134,13 +134,10 @@ async fn cancelled_while_waiting_for_a_busy_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_while_its_worker_is_being_created() {
     for outcome in OUTCOMES {
-        let f = TestFactory::default();
-        let pool = builder(f.clone(), 0)
-            .max_overflow(1)
-            .create_timeout(Duration::from_millis(150))
-            .build()
-            .await
-            .unwrap();
+        let (f, pool) = pool_with(0, |b| {
+            b.max_overflow(1).create_timeout(Duration::from_millis(150))
+        })
+        .await;
         match outcome {
             Outcome::Ok => f.book.start_ms.store(50, Ordering::SeqCst),
             Outcome::Err => {
@@ -173,12 +170,7 @@ async fn cancelled_while_its_worker_is_being_created() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_while_the_worker_is_recycled() {
     for outcome in OUTCOMES {
-        let f = TestFactory::default();
-        let pool = builder(f.clone(), 1)
-            .recycle_timeout(Duration::from_millis(150))
-            .build()
-            .await
-            .unwrap();
+        let (f, pool) = pool_with(1, |b| b.recycle_timeout(Duration::from_millis(150))).await;
         match outcome {
             Outcome::Ok => f.book.recycle_ms.store(50, Ordering::SeqCst),
             Outcome::Err => {

@@ -14,12 +14,7 @@ const SETTLE: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkout_with_its_own_timeout_gives_up_on_time() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1)
-        .checkout_timeout(Duration::from_secs(30))
-        .build()
-        .await
-        .unwrap();
+    let (f, pool) = pool_with(1, |b| b.checkout_timeout(Duration::from_secs(30))).await;
     let held = pool.get().await.unwrap();
     let began = Instant::now();
     let err = pool
@@ -127,12 +122,7 @@ async fn a_caller_dropped_while_waiting_with_a_timeout_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calls_own_deadline_is_its_only_one() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1)
-        .call_timeout(Duration::from_secs(30))
-        .build()
-        .await
-        .unwrap();
+    let (f, pool) = pool_with(1, |b| b.call_timeout(Duration::from_secs(30))).await;
     let began = Instant::now();
     let err = pool
         .call_with(

@@ -168,13 +168,11 @@ async fn a_call_past_its_deadline_kills_the_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saturated_and_timed_out_callers_are_told_at_once() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1)
-        .max_waiters(2)
-        .checkout_timeout(Duration::from_millis(100))
-        .build()
-        .await
-        .unwrap();
+    let (_, pool) = pool_with(1, |b| {
+        b.max_waiters(2)
+            .checkout_timeout(Duration::from_millis(100))
+    })
+    .await;
     let held = pool.get().await.unwrap();
     let (a, b) = (pool.clone(), pool.clone());
     let w1 = tokio::spawn(async move { a.get().await.map(|_| ()) });
@@ -203,12 +201,7 @@ async fn saturated_and_timed_out_callers_are_told_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_health_check_replaces_an_idle_worker() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 2)
-        .health_interval(Some(Duration::from_millis(30)))
-        .build()
-        .await
-        .unwrap();
+    let (f, pool) = pool_with(2, |b| b.health_interval(Some(Duration::from_millis(30)))).await;
     assert!(
         eventually(SETTLE, || f.book.recycles.load(Ordering::SeqCst) >= 2).await,
         "no health check ran"

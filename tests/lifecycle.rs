@@ -85,13 +85,10 @@ async fn retain_replaces_what_it_removes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overflow_workers_come_on_demand_and_retire_when_idle() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1)
-        .max_overflow(2)
-        .overflow_idle(Duration::from_millis(100))
-        .build()
-        .await
-        .unwrap();
+    let (f, pool) = pool_with(1, |b| {
+        b.max_overflow(2).overflow_idle(Duration::from_millis(100))
+    })
+    .await;
     let calls = (0..3).map(|_| pool.call(Op::Slow(Duration::from_millis(100))));
     let results = futures::future::join_all(calls).await;
     assert!(results.iter().all(|r| r.is_ok()));
@@ -189,12 +186,7 @@ async fn a_worker_at_its_quota_retires_within_the_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_under_load_finishes_in_flight_and_turns_the_rest_away() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 2)
-        .shutdown_grace(Duration::from_secs(2))
-        .build()
-        .await
-        .unwrap();
+    let (f, pool) = pool_with(2, |b| b.shutdown_grace(Duration::from_secs(2))).await;
     let calls = spawn_calls(&pool, 10, Op::Slow(Duration::from_millis(150)), SETTLE);
     assert!(eventually(SETTLE, || pool.status().waiting == 8).await);
     pool.close().await;
@@ -216,12 +208,7 @@ async fn close_under_load_finishes_in_flight_and_turns_the_rest_away() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_kills_what_outlives_the_grace() {
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 2)
-        .shutdown_grace(Duration::from_millis(100))
-        .build()
-        .await
-        .unwrap();
+    let (f, pool) = pool_with(2, |b| b.shutdown_grace(Duration::from_millis(100))).await;
     let calls = spawn_calls(&pool, 2, Op::Hang, Duration::from_secs(60));
     assert!(eventually(SETTLE, || pool.status().busy == 2).await);
     let began = std::time::Instant::now();

@@ -129,13 +129,10 @@ async fn batch(pool: &TestPool) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_cancelled_waiters_leave_nothing_behind() {
     let began = Instant::now();
-    let f = TestFactory::default();
-    let pool = builder(f.clone(), 1)
-        .checkout_timeout(CHECKOUT_TIMEOUT)
-        .max_waiters(2 * BATCH)
-        .build()
-        .await
-        .unwrap();
+    let (f, pool) = pool_with(1, |b| {
+        b.checkout_timeout(CHECKOUT_TIMEOUT).max_waiters(2 * BATCH)
+    })
+    .await;
     let held = pool.get().await.unwrap();
     let held_id = Checkout::id(&held);
 

@@ -353,6 +353,18 @@ pub async fn pool_of(size: usize) -> (TestFactory, TestPool) {
     (f, pool)
 }
 
+/// [`pool_of`] with `tune` applied to the builder first.
+pub async fn pool_with(
+    size: usize,
+    tune: impl FnOnce(
+        cenote::PoolBuilder<TestFactory, cenote::Lifo, cenote::Fifo>,
+    ) -> cenote::PoolBuilder<TestFactory, cenote::Lifo, cenote::Fifo>,
+) -> (TestFactory, TestPool) {
+    let f = TestFactory::default();
+    let pool = tune(builder(f.clone(), size)).build().await.unwrap();
+    (f, pool)
+}
+
 /// Close `pool` and check that it left nothing behind: its counts agree
 /// to the end, and every worker `f` made was shut down.
 pub async fn close_clean<I: cenote::strategy::IdleStrategy, W: cenote::strategy::WaitStrategy>(

@@ -223,6 +223,30 @@ impl PythonConfig {
     }
 
     setters! {
+        /// Let each process serve up to `k` calls at once (default 1: one at a
+        /// time, the process all to its caller).
+        ///
+        /// * `async def` handlers run as tasks on the process's one event loop:
+        ///   `k` calls that wait (on a model, the network) cost one process.
+        /// * Sync handlers run on up to `k` threads. That pays where they wait
+        ///   on I/O, which releases the GIL; on a GIL-bound CPython, CPU work
+        ///   does not run in parallel (it does on a free-threaded 3.13+).
+        /// * Generators stream concurrently, their items interleaved on the
+        ///   wire.
+        ///
+        /// The pool's `size`, `max_overflow` and hard cap still count
+        /// processes; a caller waits only when every process has `k` calls in
+        /// flight. A late call is cancelled alone (an async task at its await,
+        /// a sync handler at its next bytecode); a sync handler blocked in C
+        /// (`time.sleep`, a socket with no timeout) cannot be reached on a
+        /// thread, so its process is killed when the grace runs out, and every
+        /// call in flight on it fails with `PythonError::Killed` naming the
+        /// call that caused it. Handlers share the process's memory, so module
+        /// state they change must be safe to change from several calls at
+        /// once.
+        concurrency: usize;
+        /// Stderr lines kept for crash reports.
+        stderr_tail_lines: usize;
         /// Choose how workers start (default [`StartMode::Auto`]).
         start_mode: StartMode;
         /// Whether to resolve the interpreter to its `sys.executable` once.
@@ -279,38 +303,6 @@ impl PythonConfig {
     /// Remove an env variable from every worker's env.
     pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
         self.env.push((key.into(), None));
-        self
-    }
-
-    /// Let each process serve up to `k` calls at once (default 1: one at a
-    /// time, the process all to its caller).
-    ///
-    /// * `async def` handlers run as tasks on the process's one event loop:
-    ///   `k` calls that wait (on a model, the network) cost one process.
-    /// * Sync handlers run on up to `k` threads. That pays where they wait
-    ///   on I/O, which releases the GIL; on a GIL-bound CPython, CPU work
-    ///   does not run in parallel (it does on a free-threaded 3.13+).
-    /// * Generators stream concurrently, their items interleaved on the
-    ///   wire.
-    ///
-    /// The pool's `size`, `max_overflow` and hard cap still count
-    /// processes; a caller waits only when every process has `k` calls in
-    /// flight. A late call is cancelled alone (an async task at its await,
-    /// a sync handler at its next bytecode); a sync handler blocked in C
-    /// (`time.sleep`, a socket with no timeout) cannot be reached on a
-    /// thread, so its process is killed when the grace runs out, and every
-    /// call in flight on it fails with `PythonError::Killed` naming the
-    /// call that caused it. Handlers share the process's memory, so module
-    /// state they change must be safe to change from several calls at
-    /// once.
-    pub fn concurrency(mut self, k: usize) -> Self {
-        self.concurrency = k;
-        self
-    }
-
-    /// Stderr lines kept for crash reports.
-    pub fn stderr_tail_lines(mut self, n: usize) -> Self {
-        self.stderr_tail_lines = n;
         self
     }
 
