@@ -27,10 +27,12 @@ use common::{builder, eventually, Op, TestFactory};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use support::example::{example_binary, Run};
 
-/// Every metric cenote records: the pool's, then the Python pool's.
+/// Every metric cenote records: the pool's, the Python pool's, then a
+/// remote caller's.
 fn all_metrics() -> Vec<Metric> {
     let core = cenote::metrics::POOL.iter();
     core.chain(cenote::python::metrics::PYTHON)
+        .chain(cenote::node::metrics::NODE)
         .copied()
         .collect()
 }
@@ -48,7 +50,7 @@ fn the_readme_table_is_the_code_table() {
         rows,
         code,
         "the README's metrics table differs from cenote::metrics::POOL + \
-         cenote::python::metrics::PYTHON; its rows should read:\n{}",
+         cenote::python::metrics::PYTHON + cenote::node::metrics::NODE; its rows should read:\n{}",
         code.join("\n")
     );
 }

@@ -92,6 +92,7 @@
 
 mod client;
 mod error;
+pub mod metrics;
 mod servable;
 mod server;
 mod services;

@@ -240,10 +240,14 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         self.call_with(req, self.opts.clone()).await
     }
 
-    /// Call with `opts`: its checkout timeout, call timeout and priority go
-    /// to the node. When both timeouts are given, their sum is the call's
-    /// deadline: the node gets the time left (not a clock reading), and no
-    /// answer by then is [`CallError::CallTimeout`].
+    /// Call with `opts`: its checkout timeout, call timeout, whole budget
+    /// and priority go to the node. The call's deadline is its budget
+    /// ([`CallOptions::budget`]), else the sum of both timeouts when both
+    /// are given: the node gets the time left (not a clock reading), and
+    /// no answer by then is [`CallError::CallTimeout`]. A session
+    /// ([`CallOptions::affinity`]) is not carried across nodes: such a call
+    /// is refused with [`CallError::BadRequest`] rather than sent to a node
+    /// that does not hold the session.
     pub async fn call_with(&self, req: Req, opts: CallOptions) -> Result<Resp, CallError> {
         self.call_answered(req, opts).await.map(|a| a.value)
     }
@@ -306,12 +310,31 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
             Ok(pick) => pick,
             Err(e) => return (None, Err(e)),
         };
-        let deadline = opts.checkout.timeout.zip(opts.timeout).map(|(a, b)| a + b);
+        if let Some(affinity) = &opts.checkout.affinity {
+            // Sessions are not carried to nodes: refused, never moved
+            // silently.
+            return (
+                None,
+                Err(CallError::BadRequest {
+                    message: format!(
+                        "session {:?}: sessions (CallOptions::affinity) are not carried across \
+                         nodes; call the pool on its own node, or call without a session",
+                        affinity.key
+                    ),
+                }),
+            );
+        }
+        // The call's one budget: its own whole allowance, else its checkout
+        // and call timeouts together; the node gets the time left.
+        let deadline = opts
+            .budget
+            .or_else(|| opts.checkout.timeout.zip(opts.timeout).map(|(a, b)| a + b));
         let headers = CallHeaders {
             pool: self.name.to_string(),
             opts,
             remaining: deadline,
         };
+        let sent = std::time::Instant::now();
         let call = send(
             pick.channel.clone(),
             &pick.node,
@@ -326,6 +349,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
                 .unwrap_or(Err(CallError::CallTimeout { after })),
             None => call.await,
         };
+        crate::metrics::record(&self.name, &pick.node, &outcome, sent.elapsed());
         if let Err(CallError::NodeLost { reason, .. }) = &outcome {
             tracing::warn!(node = %pick.node, pool = %self.name, %reason,
                 "call lost with its node; leaving the node out for a while");
