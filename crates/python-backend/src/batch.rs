@@ -29,12 +29,10 @@ use serde_json::Value;
 use crate::attach;
 use crate::error::PythonError;
 use crate::reply::Reply;
+#[cfg(test)]
+use crate::reply::ITEM_ERROR;
 use crate::request::PyCall;
 use crate::worker::PythonWorker;
-
-/// The key of an item error in a batch's answer. The bridge knows it as
-/// `Wire.ITEM_ERROR`.
-pub(crate) const ITEM_ERROR: &str = "$cenote_error";
 
 /// One item of a batch for a Python handler that takes a list: its
 /// function, its value (one element of the list the handler gets) and the
@@ -189,30 +187,6 @@ fn merge(function: &str, items: Vec<PyItem>) -> Result<PyCall, PythonError> {
         values.push(value);
     }
     Ok(PyCall::batch(function.to_string(), values, attachments))
-}
-
-/// The error an item's place holds, if it holds one.
-pub(crate) fn item_error(value: &Value, function: &str) -> Option<PythonError> {
-    let Value::Object(map) = value else {
-        return None;
-    };
-    if map.len() != 1 {
-        return None;
-    }
-    let error = map.get(ITEM_ERROR)?;
-    let field = |name: &str| {
-        error
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    Some(PythonError::Raised {
-        function: function.to_string(),
-        type_name: field("type"),
-        message: field("message"),
-        traceback: field("traceback"),
-    })
 }
 
 #[cfg(test)]

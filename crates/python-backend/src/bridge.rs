@@ -42,7 +42,7 @@ fn tables() -> String {
         out,
         "class Wire:\n    PROTOCOL = {PROTOCOL}\n    ATTACHMENTS_FLAG = {ATTACHMENTS_FLAG}\n    PLACEHOLDER = {:?}\n    ITEM_ERROR = {:?}\n",
         attach::KEY,
-        crate::batch::ITEM_ERROR,
+        crate::reply::ITEM_ERROR,
     );
     out
 }

@@ -12,8 +12,12 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde_json::Value;
 
 use crate::attach::{self, Attachments};
-use crate::batch;
 use crate::error::PythonError;
+
+/// The key of an item error in a batch's answer (see `batch.rs`): an
+/// exception the handler put in an item's place. The bridge knows it as
+/// `Wire.ITEM_ERROR`.
+pub(crate) const ITEM_ERROR: &str = "$cenote_error";
 
 /// A result's JSON (placeholders where bytes go) and its attachments.
 #[derive(Debug)]
@@ -62,7 +66,7 @@ impl Reply {
         };
         let mut all = self.attachments;
         let items = values.into_iter().map(|mut value| {
-            if let Some(error) = batch::item_error(&value, function) {
+            if let Some(error) = item_error(&value, function) {
                 return Err(error);
             }
             let mut own = Vec::new();
@@ -91,6 +95,30 @@ impl Reply {
         };
         decoded.map_err(|e| decode_error(function, e))
     }
+}
+
+/// The error an item's place holds, if it holds one.
+fn item_error(value: &Value, function: &str) -> Option<PythonError> {
+    let Value::Object(map) = value else {
+        return None;
+    };
+    if map.len() != 1 {
+        return None;
+    }
+    let error = map.get(ITEM_ERROR)?;
+    let field = |name: &str| {
+        error
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Some(PythonError::Raised {
+        function: function.to_string(),
+        type_name: field("type"),
+        message: field("message"),
+        traceback: field("traceback"),
+    })
 }
 
 /// What a JSON value is, for an error message.
