@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use cenote::metrics::Metric;
 use cenote::CheckoutOptions;
 use common::{builder, eventually, Op, TestFactory};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::{DebugValue, Snapshotter};
 use support::example::{example_binary, Run};
 
 /// Every metric cenote records: the pool's, the Python pool's, then a
@@ -117,12 +117,7 @@ impl Seen {
 
 #[test]
 fn a_recorder_sees_what_status_counts() {
-    let recorder = DebuggingRecorder::new();
-    let snap = recorder.snapshotter();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (recorder, snap, rt) = cenote_testkit::recorder::local_recorder();
     let factory = TestFactory::default();
     // Registered with the recorder in place at build; recorded from then on.
     let pool = metrics::with_local_recorder(&recorder, || {

@@ -11,16 +11,11 @@ use cenote_core::{AffinityMode, CallOptions};
 use cenote_node::{CallError, Remote};
 use cenote_registry::LocalRegistry;
 use common::*;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::DebugValue;
 
 #[test]
 fn calls_are_counted_per_node_and_outcome() {
-    let recorder = DebuggingRecorder::new();
-    let snap = recorder.snapshotter();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (recorder, snap, rt) = cenote_testkit::recorder::local_recorder();
     metrics::with_local_recorder(&recorder, || {
         rt.block_on(async {
             let registry = LocalRegistry::new("-");

@@ -2,14 +2,16 @@
 //! instead of a copy per test crate: a real etcd server ([`etcd`]), the
 //! processes a test started as /proc shows them, found by an env tag and
 //! never by name ([`procs`]), deadline-bound waits ([`wait`]), and the
-//! chaos task the storms strike Python workers with ([`storm`]), and the
-//! start mode the suite runs them in ([`mode`]).
+//! chaos task the storms strike Python workers with ([`storm`]), the
+//! start mode the suite runs them in ([`mode`]), and a recorder for
+//! metrics tests ([`recorder`]).
 //!
 //! A dev-dependency only, never published: nothing a user links.
 
 pub mod etcd;
 pub mod mode;
 pub mod procs;
+pub mod recorder;
 pub mod storm;
 pub mod wait;
 
