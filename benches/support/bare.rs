@@ -3,7 +3,7 @@
 //! physical limit of this framing and bridge loop.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -25,22 +25,12 @@ impl BareBridge {
     /// Start a bridge on `handlers` serving `concurrency` calls at once, and
     /// read its ready frame.
     pub fn start(interpreter: &Path, handlers: &Path, concurrency: usize) -> Self {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: pipe2 made both; each is owned once from here.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let theirs = read.as_raw_fd();
+        let (read, write) = cenote_testkit::fds::pipe();
         let mut cmd = Command::new(interpreter);
-        // SAFETY: dup2 is async-signal-safe; the bridge reads its cancel
-        // pipe on fd 3, which dup2 leaves inheritable.
+        // SAFETY: the hook only makes the cancel pipe, which the bridge
+        // reads on fd 3, the child's fd 3.
         unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(theirs, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(cenote_testkit::fds::fd3(read.as_raw_fd()));
         }
         let mut child = cmd
             .arg("-u")

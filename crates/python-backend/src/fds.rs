@@ -12,13 +12,24 @@ use tokio::process::Command;
 
 /// Start `cmd` with `fd` as its fd 3 (a fork server's control socket, a
 /// worker's cancel pipe). The caller closes its own copy once spawned.
+///
+/// When `fd` already is 3 (the host had fds 0-2 only, and this was the
+/// lowest free number), `dup2` does nothing, not even clear close-on-exec,
+/// so the descriptor would vanish at exec: then the flag is cleared
+/// instead.
 pub(crate) fn inherit_as_fd3(cmd: &mut Command, fd: &OwnedFd) {
     let fd = fd.as_raw_fd();
-    // SAFETY: dup2 is async-signal-safe; the new fd 3 is not close-on-exec,
-    // so the child inherits exactly this one descriptor beyond its stdio.
+    // SAFETY: dup2 and fcntl are async-signal-safe; the resulting fd 3 is
+    // not close-on-exec, so the child inherits exactly this one descriptor
+    // beyond its stdio.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

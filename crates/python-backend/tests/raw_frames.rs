@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -28,26 +28,12 @@ impl Raw {
     /// Launch as the worker does (frames on fds 0 and 1, the cancel pipe
     /// on fd 3), then read the ready frame.
     async fn start(tag: &str, max_frame: usize) -> Raw {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: pipe2 made both; each is owned once from here.
-        let (read, write) = unsafe {
-            (
-                OwnedFd::from_raw_fd(fds[0]),
-                std::fs::File::from(OwnedFd::from_raw_fd(fds[1])),
-            )
-        };
-        let theirs = read.as_raw_fd();
+        let (read, write) = cenote_testkit::fds::pipe();
+        let write = std::fs::File::from(write);
         let mut cmd = Command::new("python3");
-        // SAFETY: dup2 is async-signal-safe; fd 3 is left inheritable.
+        // SAFETY: the hook only makes the cancel pipe the child's fd 3.
         unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(theirs, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(cenote_testkit::fds::fd3(read.as_raw_fd()));
         }
         let mut child = cmd
             .arg("-u")
