@@ -320,3 +320,52 @@ async fn a_node_whose_lease_expires_stops_receiving_calls_within_one_ttl() {
     cluster.node("n1").signal(libc::SIGCONT);
     cluster.stop().await;
 }
+
+/// A node that hangs (SIGSTOP) with calls in flight that have no deadline
+/// at all: each of its calls ends with `NodeLost` within the caller's
+/// keepalive bound (a ping every 2 s, given up after 2 s more: 4 s, with
+/// room for a loaded machine), the others' calls are answered, and none
+/// hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_fails_calls_without_deadlines_within_the_keepalive_bound() {
+    const BOUND: Duration = Duration::from_secs(4);
+    let mut cluster = Cluster::start("hung", 4, false).await;
+    let jobs = cluster.remote.pool::<Job, String>("jobs");
+    let began = Instant::now();
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let jobs = jobs.clone();
+            tokio::spawn(async move {
+                let outcome = jobs.call(Job::Sleep(3_000)).await;
+                (outcome, began.elapsed())
+            })
+        })
+        .collect();
+    // Every call is on its node before n1 freezes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.node("n1").signal(libc::SIGSTOP);
+    let frozen = began.elapsed();
+    let mut lost = 0;
+    for call in calls {
+        let (outcome, ended) = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("a call with no deadline hung")
+            .unwrap();
+        match outcome {
+            Ok(node) => assert_ne!(node, "n1", "a frozen node answered"),
+            Err(CallError::NodeLost { node, .. }) => {
+                assert_eq!(node, "n1");
+                let after = ended - frozen;
+                assert!(
+                    after < BOUND + Duration::from_secs(2),
+                    "NodeLost {after:?} after the node froze"
+                );
+                lost += 1;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(lost > 0, "no call was on the frozen node");
+    cluster.node("n1").signal(libc::SIGCONT);
+    cluster.stop().await;
+}
