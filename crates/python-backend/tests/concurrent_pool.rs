@@ -362,7 +362,13 @@ async fn the_hard_cap_counts_processes_under_a_resize_storm() {
     for c in callers {
         tokio::time::timeout(Duration::from_secs(30), c)
             .await
-            .expect("a caller hung")
+            .unwrap_or_else(|_| {
+                panic!(
+                    "a caller hung: {:?} {:?}",
+                    pool.status(),
+                    pool.check_invariants()
+                )
+            })
             .unwrap();
     }
     pool.resize(2).unwrap();
@@ -374,4 +380,44 @@ async fn the_hard_cap_counts_processes_under_a_resize_storm() {
     assert!(ok, "{:?}", pool.status());
     pool.check_invariants().unwrap();
     close_clean(pool, &tag).await;
+}
+
+/// A shrink holds lanes back while the pool is over its new size; once the
+/// worker beyond it has left, the worker that stays lends its free lanes to
+/// the callers waiting at once, not when one of its own calls ends.
+#[tokio::test]
+async fn a_shrink_lends_the_lanes_of_the_workers_that_stay() {
+    for (mode, tag) in modes("pshrink") {
+        let pool = pool_of(many(&tag, mode, 4), 2).await;
+        // One call on each process (an idle process is taken first): the
+        // long one holds its process until the end of the test.
+        let long = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.call(PyCall::new("async_sleep", json!([3.0, 1]))).await }
+        });
+        assert!(eventually(Duration::from_secs(5), || pool.status().in_flight == 1).await);
+        let short = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.call(PyCall::new("async_sleep", json!([0.3, 2]))).await }
+        });
+        assert!(eventually(Duration::from_secs(5), || pool.status().in_flight == 2).await);
+        assert_eq!(pool.status().idle, 0, "{mode:?}: one call per process");
+        // Over the new size: neither process lends another lane.
+        pool.resize(1).unwrap();
+        let began = Instant::now();
+        let waiting = pool.call(PyCall::new("async_sleep", json!([0.01, 3])));
+        assert_eq!(waiting.await.unwrap(), json!(3), "{mode:?}");
+        let took = began.elapsed();
+        // The short call's process leaves when it ends (0.3 s); the long
+        // call would free its lane only after 3 s.
+        assert!(
+            took < Duration::from_millis(2000),
+            "{mode:?}: the waiting call took {took:?}: {:?}",
+            pool.status()
+        );
+        assert_eq!(short.await.unwrap().unwrap(), json!(2));
+        assert_eq!(long.await.unwrap().unwrap(), json!(1));
+        settled(&pool, 1).await;
+        close_clean(pool, &tag).await;
+    }
 }

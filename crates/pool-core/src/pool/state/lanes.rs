@@ -196,6 +196,27 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         }
     }
 
+    /// Workers with lanes held back at the cap (`lendable` asks that live
+    /// workers be within it) may lend again once a worker leaves, a start
+    /// ends or the pool grows: nothing else would hand their free lanes to
+    /// the callers already waiting, who would wait for a lane to come back
+    /// (or forever, if none was out to come back).
+    pub(super) fn lend_spare(&mut self) {
+        if self.lent.is_empty() || self.waiters.is_empty() {
+            return;
+        }
+        let at = Stamp::now();
+        let mut lent = std::mem::take(&mut self.lent);
+        for l in &mut lent {
+            if self.waiters.is_empty() {
+                break;
+            }
+            self.lend_to_waiters(l, at);
+        }
+        lent.append(&mut self.lent);
+        self.lent = lent;
+    }
+
     /// A lane of worker `id` came back from a call that ended: its worker
     /// lends it on, or, once its last lane is back, re-enters service as
     /// any returning worker does (idle, retire, or stop).

@@ -246,6 +246,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         if live.meta.affine {
             self.sessions_lost(&live.meta, reason.loss());
         }
+        self.lend_spare();
         Leaving { live, reason }
     }
 

@@ -36,6 +36,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
                 None => break,
             }
         }
+        self.lend_spare();
         fx
     }
 

@@ -56,6 +56,7 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
             }
             start.cancel.cancel();
             self.stopping += 1;
+            self.lend_spare();
         }
     }
 
