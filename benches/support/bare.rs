@@ -40,6 +40,7 @@ impl BareBridge {
             .arg((64u32 << 20).to_string())
             .arg(std::process::id().to_string())
             .arg(concurrency.to_string())
+            .arg("0") // no shared memory
             .env("OMP_NUM_THREADS", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,9 +1,10 @@
 # cenote bridge: runs inside each Python worker process.
 #
 # Launched as `<python> -u -c <script> <handler> <max_frame> <parent_pid>
-# <concurrency>`,
-# with the frame pipes on fds 0 and 1, stderr on 2, and the cancel pipe on
-# fd 3 (a fork server's worker gets the same four fds, passed to it).
+# <concurrency> <shm_threshold>`,
+# with the frame pipes on fds 0 and 1, stderr on 2, the cancel pipe on fd 3,
+# and with a shm_threshold above 0 its shared-memory regions on fds 4 and 5
+# (a fork server's worker gets the same fds, passed to it).
 # <script> is this file with three classes put in front of it, generated
 # from the crate's protocol.rs (see bridge.rs): `ErrorKind`, the kinds an
 # error frame carries, `BridgeExit`, this process's exit codes, and `Wire`,
@@ -17,7 +18,20 @@
 # id); in a frame with attachments, an object whose one key is
 # Wire.PLACEHOLDER stands for the attachment of that index. A handler gets
 # attachments as `bytes`; it may return bytes, bytearray or memoryview
-# anywhere in a result, and they travel as attachments. Protocol frames
+# anywhere in a result, and they travel as attachments.
+#
+# Shared memory (protocol 6): with a threshold above 0 (argv, or the fork
+# request's "shm"), fds 4 and 5 are this worker's two memfd regions, made by
+# the host (see cenote-python's shm/mod.rs for the design). A table entry
+# with Wire.SHARED_FLAG set is an attachment in shared memory: its part of
+# the body is a descriptor, u64 offset and u64 length. The host puts a
+# call's large bytes in the region on fd 4; the handler gets them as a
+# read-only memoryview over the region, valid until it returns (copy what it
+# keeps). Results' large bytes go into the region on fd 5, allocated here
+# (cenote.buffer(n) hands a handler a block to fill in place). A block is
+# Wire.SHM_HEADER bytes of header, whose first byte is its flag (1: handed
+# over, 0: free), then the payload; the reader clears the flag when done,
+# and the writer frees the block on its next allocation. Protocol frames
 # travel on private duplicates of fds 0 and 1; fd 1 is pointed at stderr
 # and fd 0 at /dev/null, so print(), C-level writes and child processes
 # cannot corrupt or steal frames.
@@ -122,20 +136,40 @@ def _take_cancel_fd():
     return fd
 
 
+def _take_regions():
+    # The shared-memory regions on fds 4 and 5, kept on private fds.
+    try:
+        fds = []
+        for fd in (4, 5):
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError("fd %d is not a memfd" % fd)
+            fds.append(os.dup(fd))
+            os.close(fd)
+        return fds
+    except OSError as e:
+        sys.stderr.write("cenote bridge: no shared-memory regions on fds 4 and 5 (%s)\n" % e)
+        sys.stderr.flush()
+        os._exit(BridgeExit.INTERNAL)
+
+
 # Before the frame fds are duplicated: they must not land on fd 3. A fork
 # server's fd 3 is its control socket, and its workers take theirs after
 # they are forked.
-_cenote_cancels = None if sys.argv[1:2] == ["--zygote"] else _take_cancel_fd()
+_spawned = sys.argv[1:2] != ["--zygote"]
+_cenote_cancels = _take_cancel_fd() if _spawned else None
+_cenote_regions = _take_regions() if _spawned and int(sys.argv[5]) > 0 else None
 _cenote_frames_in, _cenote_frames_out = _setup_fds()
 _unshadow_cwd()
 
 import asyncio  # noqa: E402
 import concurrent.futures  # noqa: E402
 import faulthandler  # noqa: E402
+import fcntl  # noqa: E402
 import importlib  # noqa: E402
 import importlib.util  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
+import mmap  # noqa: E402
 import platform  # noqa: E402
 import signal  # noqa: E402
 import struct  # noqa: E402
@@ -167,6 +201,7 @@ def _public_module():
 
     module = types.ModuleType("cenote", "The cenote bridge, as seen by the handlers it runs.")
     module.Cancelled = Cancelled
+    module.buffer = buffer
     sys.modules.setdefault("cenote", module)
 _BODY_MASK = Wire.ATTACHMENTS_FLAG - 1
 _BYTES = (bytes, bytearray, memoryview)
@@ -190,6 +225,169 @@ def _flat(obj):
     if not view.c_contiguous:
         view = memoryview(view.tobytes())
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def buffer(n):
+    """A writable memoryview of `n` bytes to build a result in place.
+
+    Return the view itself (not a slice or a copy) in the result, and with
+    shared memory on and `n` at its threshold or more, it reaches the host
+    with no copy: it is a block of this worker's region. Otherwise it is an
+    ordinary buffer, sent as any bytes are. A block not returned is free
+    again once nothing refers to the view."""
+    n = int(n)
+    if n < 0:
+        raise ValueError("cenote.buffer(n) needs n >= 0, got %d" % n)
+    view = _shm.lend(n) if _shm is not None and n >= _shm.threshold else None
+    return view if view is not None else memoryview(bytearray(n))
+
+
+_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+
+
+class _Mapping:
+    # One region, mapped here whole; mapped again when it grew.
+    def __init__(self, fd):
+        self.fd = fd
+        self.view = None
+        self.size = 0
+
+    def covers(self, end):
+        # Whether bytes up to `end` lie in the region (mapping it again if
+        # the other side grew it).
+        if end <= self.size:
+            return True
+        size = os.fstat(self.fd).st_size
+        if end > size:
+            return False
+        self.remap(size)
+        return True
+
+    def remap(self, size, touch=False):
+        # A new mapping of the whole region; views over the old one keep it
+        # alive, and see the same pages.
+        m = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        if touch:
+            try:
+                m.madvise(_POPULATE_WRITE)
+            except (OSError, ValueError):
+                pass
+        self.view = memoryview(m)
+        self.size = size
+
+
+class _Shm:
+    # This worker's regions: `inbox` (fd 4) holds calls' large bytes, written
+    # by the host; `outbox` (fd 5) results', allocated here.
+    def __init__(self, fds, threshold, max_frame):
+        grain = Wire.SHM_GRAIN
+        self.threshold = threshold
+        self.cap = -(-2 * (max_frame + Wire.SHM_HEADER + Wire.SHM_ALIGN) // grain) * grain
+        self.inbox = _Mapping(fds[0])
+        self.outbox = _Mapping(fds[1])
+        self.lock = threading.Lock()
+        self.held = {}  # outbox block -> its size, handed over or lent
+        self.lent = {}  # id(view) -> (view, block): cenote.buffer views not sent
+        self.calls = {}  # request id -> its inbox blocks
+
+    # ---- the host's bytes in ------------------------------------------------
+    def view_of(self, descriptor):
+        # A call's bytes, named by a descriptor: (read-only view, block), or
+        # None if the descriptor is out of the region.
+        offset, n = _DESCRIPTOR.unpack(descriptor)
+        block = offset - Wire.SHM_HEADER
+        if block < 0 or block % Wire.SHM_ALIGN or not self.inbox.covers(offset + n):
+            return None
+        return self.inbox.view[offset:offset + n].toreadonly(), block
+
+    def release(self, rid):
+        # A call ended: its blocks are the host's again.
+        for block in self.calls.pop(rid, ()):
+            self.inbox.view[block] = 0
+
+    def release_blocks(self, blocks):
+        for block in blocks:
+            self.inbox.view[block] = 0
+
+    # ---- results' bytes out -------------------------------------------------
+    def put(self, data):
+        # The descriptor of `data` in the outbox (copied in, unless it is a
+        # lent block), or None if no block fits.
+        n = data.nbytes
+        with self.lock:
+            lent = self.lent.pop(id(data), None)
+            if lent is not None and lent[0] is data:
+                return _DESCRIPTOR.pack(lent[1] + Wire.SHM_HEADER, n)
+            if lent is not None:
+                self.lent[id(data)] = lent
+            block = self.alloc(n)
+            if block is None:
+                return None
+            start = block + Wire.SHM_HEADER
+            self.outbox.view[start:start + n] = data
+            self.outbox.view[block] = 1
+        return _DESCRIPTOR.pack(start, n)
+
+    def lend(self, n):
+        with self.lock:
+            block = self.alloc(n)
+            if block is None:
+                return None
+            start = block + Wire.SHM_HEADER
+            view = self.outbox.view[start:start + n]
+            self.outbox.view[block] = 1
+            self.lent[id(view)] = (view, block)
+            return view
+
+    def alloc(self, n):
+        # A free block for `n` bytes (under the lock), the region grown if
+        # needed, up to the cap; None if none fits.
+        size = Wire.SHM_HEADER + -(-n // Wire.SHM_ALIGN) * Wire.SHM_ALIGN
+        self.sweep()
+        block = self.fit(size)
+        if block is None:
+            end = max((b + l for b, l in self.held.items()), default=0)
+            grain = Wire.SHM_GRAIN
+            want = min(self.cap, -(-max(end + size, 2 * self.outbox.size) // grain) * grain)
+            if want <= self.outbox.size:
+                return None
+            try:
+                if os.fstat(self.outbox.fd).st_size < want:
+                    os.ftruncate(self.outbox.fd, want)
+                self.outbox.remap(want, touch=True)
+            except OSError:
+                return None
+            block = self.fit(size)
+            if block is None:
+                return None
+        self.held[block] = size
+        return block
+
+    def fit(self, size):
+        start = 0
+        for block in sorted(self.held):
+            if block - start >= size:
+                return start
+            start = block + self.held[block]
+        return start if self.outbox.size - start >= size else None
+
+    def sweep(self):
+        # Free the blocks the host has read, and lent ones nobody holds.
+        view = self.outbox.view
+        if view is None:
+            return
+        for key, (lent, block) in list(self.lent.items()):
+            # Referred to only by this table, this loop and the call.
+            if sys.getrefcount(lent) <= 3:
+                del self.lent[key]
+                view[block] = 0
+        for block in [b for b in self.held if view[b] == 0]:
+            del self.held[block]
+
+
+_DESCRIPTOR = struct.Struct(">QQ")
+# This worker's shared memory (None: all bytes go through the pipe).
+_shm = None
 
 
 _dumps = json.JSONEncoder(
@@ -341,17 +539,35 @@ class Bridge:
                 raise _TooLarge(len(payload))
             return [_WORD.pack(len(payload)) + payload]
         lengths = [b.nbytes for b in found]
-        table = struct.pack(">%dI" % (len(found) + 1), len(found), *lengths)
-        size = len(table) + len(payload) + sum(lengths)
+        size = 4 + 4 * len(found) + len(payload) + sum(lengths)
         if size > self.max_frame:
             raise _TooLarge(size)
+        if _shm is not None:
+            for i, b in enumerate(found):
+                if lengths[i] >= _shm.threshold:
+                    descriptor = _shm.put(b)
+                    if descriptor is not None:
+                        found[i] = descriptor
+                        lengths[i] = Wire.DESCRIPTOR_LEN | Wire.SHARED_FLAG
+            size = 4 + 4 * len(found) + len(payload) + sum(len(b) if isinstance(b, bytes) else b.nbytes for b in found)
+        table = struct.pack(">%dI" % (len(found) + 1), len(found), *lengths)
         return [_WORD.pack(size | Wire.ATTACHMENTS_FLAG) + table, payload] + found
 
     def send(self, obj):
         with self.wlock:
             self.write(self.encode(obj))
 
+    def ended(self, rid):
+        # Call `rid` is answered for good: its shared-memory blocks go back.
+        if _shm is not None:
+            _shm.release(rid)
+
+    def end(self, rid):
+        self.ended(rid)
+        self.send({"t": "end", "id": rid})
+
     def send_error(self, rid, kind, type_name, message, tb=""):
+        self.ended(rid)
         self.batch_rids.discard(rid)
         self.send(
             {
@@ -386,6 +602,9 @@ class Bridge:
                 )
             else:
                 self.write(data)
+                if frame_type == "result":
+                    # After the write: the result may be the call's own bytes.
+                    self.ended(rid)
                 return True
         self.send_error(rid, *error)
         return False
@@ -407,7 +626,7 @@ class Bridge:
             self.broken("incoming frame of %d bytes exceeds max frame size %d" % (n, self.max_frame))
         if not word & Wire.ATTACHMENTS_FLAG:
             body = self.read_exactly(n)
-            return None if body is None else (body, None)
+            return None if body is None else (body, None, ())
         if n < 4:
             self.broken("a frame of %d bytes is too small for its attachment table" % n)
         count = self.read_exactly(4)
@@ -419,7 +638,8 @@ class Bridge:
         table = self.read_exactly(4 * count)
         if table is None:
             return None
-        lengths = struct.unpack(">%dI" % count, table)
+        entries = struct.unpack(">%dI" % count, table)
+        lengths = [e & ~Wire.SHARED_FLAG for e in entries]
         json_len = n - 4 - 4 * count - sum(lengths)
         if json_len < 0:
             self.broken("attachments of %d bytes do not fit a frame of %d" % (sum(lengths), n))
@@ -427,7 +647,18 @@ class Bridge:
         attachments = [self.read_exactly(length) for length in lengths]
         if body is None or None in attachments:
             return None
-        return body, attachments
+        blocks = []
+        for i, entry in enumerate(entries):
+            if entry & Wire.SHARED_FLAG:
+                if _shm is None or lengths[i] != Wire.DESCRIPTOR_LEN:
+                    self.broken("a shared-memory attachment without a region or a descriptor")
+                found = _shm.view_of(attachments[i])
+                if found is None:
+                    self.broken("a shared-memory descriptor out of the region: %r"
+                                % (_DESCRIPTOR.unpack(attachments[i]),))
+                attachments[i], block = found
+                blocks.append(block)
+        return body, attachments, blocks
 
     def broken(self, what):
         # The host sent a frame this bridge cannot read past.
@@ -629,7 +860,7 @@ class Bridge:
             return
         if stream:
             if self.send_value(rid, "chunk", "data", result, name):
-                self.send({"t": "end", "id": rid})
+                self.end(rid)
         else:
             self.send_value(rid, "result", "value", result, name)
 
@@ -667,12 +898,13 @@ class Bridge:
                     gen.close()
             except _CAUGHT:
                 pass
-        self.send({"t": "end", "id": rid})
+        self.end(rid)
 
     def decode(self, frame):
         # A frame's (kind, id, message), or None once it has been answered
-        # as undecodable.
-        body, attachments = frame
+        # as undecodable. Its shared-memory blocks are the call's until it
+        # ends (released at once if there is no call).
+        body, attachments, blocks = frame
         try:
             if attachments is None:
                 msg, bad = _loads(body), None
@@ -681,8 +913,15 @@ class Bridge:
             kind = msg["t"]
             rid = msg.get("id", 0)
         except Exception as e:
+            if blocks:
+                _shm.release_blocks(blocks)
             self.send_error(0, ErrorKind.BAD_REQUEST, type(e).__name__, "undecodable frame: %s" % e)
             return None
+        if blocks:
+            if kind == "call" and isinstance(rid, int) and rid not in _shm.calls:
+                _shm.calls[rid] = blocks
+            else:
+                _shm.release_blocks(blocks)
         if bad:
             self.send_error(
                 rid,
@@ -860,7 +1099,7 @@ class _Concurrent:
                 result = await result
             if stream:
                 if b.send_value(rid, "chunk", "data", result, name):
-                    b.send({"t": "end", "id": rid})
+                    b.end(rid)
             else:
                 b.send_value(rid, "result", "value", result, name)
         except (Cancelled, asyncio.CancelledError) as e:
@@ -881,7 +1120,7 @@ class _Concurrent:
                 await gen.aclose()
             except _CAUGHT:
                 pass
-        b.send({"t": "end", "id": rid})
+        b.end(rid)
 
     # ---- sync handlers: call threads ----------------------------------------------
     def submit(self, job):
@@ -1062,8 +1301,11 @@ def _watch_cancels(bridge, fd):
         pending = pending[whole:]
 
 
-def _serve(module, max_frame, cancel_fd, concurrency):
+def _serve(module, max_frame, cancel_fd, concurrency, regions, threshold):
     # Say ready, then serve calls until stdin closes or a shutdown frame.
+    global _shm
+    if regions is not None:
+        _shm = _Shm(regions, threshold, max_frame)
     bridge = Bridge(module, max_frame)
     if concurrency > 1:
         bridge.conc = _Concurrent(bridge, concurrency)
@@ -1108,7 +1350,7 @@ def main():
         module = _load(spec)
     except BaseException as e:
         _import_failed(Bridge(None, max_frame).send_error, e)
-    _serve(module, max_frame, _cenote_cancels, concurrency)
+    _serve(module, max_frame, _cenote_cancels, concurrency, _cenote_regions, int(sys.argv[5]))
 
 
 # ---- fork server ------------------------------------------------------------
@@ -1224,7 +1466,9 @@ def _zygote(spec, max_frame, host_pid, preload, concurrency):
                     os.close(fd)
                 continue
             if req.get("t") == "fork":
-                pid = _fork(req.get("id", 0), fds, send, module, (max_frame, concurrency),
+                shm = req.get("shm", 0)
+                pid = _fork(req.get("id", 0), fds, send, module,
+                            (max_frame, concurrency, shm if type(shm) is int else 0),
                             (ctl, sel, wake_r, wake_w))
                 if pid:
                     workers[pid] = False
@@ -1253,8 +1497,10 @@ def _zygote(spec, max_frame, host_pid, preload, concurrency):
                 send({"t": "exit", "pid": pid, "signal": info.si_status})
 
 
-# The fds a fork request carries: the worker's fds 0, 1, 2 and 3.
+# The fds a fork request carries: the worker's fds 0, 1, 2 and 3, and 4
+# and 5 (its shared-memory regions) when it has them.
 _FORK_FDS = 4
+_FORK_FDS_SHM = 6
 
 
 def _recv_fds(ctl, socket):
@@ -1262,7 +1508,7 @@ def _recv_fds(ctl, socket):
     # (socket.recv_fds ignores its flags argument before Python 3.12.)
     import array
     fds = array.array("i")
-    msg, ancdata, _, _ = ctl.recvmsg(65536, socket.CMSG_LEN(_FORK_FDS * fds.itemsize), socket.MSG_DONTWAIT)
+    msg, ancdata, _, _ = ctl.recvmsg(65536, socket.CMSG_LEN(_FORK_FDS_SHM * fds.itemsize), socket.MSG_DONTWAIT)
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
@@ -1278,10 +1524,11 @@ def _killpg(pid):
 
 def _fork(rid, fds, send, module, settings, zygote_fds):
     # Fork one worker with `fds` as its stdin, stdout and stderr; the pid.
-    if len(fds) != _FORK_FDS:
+    want = _FORK_FDS_SHM if settings[2] > 0 else _FORK_FDS
+    if len(fds) != want:
         for fd in fds:
             os.close(fd)
-        send({"t": "fork_failed", "id": rid, "message": "a fork request needs %d fds, got %d" % (_FORK_FDS, len(fds))})
+        send({"t": "fork_failed", "id": rid, "message": "a fork request needs %d fds, got %d" % (want, len(fds))})
         return None
     sys.stdout.flush()
     sys.stderr.flush()
@@ -1327,18 +1574,25 @@ def _worker(fds, module, settings, zygote_fds):
     ctl.close()
     os.close(wake_r)
     os.close(wake_w)
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-        os.close(fd)
+    # The fork server's own frame fds first (they may be 4 and 5); then the
+    # worker's fds, each moved above every target first, so that no move
+    # closes an fd still to move.
     os.close(_cenote_frames_in)
     os.close(_cenote_frames_out)
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
+    for fd in fds:
+        os.close(fd)
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)
+        os.close(fd)
     _cenote_frames_in, _cenote_frames_out = _setup_fds()
     cancel_fd = _take_cancel_fd()
+    max_frame, concurrency, threshold = settings
+    regions = _take_regions() if threshold > 0 else None
     # The zygote may die: then this worker takes its own group down.
     threading.Thread(target=_watch_parent, args=(zygote,), daemon=True, name="cenote-watchdog").start()
-    max_frame, concurrency = settings
     _after_fork(module, max_frame)
-    _serve(module, max_frame, cancel_fd, concurrency)
+    _serve(module, max_frame, cancel_fd, concurrency, regions, threshold)
 
 
 def _after_fork(module, max_frame):

@@ -5,7 +5,7 @@
 //! constants: [`script`] puts in front of it three Python classes,
 //! `ErrorKind` and `BridgeExit`, made from the tables in `protocol.rs`, and
 //! `Wire` (the protocol version, the frame word's attachments flag, the
-//! placeholder key). The names and values therefore exist once, and the
+//! placeholder key, the shared-memory layout). The names and values therefore exist once, and the
 //! tests below check that the script uses exactly those names.
 
 use std::fmt::Write;
@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 
 use crate::attach;
 use crate::exits::BridgeExit;
-use crate::frame::ATTACHMENTS_FLAG;
+use crate::frame::{ATTACHMENTS_FLAG, DESCRIPTOR_LEN, SHARED_FLAG};
 use crate::protocol::{ErrorKind, PROTOCOL};
 
 /// The script as written; not runnable until the tables are put in front.
@@ -40,9 +40,12 @@ fn tables() -> String {
     }
     let _ = write!(
         out,
-        "class Wire:\n    PROTOCOL = {PROTOCOL}\n    ATTACHMENTS_FLAG = {ATTACHMENTS_FLAG}\n    PLACEHOLDER = {:?}\n    ITEM_ERROR = {:?}\n",
+        "class Wire:\n    PROTOCOL = {PROTOCOL}\n    ATTACHMENTS_FLAG = {ATTACHMENTS_FLAG}\n    PLACEHOLDER = {:?}\n    ITEM_ERROR = {:?}\n    SHARED_FLAG = {SHARED_FLAG}\n    DESCRIPTOR_LEN = {DESCRIPTOR_LEN}\n    SHM_HEADER = {}\n    SHM_ALIGN = {}\n    SHM_GRAIN = {}\n",
         attach::KEY,
         crate::reply::ITEM_ERROR,
+        crate::shm::HEADER,
+        crate::shm::ALIGN,
+        crate::shm::GRAIN,
     );
     out
 }

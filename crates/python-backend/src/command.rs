@@ -49,13 +49,15 @@ fn bridge_script(interpreter: &Path, config: &PythonConfig) -> Command {
 }
 
 /// The bridge for `config`'s handler, with piped stdio:
-/// `... <handler> <max frame> <host pid> <concurrency>`.
-pub(crate) fn bridge(interpreter: &Path, config: &PythonConfig) -> Command {
+/// `... <handler> <max frame> <host pid> <concurrency> <shm threshold>`
+/// (0: no shared-memory regions on fds 4 and 5).
+pub(crate) fn bridge(interpreter: &Path, config: &PythonConfig, shm_threshold: usize) -> Command {
     let mut cmd = bridge_script(interpreter, config);
     cmd.arg(config.handler.arg())
         .arg(config.max_frame_size.to_string())
         .arg(std::process::id().to_string())
         .arg(config.calls_at_once().to_string())
+        .arg(shm_threshold.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -135,6 +135,12 @@ pub struct PythonConfig {
     /// and its raw bytes together. At most 2 GiB − 1 (the frame word's
     /// 31 bits); a larger value acts as that.
     pub max_frame_size: usize,
+    /// Raw bytes of this size or more (a call's attachments, a result's
+    /// bytes) cross through shared memory, the worker's own region, rather
+    /// than the pipe (see the README's "Raw bytes"); `None` sends all bytes
+    /// through the pipe. Default 64 KiB: from there a region beats the pipe
+    /// (`cargo bench --bench python -- --payloads-only`).
+    pub shm_threshold: Option<usize>,
     /// Value for `OMP_NUM_THREADS`, `OPENBLAS_NUM_THREADS`,
     /// `MKL_NUM_THREADS`, `NUMEXPR_NUM_THREADS` and
     /// `VECLIB_MAXIMUM_THREADS` in each worker, unless its env sets them
@@ -213,6 +219,7 @@ impl PythonConfig {
             rss_check_interval: Duration::from_secs(1),
             max_lifetime: None,
             max_frame_size: 64 << 20,
+            shm_threshold: Some(64 << 10),
             thread_limit: Some(1),
             stderr_tail_lines: 20,
             start_mode: StartMode::Auto,
@@ -267,6 +274,9 @@ impl PythonConfig {
         max_lifetime: Duration => Some;
         /// Largest frame, both directions.
         max_frame_size: usize;
+        /// Bytes from this size on go through shared memory (`None`: the
+        /// pipe carries all).
+        shm_threshold: Option<usize>;
         /// Thread-limit env value (`None` leaves the host's env as is).
         thread_limit: Option<u32>;
         /// Poll for a reply up to this long before parking (zero: never); see

@@ -3,34 +3,41 @@
 //!
 //! Every descriptor is close-on-exec when made, so a process started
 //! meanwhile by another thread inherits none of them; the one a process
-//! must have is put on its fd 3 by [`inherit_as_fd3`].
+//! must have are put on its fds 3, 4, ... by [`inherit_from_fd3`].
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use tokio::process::Command;
 
-/// Start `cmd` with `fd` as its fd 3 (a fork server's control socket, a
-/// worker's cancel pipe). The caller closes its own copy once spawned.
+/// Start `cmd` with `fds` as its fds 3, 4, ... (a fork server's control
+/// socket; a worker's cancel pipe and shared-memory regions). The caller
+/// closes its own copies once spawned.
 ///
-/// When `fd` already is 3 (the host had fds 0-2 only, and this was the
-/// lowest free number), `dup2` does nothing, not even clear close-on-exec,
-/// so the descriptor would vanish at exec: then the flag is cleared
-/// instead.
-pub(crate) fn inherit_as_fd3(cmd: &mut Command, fd: &OwnedFd) {
-    let fd = fd.as_raw_fd();
-    // SAFETY: dup2 and fcntl are async-signal-safe; the resulting fd 3 is
-    // not close-on-exec, so the child inherits exactly this one descriptor
-    // beyond its stdio.
+/// Each is first duplicated above the targets (`F_DUPFD_CLOEXEC` from 10),
+/// so that moving one onto its number cannot close another still to be
+/// moved; `dup2` onto a different number then leaves the target inheritable.
+/// (`dup2` of a descriptor onto itself would do nothing, not even clear
+/// close-on-exec, and the descriptor would vanish at exec.)
+pub(crate) fn inherit_from_fd3(cmd: &mut Command, fds: &[&OwnedFd]) {
+    let fds: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    assert!(fds.len() <= 7, "fds 3 to 9 only");
+    // SAFETY: fcntl and dup2 are async-signal-safe, and the closure
+    // allocates nothing; the targets end up not close-on-exec, so the child
+    // inherits exactly these descriptors beyond its stdio.
     unsafe {
         cmd.pre_exec(move || {
-            let rc = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
+            let mut high = [0; 7];
+            for (i, &fd) in fds.iter().enumerate() {
+                high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high[i] < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (i, &fd) in high[..fds.len()].iter().enumerate() {
+                if libc::dup2(fd, 3 + i as libc::c_int) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });

@@ -10,7 +10,13 @@
 //! ```
 //!
 //! All integers are big-endian. The JSON's length is what is left of the
-//! body after the table and the attachments. A plain frame is exactly a
+//! body after the table and the attachments.
+//!
+//! A table entry with its top bit ([`SHARED_FLAG`]) set is an attachment in
+//! shared memory (protocol 6, see `shm`): its part of the body is not the
+//! bytes but a descriptor of [`DESCRIPTOR_LEN`] bytes (`u64` offset, `u64`
+//! length) into the sender's region. The decoder only checks the length;
+//! the region's owner checks the offset and reads. A plain frame is exactly a
 //! frame of protocol 1, so a ready frame from any version of the bridge can
 //! be read, and a version mismatch is reported as one.
 //!
@@ -38,6 +44,12 @@ pub const HEADER_LEN: usize = 4;
 
 /// The frame word's flag for a body with attachments.
 pub const ATTACHMENTS_FLAG: u32 = 1 << 31;
+
+/// A table entry's flag for an attachment in shared memory.
+pub const SHARED_FLAG: u32 = 1 << 31;
+
+/// Bytes of a shared-memory descriptor: a `u64` offset and a `u64` length.
+pub const DESCRIPTOR_LEN: usize = 16;
 
 /// The largest body the frame word can announce.
 pub const MAX_BODY: usize = (ATTACHMENTS_FLAG - 1) as usize;
@@ -90,6 +102,8 @@ pub struct Frame {
     pub json: Vec<u8>,
     /// The raw attachments.
     pub attachments: Vec<Vec<u8>>,
+    /// Which attachments are shared-memory descriptors, in table order.
+    pub shared: Vec<usize>,
 }
 
 impl Frame {
@@ -109,6 +123,8 @@ struct Partial {
     table: Vec<u8>,
     /// Lengths of the JSON and of each attachment, once the table is in.
     layout: Option<Vec<usize>>,
+    /// Which attachments are shared-memory descriptors.
+    shared: Vec<usize>,
     /// The parts filled so far: JSON first, then the attachments.
     parts: Vec<Vec<u8>>,
 }
@@ -124,6 +140,7 @@ impl Partial {
             size,
             table: Vec::new(),
             layout: None,
+            shared: Vec::new(),
             parts: Vec::new(),
         };
         if !flagged {
@@ -201,7 +218,8 @@ impl Partial {
                 });
             }
             if self.table.len() == table_len {
-                let layout = layout(self.size, &self.table)?;
+                let (layout, shared) = layout(self.size, &self.table)?;
+                self.shared = shared;
                 self.lay_out(layout);
             }
         }
@@ -217,6 +235,7 @@ impl Partial {
         Frame {
             json,
             attachments: self.parts,
+            shared: self.shared,
         }
     }
 }
@@ -227,13 +246,26 @@ fn word(bytes: &[u8]) -> u32 {
 }
 
 /// The lengths of the JSON and the attachments a table announces, checked
-/// against the body size.
-fn layout(size: usize, table: &[u8]) -> Result<Vec<usize>, FrameError> {
+/// against the body size, and which attachments are descriptors.
+fn layout(size: usize, table: &[u8]) -> Result<(Vec<usize>, Vec<usize>), FrameError> {
     let count = word(table) as usize;
-    let lengths: Vec<usize> = table[4..]
-        .chunks_exact(4)
-        .map(|w| word(w) as usize)
-        .collect();
+    let mut shared = Vec::new();
+    let mut lengths = Vec::with_capacity(count);
+    for (i, w) in table[4..].chunks_exact(4).enumerate() {
+        let entry = word(w);
+        let len = (entry & !SHARED_FLAG) as usize;
+        if entry & SHARED_FLAG != 0 {
+            if len != DESCRIPTOR_LEN {
+                return Err(FrameError::BadTable {
+                    reason: format!(
+                        "gives shared-memory attachment {i} a descriptor of {len} bytes, not {DESCRIPTOR_LEN}"
+                    ),
+                });
+            }
+            shared.push(i);
+        }
+        lengths.push(len);
+    }
     let total = lengths
         .iter()
         .try_fold(table.len(), |sum, &len| sum.checked_add(len))
@@ -247,7 +279,7 @@ fn layout(size: usize, table: &[u8]) -> Result<Vec<usize>, FrameError> {
     let mut parts = Vec::with_capacity(count + 1);
     parts.push(size - total);
     parts.extend(lengths);
-    Ok(parts)
+    Ok((parts, shared))
 }
 
 /// Make room in `dest` for `n` more bytes of a part that still takes `want`:
@@ -452,6 +484,14 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
+    /// Mark attachment `index` (its part already a descriptor) as one in
+    /// shared memory.
+    pub(crate) fn mark_shared(&mut self, index: usize) {
+        let at = HEADER_LEN + 4 + 4 * index;
+        let entry = word(&self.head[at..at + 4]) | SHARED_FLAG;
+        self.head[at..at + 4].copy_from_slice(&entry.to_be_bytes());
+    }
+
     /// Bytes of the whole frame, header included.
     pub(crate) fn len(&self) -> usize {
         self.head.len() + self.attachments.iter().map(Bytes::len).sum::<usize>()

@@ -125,6 +125,7 @@ mod process;
 mod protocol;
 mod reply;
 mod request;
+mod shm;
 mod stream;
 mod worker;
 mod zygote;

@@ -21,7 +21,9 @@ use crate::reply::Reply;
 /// bridge serves up to `concurrency` calls at once, answering them in any
 /// order, and says so in its ready frame. 5: a call may be a batch (one
 /// list in, one list out), whose exception items come back as item errors.
-pub const PROTOCOL: u32 = 5;
+/// 6: large bytes may travel through the worker's shared-memory regions
+/// (fds 4 and 5), named in frames by descriptors (see `shm`).
+pub const PROTOCOL: u32 = 6;
 
 /// How a request failed, as the `kind` of an error frame. The bridge knows
 /// each kind as `ErrorKind.<AS_STR_IN_CAPITALS>`, e.g. `ErrorKind.BAD_ARGS`.

@@ -12,8 +12,9 @@
 //!   safe (one thread, no CUDA, no event loop), runs `gc.collect();
 //!   gc.freeze()`, and says `ready` — or `unsafe` with the reason, and the
 //!   factory falls back to spawning.
-//! * A worker start sends `fork{id}` with four fds (the worker's stdin,
-//!   stdout, stderr and cancel pipe ends, by `SCM_RIGHTS`) and closes its
+//! * A worker start sends `fork{id, shm}` with four fds (the worker's stdin,
+//!   stdout, stderr and cancel pipe ends, by `SCM_RIGHTS`), six with its two
+//!   shared-memory regions (`shm` is then their threshold), and closes its
 //!   own copies of them at once, or end-of-file would never reach either side. The
 //!   zygote forks, puts the child in its own process group (both sides call
 //!   `setpgid`, so the group exists before the host hears the pid), and
@@ -52,6 +53,7 @@ use crate::command;
 use crate::config::PythonConfig;
 use crate::error::{Exit, PythonError};
 use crate::fds::{self, pipe_pair, socketpair};
+use crate::shm::Shm;
 use crate::process::{Forked, Leader, Process};
 
 /// The largest control message either side sends.
@@ -141,7 +143,7 @@ impl Zygote {
         };
         let (host, theirs) = socketpair().map_err(spawn_error)?;
         let mut cmd = command::zygote(interpreter, config);
-        fds::inherit_as_fd3(&mut cmd, &theirs);
+        fds::inherit_from_fd3(&mut cmd, &[&theirs]);
         let mut child = cmd.spawn().map_err(spawn_error)?;
         drop(theirs);
         let Some(pid) = child.id() else {
@@ -228,8 +230,9 @@ impl Zygote {
         !self.link.state.lock().closed
     }
 
-    /// Fork one worker; `limit` bounds the wait for its pid.
-    pub async fn fork(&self, limit: Duration) -> Result<Child, PythonError> {
+    /// Fork one worker, with `shm`'s regions if given; `limit` bounds the
+    /// wait for its pid.
+    pub async fn fork(&self, limit: Duration, shm: Option<&Shm>) -> Result<Child, PythonError> {
         let fail = |message: String| PythonError::Startup {
             pid: self.pid,
             message: format!("the fork server could not fork a worker: {message}"),
@@ -250,14 +253,18 @@ impl Zygote {
             st.pending.insert(id, tx);
             (id, rx)
         };
-        let request = format!("{{\"t\":\"fork\",\"id\":{id}}}");
-        let fds = [
+        let threshold = shm.map_or(0, Shm::threshold);
+        let request = format!("{{\"t\":\"fork\",\"id\":{id},\"shm\":{threshold}}}");
+        let regions = shm.map(Shm::fds);
+        let mut fds = vec![
             stdin_r.as_raw_fd(),
             stdout_w.as_raw_fd(),
             stderr_w.as_raw_fd(),
             cancels_r.as_raw_fd(),
         ];
+        fds.extend(regions.iter().flatten().map(|fd| fd.as_raw_fd()));
         let sent = self.link.send(request.as_bytes(), &fds).await;
+        drop(regions);
         // The worker's ends now live in the zygote (and the worker); ours
         // must close, or neither side ever sees end-of-file.
         drop((stdin_r, stdout_w, stderr_w, cancels_r));

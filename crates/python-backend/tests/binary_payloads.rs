@@ -41,8 +41,16 @@ async fn pid(pool: &PyPool) -> i64 {
 }
 
 /// What `describe` says of one byte-string argument.
+/// What `describe` reports for `bytes`: small ones arrive as `bytes`, those
+/// at the shared-memory threshold or over as a `memoryview` on the region.
 fn described(bytes: &[u8]) -> Value {
-    json!({"type": "bytes", "len": bytes.len(), "sum": sum(bytes)})
+    let threshold = cenote_python::PythonConfig::new("x").shm_threshold.unwrap();
+    let kind = if bytes.len() >= threshold {
+        "memoryview"
+    } else {
+        "bytes"
+    };
+    json!({"type": kind, "len": bytes.len(), "sum": sum(bytes)})
 }
 
 #[tokio::test]
@@ -394,7 +402,7 @@ async fn a_bridge_of_another_protocol_does_not_start() {
         Error::Start(e) => match &**e {
             StartError::Failed(PythonError::Startup { message, .. }) => {
                 assert!(message.contains("wire protocol 1"), "{message}");
-                assert!(message.contains("speaks 5"), "{message}");
+                assert!(message.contains("speaks 6"), "{message}");
             }
             other => panic!("expected a Startup failure, got {other:?}"),
         },

@@ -43,6 +43,7 @@ impl Raw {
             .arg(max_frame.to_string())
             .arg(std::process::id().to_string())
             .arg("1")
+            .arg("0") // no shared memory
             .env(TAG_VAR, tag)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -15,6 +15,7 @@ use crate::config::PythonConfig;
 use crate::error::PythonError;
 use crate::fds;
 use crate::process::{Leader, Process};
+use crate::shm::Shm;
 use crate::protocol::{ErrorFrame, ErrorKind, Incoming, PROTOCOL};
 use crate::zygote::Zygote;
 
@@ -55,7 +56,8 @@ impl PythonWorker {
         zygote: &Arc<Zygote>,
         label: Arc<str>,
     ) -> Result<Self, PythonError> {
-        let child = zygote.fork(config.startup_timeout).await?;
+        let shm = regions(config, &label);
+        let child = zygote.fork(config.startup_timeout, shm.as_deref()).await?;
         let proc = Process::adopt(
             Leader::Forked {
                 forked: child.forked,
@@ -79,6 +81,7 @@ impl PythonWorker {
             child.stdout,
             cancels,
             config.max_frame_size,
+            shm,
         );
         PythonWorker::ready(session, config).await
     }
@@ -104,10 +107,15 @@ fn spawn(
         source: Arc::new(source),
     };
     let (cancels, theirs) = CancelPipe::new().map_err(spawn_error)?;
-    let mut cmd = command::bridge(interpreter, config);
-    fds::inherit_as_fd3(&mut cmd, &theirs);
+    let shm = regions(config, &label);
+    let regions_fds = shm.as_ref().map(|s| s.fds());
+    let mut inherited = vec![&theirs];
+    inherited.extend(regions_fds.iter().flatten());
+    let threshold = shm.as_ref().map_or(0, |s| s.threshold());
+    let mut cmd = command::bridge(interpreter, config, threshold);
+    fds::inherit_from_fd3(&mut cmd, &inherited);
     let mut child = cmd.spawn().map_err(spawn_error)?;
-    drop(theirs);
+    drop((theirs, regions_fds));
     let (Some(pid), Some(stdin), Some(stdout)) =
         (child.id(), child.stdin.take(), child.stdout.take())
     else {
@@ -139,7 +147,21 @@ fn spawn(
         stdout,
         cancels,
         config.max_frame_size,
+        shm,
     ))
+}
+
+/// A new worker's shared-memory regions, if the config asks for them and
+/// the system gives them (else its bytes all go through the pipe).
+fn regions(config: &PythonConfig, label: &str) -> Option<Arc<Shm>> {
+    let threshold = config.shm_threshold?;
+    match Shm::new(threshold.max(1), config.max_frame_size) {
+        Ok(shm) => Some(Arc::new(shm)),
+        Err(e) => {
+            tracing::warn!(worker = %label, error = %e, "no shared-memory region (memfd_create failed): large bytes go through the pipe");
+            None
+        }
+    }
 }
 
 /// Wait for the ready frame, within the startup timeout. Anything else

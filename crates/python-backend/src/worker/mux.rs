@@ -41,6 +41,8 @@ use super::cancels::CancelPipe;
 use super::pipes::Capacity;
 use super::retire::Retirement;
 use super::spin::FrameReader;
+use crate::shm::Shm;
+
 use super::wire::{encode_call, incoming, write_whole, Broken, EXIT_WAIT};
 
 /// Messages a route buffers before the reader waits for its lane: what
@@ -52,6 +54,7 @@ struct Core {
     label: Arc<str>,
     pid: u32,
     max_frame: usize,
+    shm: Option<Arc<Shm>>,
     routes: Mutex<Routes>,
     /// Why the process is beyond use, once it is.
     fault: OnceLock<PythonError>,
@@ -125,6 +128,7 @@ pub(super) struct Parts {
     pub decoder: Decoder,
     pub cancels: CancelPipe,
     pub max_frame: usize,
+    pub shm: Option<Arc<Shm>>,
     pub retirement: Retirement,
 }
 
@@ -141,6 +145,7 @@ impl Lane {
             decoder,
             cancels,
             max_frame,
+            shm,
             retirement,
         } = parts;
         // The reader parks while calls run: nothing to spin for.
@@ -150,6 +155,7 @@ impl Lane {
             label,
             pid,
             max_frame,
+            shm,
             routes: Mutex::new(Routes {
                 next_id: 1,
                 open: HashMap::new(),
@@ -272,9 +278,9 @@ impl Lane {
         call: &PyCall,
         stream: bool,
     ) -> Result<(), PythonError> {
-        let max = self.core().max_frame;
+        let core = Arc::clone(&self.mux.core);
         self.send(Some(&call.function), |id| {
-            encode_call(max, id, call, stream)
+            encode_call(core.max_frame, core.shm.as_deref(), id, call, stream)
         })
         .map(|_| ())
     }
@@ -482,7 +488,7 @@ impl Core {
 /// process dies or breaks the protocol.
 async fn read_frames(core: Arc<Core>, mut stdout: FrameReader, mut decoder: Decoder) {
     loop {
-        let msg = match incoming(stdout.read_frame(&mut decoder).await) {
+        let msg = match incoming(stdout.read_frame(&mut decoder).await, core.shm.as_deref()) {
             Ok(msg) => msg,
             Err(Broken::Died) => return core.died().await,
             Err(Broken::Protocol(message)) => return core.violation(message).await,

@@ -29,6 +29,7 @@ use crate::frame::{encode_with, Decoder, Outbound};
 use crate::process::Process;
 use crate::protocol::{Incoming, Outgoing};
 use crate::request::PyCall;
+use crate::shm::Shm;
 
 use super::cancels::CancelPipe;
 use super::mux::Parts;
@@ -64,6 +65,8 @@ pub(super) struct Session {
     cancels: CancelPipe,
     decoder: Decoder,
     max_frame: usize,
+    /// The process's shared-memory regions, if it has them.
+    shm: Option<Arc<Shm>>,
     /// The frame being written and how much of it is out.
     outbox: Outbound,
     written: usize,
@@ -95,6 +98,7 @@ impl Session {
         stdout: pipe::Receiver,
         cancels: CancelPipe,
         max_frame: usize,
+        shm: Option<Arc<Shm>>,
     ) -> Self {
         let max_frame = max_frame.min(crate::frame::MAX_BODY);
         Session {
@@ -107,6 +111,7 @@ impl Session {
             cancels,
             decoder: Decoder::new(max_frame),
             max_frame,
+            shm,
             outbox: Outbound::default(),
             written: 0,
             next_id: 1,
@@ -134,6 +139,7 @@ impl Session {
             decoder: self.decoder,
             cancels: self.cancels,
             max_frame: self.max_frame,
+            shm: self.shm,
             retirement,
         })
     }
@@ -221,7 +227,7 @@ impl Session {
         call: &PyCall,
         stream: bool,
     ) -> Result<(), PythonError> {
-        let frame = encode_call(self.max_frame, self.next_id, call, stream)?;
+        let frame = encode_call(self.max_frame, self.shm.as_deref(), self.next_id, call, stream)?;
         self.pending = Some(Pending {
             id: self.take_id(),
             what: Waiting::Call(call.function.clone()),
@@ -396,7 +402,7 @@ impl Session {
             // The bridge answers only once it has read the request whole.
             self.stdin_capacity.fit(stdin, 0);
         }
-        match incoming(polled) {
+        match incoming(polled, self.shm.as_deref()) {
             Ok(msg) => Ok(msg),
             Err(Broken::Died) => Err(self.crash().await),
             Err(Broken::Protocol(message)) => Err(self.violation(message).await),

@@ -1,6 +1,8 @@
 //! What both protocol engines (`session`, one call at a time, and `mux`,
-//! many at once) do alike with a bridge's frames: encode a call, write a
-//! frame whole, tell a message from a broken bridge.
+//! many at once) do alike with a bridge's frames: encode a call (its large
+//! bytes into the worker's shared memory), write a frame whole, tell a
+//! message from a broken bridge (its large bytes read out of shared
+//! memory, every descriptor checked).
 
 use std::io::IoSlice;
 use std::time::Duration;
@@ -9,9 +11,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 
 use crate::error::PythonError;
-use crate::frame::{encode_with, Frame, FrameError, Outbound};
+use bytes::Bytes;
+
+use crate::frame::{encode_with, Frame, FrameError, Outbound, DESCRIPTOR_LEN, HEADER_LEN};
 use crate::protocol::{Incoming, Outgoing};
 use crate::request::PyCall;
+use crate::shm::{Placed, Shm};
 
 use super::spin::Polled;
 
@@ -27,8 +32,10 @@ pub(super) enum Broken {
     Protocol(String),
 }
 
-/// The message a frame read gave, or how the bridge broke.
-pub(super) fn incoming(polled: Polled) -> Result<Incoming, Broken> {
+/// The message a frame read gave, or how the bridge broke. Attachments in
+/// shared memory are read out of `shm` (a bridge that sends one without
+/// regions, or a bad descriptor, breaks the protocol).
+pub(super) fn incoming(polled: Polled, shm: Option<&Shm>) -> Result<Incoming, Broken> {
     let frame = match polled {
         Ok(Ok(Some(frame))) => frame,
         Ok(Ok(None)) | Err(_) | Ok(Err(FrameError::Truncated { .. })) => return Err(Broken::Died),
@@ -39,7 +46,19 @@ pub(super) fn incoming(polled: Polled) -> Result<Incoming, Broken> {
         }
         Ok(Err(e @ FrameError::BadTable { .. })) => return Err(Broken::Protocol(e.to_string())),
     };
-    let Frame { json, attachments } = frame;
+    let Frame {
+        json,
+        mut attachments,
+        shared,
+    } = frame;
+    for i in shared {
+        let Some(shm) = shm else {
+            return Err(Broken::Protocol(
+                "sent bytes in shared memory, but it was given no region".into(),
+            ));
+        };
+        attachments[i] = shm.take(&attachments[i]).map_err(Broken::Protocol)?;
+    }
     Incoming::parse(&json, attachments).map_err(|e| {
         let shown = String::from_utf8_lossy(&json[..json.len().min(80)]).into_owned();
         Broken::Protocol(format!(
@@ -48,15 +67,23 @@ pub(super) fn incoming(polled: Polled) -> Result<Incoming, Broken> {
     })
 }
 
-/// The frame of call `id` for `call`; an error the caller can act on if it
-/// cannot be sent (too large, or not encodable).
+/// The frame of call `id` for `call`, its bytes of `shm`'s threshold or
+/// more in the worker's region; an error the caller can act on if it cannot
+/// be sent (too large, or not encodable).
 pub(super) fn encode_call(
     max_frame: usize,
+    shm: Option<&Shm>,
     id: u64,
     call: &PyCall,
     stream: bool,
 ) -> Result<Outbound, PythonError> {
-    let encoded = encode_with(max_frame, call.attachments(), |buf| {
+    let (attachments, placed) = place_large(shm, max_frame, call.attachments());
+    let take_back = |placed: &[(usize, usize, Placed)]| {
+        for &(_, _, p) in placed {
+            shm.expect("placed in a region").take_back(p);
+        }
+    };
+    let encoded = encode_with(max_frame, &attachments, |buf| {
         serde_json::to_writer(
             buf,
             &Outgoing::Call {
@@ -69,18 +96,71 @@ pub(super) fn encode_call(
             },
         )
     });
+    let moved: usize = placed.iter().map(|&(_, len, _)| len - DESCRIPTOR_LEN).sum();
     match encoded {
-        Ok(Ok(frame)) => Ok(frame),
-        Ok(Err(size)) => Err(PythonError::RequestTooLarge {
+        Ok(Ok(frame)) if frame.len() - HEADER_LEN + moved > max_frame => {
+            take_back(&placed);
+            Err(PythonError::RequestTooLarge {
+                function: call.function.clone(),
+                size: frame.len() - HEADER_LEN + moved,
+                max: max_frame,
+            })
+        }
+        Ok(Ok(mut frame)) => {
+            for &(i, _, _) in &placed {
+                frame.mark_shared(i);
+            }
+            Ok(frame)
+        }
+        Ok(Err(size)) => {
+            take_back(&placed);
+            Err(PythonError::RequestTooLarge {
             function: call.function.clone(),
-            size,
+            size: size + moved,
             max: max_frame,
-        }),
-        Err(e) => Err(PythonError::BadRequest(format!(
-            "arguments for {} cannot be encoded: {e}",
-            call.function
-        ))),
+        })
+        }
+        Err(e) => {
+            take_back(&placed);
+            Err(PythonError::BadRequest(format!(
+                "arguments for {} cannot be encoded: {e}",
+                call.function
+            )))
+        }
     }
+}
+
+/// `attachments` as they go out: those of the threshold or more put in
+/// `shm`'s region and replaced by their descriptors, listed with their
+/// index and length. Nothing is placed if the bytes alone are over
+/// `max_frame` (the call fails as too large) or no region has room (the
+/// pipe carries them).
+fn place_large(
+    shm: Option<&Shm>,
+    max_frame: usize,
+    attachments: &[Bytes],
+) -> (Vec<Bytes>, Vec<(usize, usize, Placed)>) {
+    let Some(shm) = shm else {
+        return (attachments.to_vec(), Vec::new());
+    };
+    let large = |a: &Bytes| a.len() >= shm.threshold();
+    if !attachments.iter().any(large) || attachments.iter().map(Bytes::len).sum::<usize>() > max_frame
+    {
+        return (attachments.to_vec(), Vec::new());
+    }
+    let mut placed = Vec::new();
+    let out = attachments
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match large(a).then(|| shm.place(a)).flatten() {
+            Some((descriptor, p)) => {
+                placed.push((i, a.len(), p));
+                descriptor
+            }
+            None => a.clone(),
+        })
+        .collect();
+    (out, placed)
 }
 
 /// Write all of `frame`, its JSON and attachments in vectored writes.
