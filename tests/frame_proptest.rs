@@ -33,6 +33,10 @@ use tokio::io::{AsyncRead, ReadBuf};
 const HEADER: usize = 4;
 /// The frame word's flag for a body with attachments.
 const FLAG: u32 = 1 << 31;
+
+/// A table entry's flag for a shared-memory descriptor, and its length.
+const SHARED: usize = 1 << 31;
+const DESCRIPTOR_LEN: usize = 16;
 /// The decoder's read chunk (`frame.rs`): the most it asks a reader for.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -122,6 +126,7 @@ fn plain(json: &[u8]) -> Frame {
     Frame {
         json: json.to_vec(),
         attachments: Vec::new(),
+        shared: Vec::new(),
     }
 }
 
@@ -320,7 +325,7 @@ proptest! {
             match attachments {
                 Some(attachments) => {
                     stream.extend(encode_attached(json, attachments));
-                    want.push(Frame { json: json.clone(), attachments: attachments.clone() });
+                    want.push(Frame { json: json.clone(), attachments: attachments.clone(), shared: Vec::new() });
                 }
                 None => {
                     stream.extend(encode(json));
@@ -332,6 +337,50 @@ proptest! {
         prop_assert_eq!(fed.error, None);
         prop_assert_eq!(fed.frames, want);
         prop_assert_eq!(fed.buffered, 0);
+    }
+
+    /// Tables whose entries mark shared-memory descriptors: each is listed
+    /// in `shared` when it is 16 bytes, and any other length refuses the
+    /// frame (the region's owner, not the decoder, checks what it names).
+    #[test]
+    fn descriptors_are_listed_and_their_length_checked(
+        entries in prop::collection::vec((any::<bool>(), 0usize..40), 0..6),
+        bad in prop::option::of(0usize..6),
+        cuts in prop::collection::vec(any::<usize>(), 0..20),
+    ) {
+        let mut entries = entries;
+        for e in &mut entries {
+            if e.0 {
+                e.1 = DESCRIPTOR_LEN;
+            }
+        }
+        let refused = bad.is_some_and(|i| i < entries.len() && entries[i].0);
+        if refused {
+            entries[bad.unwrap()].1 = DESCRIPTOR_LEN + 1;
+        }
+        let json = b"{}";
+        let parts: usize = entries.iter().map(|e| e.1).sum();
+        let size = 4 + 4 * entries.len() + json.len() + parts;
+        let mut stream = (size as u32 | FLAG).to_be_bytes().to_vec();
+        stream.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        for &(shared, len) in &entries {
+            let word = len as u32 | if shared { FLAG } else { 0 };
+            stream.extend_from_slice(&word.to_be_bytes());
+        }
+        stream.extend_from_slice(json);
+        for (i, &(_, len)) in entries.iter().enumerate() {
+            stream.extend(std::iter::repeat_n(i as u8, len));
+        }
+        let fed = feed(1 << 20, &split(&stream, &cuts));
+        if refused {
+            prop_assert!(matches!(fed.error, Some(FrameError::BadTable { .. })), "{:?}", fed.error);
+            prop_assert!(fed.frames.is_empty());
+        } else {
+            prop_assert_eq!(fed.error, None);
+            let shared: Vec<usize> = (0..entries.len()).filter(|&i| entries[i].0).collect();
+            let attachments: Vec<Vec<u8>> = entries.iter().enumerate().map(|(i, &(_, len))| vec![i as u8; len]).collect();
+            prop_assert_eq!(fed.frames, vec![Frame { json: json.to_vec(), attachments, shared }]);
+        }
     }
 
     /// Attachment tables of any count and lengths: refused exactly when they
@@ -374,7 +423,7 @@ proptest! {
                 at += l as usize;
                 part
             }).collect();
-            prop_assert_eq!(fed.frames, vec![Frame { json: body[..json_len].to_vec(), attachments }]);
+            prop_assert_eq!(fed.frames, vec![Frame { json: body[..json_len].to_vec(), attachments, shared: Vec::new() }]);
         }
     }
 
@@ -458,8 +507,11 @@ proptest! {
                 if body + table > stream.len() {
                     break;
                 }
-                let lengths: Vec<usize> = (0..(table - 4) / 4).map(|i| word_at(body + 4 + 4 * i)).collect();
-                if lengths.iter().sum::<usize>() > len - table {
+                let entries: Vec<usize> = (0..(table - 4) / 4).map(|i| word_at(body + 4 + 4 * i)).collect();
+                // A flagged entry is a shared-memory descriptor: 16 bytes.
+                let shared: Vec<usize> = (0..entries.len()).filter(|&i| entries[i] & SHARED != 0).collect();
+                let lengths: Vec<usize> = entries.iter().map(|&e| e & !SHARED).collect();
+                if shared.iter().any(|&i| lengths[i] != DESCRIPTOR_LEN) || lengths.iter().sum::<usize>() > len - table {
                     want_err = bad;
                     break;
                 }
@@ -472,7 +524,7 @@ proptest! {
                     next += l;
                     stream[next - l..next].to_vec()
                 }).collect();
-                want.push(Frame { json, attachments });
+                want.push(Frame { json, attachments, shared });
             }
             at = body + len;
         }

@@ -7,7 +7,8 @@
 //! the stream. Checked: no panic, no frame (JSON and attachments together)
 //! over the maximum, the decoder never holds more than one maximum-size
 //! frame plus the chunk being fed, a size error names a size over the
-//! maximum, and a table error comes only from a flagged frame.
+//! maximum, a table error comes only from a flagged frame, and table entries
+//! flagged as shared-memory descriptors come out as 16-byte parts.
 //!
 //! The protocol message parser (`protocol::Incoming`) is private to
 //! `cenote-python`, so frames are not parsed here; the worker's handling of
@@ -36,7 +37,16 @@ fuzz_target!(|data: &[u8]| {
         assert!(decoder.buffered() <= max + HEADER + piece.len());
         loop {
             match decoder.next_frame() {
-                Ok(Some(frame)) => assert!(frame.size() <= max),
+                Ok(Some(frame)) => {
+                    assert!(frame.size() <= max);
+                    // Entries flagged as shared-memory descriptors are
+                    // listed once, in order, and are 16 bytes each: what
+                    // the region's owner then checks against its region.
+                    assert!(frame.shared.windows(2).all(|w| w[0] < w[1]));
+                    for &i in &frame.shared {
+                        assert_eq!(frame.attachments[i].len(), 16);
+                    }
+                }
                 Ok(None) => break,
                 Err(FrameError::TooLarge { size, max: m }) => {
                     assert_eq!(m, max);
