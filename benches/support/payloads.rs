@@ -1,8 +1,10 @@
 //! The payload section of `cargo bench --bench python`: round-trip echo of
-//! 1 MiB and 64 MiB of bytes, in MB/s of payload (bytes sent one way per
-//! second of round trip), through
-//! - cenote's binary path (`Bytes` in through `kwarg_bytes`, which moves
-//!   them without a copy; `Bytes` out; raw attachments);
+//! 1 MiB, 64 MiB and 512 MiB of bytes, in MB/s of payload (bytes sent one
+//! way per second of round trip), through
+//! - cenote's shared memory (`shm`: the default, `Bytes` in through
+//!   `kwarg_bytes`, a memoryview in Python, `Bytes` out);
+//! - cenote's binary path through the pipe (`cenote`: shared memory off,
+//!   raw attachments in frames);
 //! - cenote with base64 in JSON, the way bytes travel without it (encode in
 //!   Rust, decode and re-encode in the handler, decode in Rust);
 //! - `ProcessPoolExecutor(1)` and `multiprocessing.Pool(1)`: pickle;
@@ -10,9 +12,13 @@
 //!   and writes them back, with no framing: the limit. `pipe` gives its
 //!   pipes the 1 MiB capacity cenote gives its own while large frames move,
 //!   so the limit is measured under the same conditions; `pipe 64K` keeps
-//!   the kernel's default capacity, which is what a plain pipe gets.
+//!   the kernel's default capacity, which is what a plain pipe gets;
+//! - `memcpy`: one copy of the payload between two touched buffers in this
+//!   process, the limit for any road between two processes.
 //!
-//! Each figure is the median of its repetitions, after one warm-up.
+//! 512 MiB runs the shared-memory lane and memcpy only (the peers would
+//! take minutes). Each figure is the median of its repetitions, after one
+//! warm-up.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -27,8 +33,12 @@ use serde_json::{json, Value};
 
 const MIB: usize = 1 << 20;
 
-/// Sizes and repetitions: (label, bytes, reps).
-const SIZES: [(&str, usize, usize); 2] = [("1m", MIB, 40), ("64m", 64 * MIB, 5)];
+/// Sizes and repetitions: (label, bytes, reps, whether the peers run).
+const SIZES: [(&str, usize, usize, bool); 3] = [
+    ("1m", MIB, 40, true),
+    ("64m", 64 * MIB, 5, true),
+    ("512m", 512 * MIB, 3, false),
+];
 
 fn bench_py(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -61,8 +71,17 @@ where
     median(took)
 }
 
-async fn cenote_lanes(size: usize, reps: usize) -> (Duration, Duration) {
-    let config = PythonConfig::new(bench_py("payload.py")).max_frame_size(256 * MIB);
+/// cenote's echo of `size` bytes (shared memory from `shm_threshold`, or
+/// none), and with `base64` also its base64-in-JSON echo.
+async fn cenote_lanes(
+    size: usize,
+    reps: usize,
+    shm_threshold: Option<usize>,
+    base64: bool,
+) -> (Duration, Option<Duration>) {
+    let config = PythonConfig::new(bench_py("payload.py"))
+        .max_frame_size(600 * MIB)
+        .shm_threshold(shm_threshold);
     let pool: Pool<PythonFactory> = Pool::builder(PythonFactory::new(config))
         .name("bench-payload")
         .size(1)
@@ -77,6 +96,10 @@ async fn cenote_lanes(size: usize, reps: usize) -> (Duration, Duration) {
         assert_eq!(back.len(), size);
     })
     .await;
+    if !base64 {
+        pool.close().await;
+        return (binary, None);
+    }
     let engine = base64::engine::general_purpose::STANDARD;
     let base64 = timed(reps, || async {
         let text = engine.encode(&data);
@@ -89,7 +112,21 @@ async fn cenote_lanes(size: usize, reps: usize) -> (Duration, Duration) {
     })
     .await;
     pool.close().await;
-    (binary, base64)
+    (binary, Some(base64))
+}
+
+/// One memcpy of `size` bytes between two buffers already touched.
+fn memcpy_lane(size: usize, reps: usize) -> Duration {
+    let from: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let mut to = vec![1u8; size];
+    let mut once = || {
+        let began = Instant::now();
+        to.copy_from_slice(std::hint::black_box(&from));
+        std::hint::black_box(&to);
+        began.elapsed()
+    };
+    once();
+    median((0..reps.max(5)).map(|_| once()).collect())
 }
 
 /// The bare pipe: write the bytes, read them back; nothing else.
@@ -145,46 +182,63 @@ fn pickle_lanes(interpreter: &Path, size: usize, reps: usize) -> (Duration, Dura
     )
 }
 
-/// Run every lane at both sizes, print the table, and return the JSON
+/// Run every lane at every size, print the table, and return the JSON
 /// object for `bytes_mb_s`.
 pub async fn run(interpreter: &Path) -> Value {
     let mut out = serde_json::Map::new();
     println!("\npayloads: round-trip echo of bytes, MB/s of payload (median of the reps)");
     println!(
-        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}   cenote / mp.Pool, / pipe",
-        "size", "cenote", "base64", "PPE", "mp.Pool", "pipe", "pipe 64K"
+        "{:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}   shm / pipe, / mp.Pool, / memcpy",
+        "size", "shm", "cenote", "base64", "PPE", "mp.Pool", "pipe", "pipe 64K", "memcpy"
     );
-    for (label, size, reps) in SIZES {
-        let (binary, base64) = cenote_lanes(size, reps).await;
-        let interp = interpreter.to_path_buf();
-        let (pipe, pipe_default, (ppe, mp, method)) = tokio::task::spawn_blocking(move || {
-            (
-                pipe_lane(&interp, size, reps, true),
-                pipe_lane(&interp, size, reps, false),
-                pickle_lanes(&interp, size, reps),
-            )
-        })
-        .await
-        .expect("peers");
-        let rates = [
-            ("cenote", mb_s(size, binary)),
-            ("base64", mb_s(size, base64)),
-            ("ppe", mb_s(size, ppe)),
-            ("mp_pool", mb_s(size, mp)),
-            ("pipe", mb_s(size, pipe)),
-            ("pipe_default", mb_s(size, pipe_default)),
-        ];
+    for (label, size, reps, peers) in SIZES {
+        let (shm, _) = cenote_lanes(size, reps, Some(64 << 10), false).await;
+        let memcpy = memcpy_lane(size, reps);
+        let mut rates = vec![("shm", mb_s(size, shm)), ("memcpy", mb_s(size, memcpy))];
+        let mut method = String::new();
+        if peers {
+            let (binary, base64) = cenote_lanes(size, reps, None, true).await;
+            let interp = interpreter.to_path_buf();
+            let (pipe, pipe_default, (ppe, mp, how)) = tokio::task::spawn_blocking(move || {
+                (
+                    pipe_lane(&interp, size, reps, true),
+                    pipe_lane(&interp, size, reps, false),
+                    pickle_lanes(&interp, size, reps),
+                )
+            })
+            .await
+            .expect("peers");
+            method = format!("(pickle peers on {how})");
+            rates.extend([
+                ("cenote", mb_s(size, binary)),
+                ("base64", mb_s(size, base64.expect("timed"))),
+                ("ppe", mb_s(size, ppe)),
+                ("mp_pool", mb_s(size, mp)),
+                ("pipe", mb_s(size, pipe)),
+                ("pipe_default", mb_s(size, pipe_default)),
+            ]);
+        }
+        let rate = |name: &str| rates.iter().find(|r| r.0 == name).map(|r| r.1);
+        let cell = |name: &str| rate(name).map_or("-".to_string(), |r| format!("{r:.0}"));
+        let ratio = |name: &str| {
+            rate(name).map_or("-".to_string(), |r| {
+                format!("{:.2}x", rate("shm").unwrap() / r)
+            })
+        };
         println!(
-            "{:<10} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>10.0}   {:.2}x, {:.2}x   (pickle peers on {method})",
+            "{:<10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}   {}, {}, {}   {method}",
             format!("{label} x{reps}"),
-            rates[0].1,
-            rates[1].1,
-            rates[2].1,
-            rates[3].1,
-            rates[4].1,
-            rates[5].1,
-            rates[0].1 / rates[3].1,
-            rates[0].1 / rates[4].1,
+            cell("shm"),
+            cell("cenote"),
+            cell("base64"),
+            cell("ppe"),
+            cell("mp_pool"),
+            cell("pipe"),
+            cell("pipe_default"),
+            cell("memcpy"),
+            ratio("pipe"),
+            ratio("mp_pool"),
+            ratio("memcpy"),
         );
         for (name, rate) in rates {
             out.insert(

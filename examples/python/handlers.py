@@ -98,5 +98,7 @@ def digest(data):
 
 
 def invert(data):
-    """Raw bytes in and out: every byte inverted."""
-    return data.translate(_INVERT)
+    """Raw bytes in and out: every byte inverted. Large payloads arrive as a
+    read-only memoryview on shared memory (no copy); bytes(data) makes one
+    copy where bytes methods are needed."""
+    return bytes(data).translate(_INVERT)

@@ -53,8 +53,8 @@ use crate::command;
 use crate::config::PythonConfig;
 use crate::error::{Exit, PythonError};
 use crate::fds::{self, pipe_pair, socketpair};
-use crate::shm::Shm;
 use crate::process::{Forked, Leader, Process};
+use crate::shm::Shm;
 
 /// The largest control message either side sends.
 const MAX_MESSAGE: usize = 64 * 1024;

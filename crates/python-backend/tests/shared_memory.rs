@@ -28,7 +28,9 @@ fn pattern(n: usize) -> Vec<u8> {
 }
 
 fn echo(data: Bytes) -> TypedCall<Bytes> {
-    PyCall::new("echo", json!([])).kwarg_bytes("data", data).returning::<Bytes>()
+    PyCall::new("echo", json!([]))
+        .kwarg_bytes("data", data)
+        .returning::<Bytes>()
 }
 
 /// Shared memory in use on this machine, from `/proc/meminfo`, in bytes.
@@ -65,7 +67,10 @@ async fn payloads_of_every_size_cross_intact_both_ways() {
             .call(PyCall::new("arrived", json!([])).kwarg_bytes("data", vec![1u8; 1000]))
             .await
             .unwrap();
-        assert_eq!(small, json!({"type": "bytes", "len": 1000, "shared": false, "readonly": false}));
+        assert_eq!(
+            small,
+            json!({"type": "bytes", "len": 1000, "shared": false, "readonly": false})
+        );
         let large = pool
             .call(PyCall::new("arrived", json!([])).kwarg_bytes("data", vec![1u8; 300 << 10]))
             .await
@@ -119,7 +124,10 @@ async fn results_built_in_place_reach_the_host_and_free_their_blocks() {
                 .unwrap();
             assert!(got.shared, "{mode:?}: a buffer of 4 MiB is in the region");
             assert_eq!(got.data.len(), 4 << 20);
-            assert!(got.data.iter().all(|&b| b == round), "{mode:?}: round {round}");
+            assert!(
+                got.data.iter().all(|&b| b == round),
+                "{mode:?}: round {round}"
+            );
             // Blocks lent and never returned are freed, not leaked: the
             // region does not grow round after round.
             let ok = pool.call(PyCall::new("unreturned", json!([4 << 20]))).await;
@@ -274,5 +282,26 @@ async fn arrived_reports_plain_json_calls_unchanged() {
     let pool = chaos_pool(shm(&tag, test_start_mode()), 1).await;
     let got: Value = pool.call(PyCall::new("pid", json!([]))).await.unwrap();
     assert!(got.as_i64().unwrap() > 0);
+    close_clean(pool, &tag).await;
+}
+
+/// Memory-based recycling counts what the worker alone maps: regions of
+/// 64 MiB payloads, mapped by the host too, do not get it replaced.
+#[tokio::test]
+async fn recycling_by_memory_does_not_count_the_regions() {
+    let _turn = SERIAL.lock().await;
+    let tag = test_tag("shm-rss");
+    let config = shm(&tag, test_start_mode())
+        .max_frame_size(100 << 20)
+        .max_rss_growth(32 << 20)
+        .rss_check_interval(Duration::ZERO);
+    let pool = chaos_pool(config, 1).await;
+    let first = pool.call(PyCall::new("pid", json!([]))).await.unwrap();
+    let data = Bytes::from(pattern(64 << 20));
+    for _ in 0..4 {
+        assert!(pool.call(echo(data.clone())).await.unwrap() == data);
+    }
+    let last = pool.call(PyCall::new("pid", json!([]))).await.unwrap();
+    assert_eq!(first, last, "replaced for its regions: {:?}", pool.status());
     close_clean(pool, &tag).await;
 }

@@ -50,10 +50,10 @@ use std::os::fd::OwnedFd;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-pub(crate) use blocks::{ALIGN, HEADER};
-pub(crate) use region::GRAIN;
 use blocks::Blocks;
+pub(crate) use blocks::{ALIGN, HEADER};
 use region::Region;
+pub(crate) use region::GRAIN;
 
 use crate::frame::DESCRIPTOR_LEN;
 
@@ -276,7 +276,10 @@ mod tests {
         assert_eq!(c.0, a.0);
         assert_eq!(shm.to_worker.lock().region.mapped(), grown);
         assert_eq!(parse(&d).unwrap(), (a.0 + HEADER, big.len()));
-        assert_eq!(shm.to_worker.lock().region.read(a.0 + HEADER, 16), vec![7u8; 16]);
+        assert_eq!(
+            shm.to_worker.lock().region.read(a.0 + HEADER, 16),
+            vec![7u8; 16]
+        );
         // Past the cap nothing fits: the pipe carries it.
         assert!(shm.place(&vec![1u8; shm.cap]).is_none());
         shm.take_back(b);

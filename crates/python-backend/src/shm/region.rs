@@ -146,7 +146,9 @@ impl Region {
     /// Copy `bytes` in at `offset`. The range must be mapped.
     pub(crate) fn write(&mut self, offset: usize, bytes: &[u8]) {
         let (ptr, len) = self.map.expect("a mapped region");
-        assert!(offset.checked_add(bytes.len()).is_some_and(|end| end <= len));
+        assert!(offset
+            .checked_add(bytes.len())
+            .is_some_and(|end| end <= len));
         // SAFETY: in bounds (checked above) of a live mapping.
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr.as_ptr().add(offset), bytes.len())
@@ -158,6 +160,7 @@ impl Region {
         let (ptr, mapped) = self.map.expect("a mapped region");
         assert!(offset.checked_add(len).is_some_and(|end| end <= mapped));
         let mut out = Vec::with_capacity(len);
+        prefault(out.as_mut_ptr(), len);
         // SAFETY: in bounds (checked above) of a live mapping; `out` has
         // room for `len` bytes, all written before set_len.
         unsafe {
@@ -170,7 +173,8 @@ impl Region {
     /// The flag byte at `offset` (see `blocks`), read with acquire order:
     /// what the peer did before it cleared a flag is seen after.
     pub(crate) fn flag(&self, offset: usize) -> u8 {
-        self.flag_cell(offset).load(std::sync::atomic::Ordering::Acquire)
+        self.flag_cell(offset)
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Set the flag byte at `offset`, with release order: what this side
@@ -185,7 +189,34 @@ impl Region {
         assert!(offset < len);
         // SAFETY: in bounds of a live mapping that outlives `&self`; an
         // AtomicU8 has the size and alignment of a byte.
-        unsafe { &*ptr.as_ptr().add(offset).cast::<std::sync::atomic::AtomicU8>() }
+        unsafe {
+            &*ptr
+                .as_ptr()
+                .add(offset)
+                .cast::<std::sync::atomic::AtomicU8>()
+        }
+    }
+}
+
+/// Fresh memory of `len` bytes at `ptr`, about to be written whole: for a
+/// large buffer, ask for huge pages and allocate every page in one call.
+/// Page by page, the first write to each of a 64 MiB buffer's 16,384 pages
+/// would trap into the kernel: that cost more than the copy itself.
+/// Advice only: whatever the kernel declines, the copy still works.
+fn prefault(ptr: *mut u8, len: usize) {
+    const LARGE: usize = 4 << 20;
+    const PAGE: usize = 4096;
+    if len < LARGE {
+        return;
+    }
+    let start = (ptr as usize).div_ceil(PAGE) * PAGE;
+    let end = (ptr as usize + len) / PAGE * PAGE;
+    let (at, span) = (start as *mut libc::c_void, end - start);
+    // SAFETY: advice on whole pages inside an allocation this process owns
+    // and has not handed out; neither changes its contents.
+    unsafe {
+        libc::madvise(at, span, libc::MADV_HUGEPAGE);
+        libc::madvise(at, span, libc::MADV_POPULATE_WRITE);
     }
 }
 

@@ -15,8 +15,8 @@ use crate::config::PythonConfig;
 use crate::error::PythonError;
 use crate::fds;
 use crate::process::{Leader, Process};
-use crate::shm::Shm;
 use crate::protocol::{ErrorFrame, ErrorKind, Incoming, PROTOCOL};
+use crate::shm::Shm;
 use crate::zygote::Zygote;
 
 use super::cancels::CancelPipe;

@@ -227,7 +227,13 @@ impl Session {
         call: &PyCall,
         stream: bool,
     ) -> Result<(), PythonError> {
-        let frame = encode_call(self.max_frame, self.shm.as_deref(), self.next_id, call, stream)?;
+        let frame = encode_call(
+            self.max_frame,
+            self.shm.as_deref(),
+            self.next_id,
+            call,
+            stream,
+        )?;
         self.pending = Some(Pending {
             id: self.take_id(),
             what: Waiting::Call(call.function.clone()),

@@ -115,10 +115,10 @@ pub(super) fn encode_call(
         Ok(Err(size)) => {
             take_back(&placed);
             Err(PythonError::RequestTooLarge {
-            function: call.function.clone(),
-            size: size + moved,
-            max: max_frame,
-        })
+                function: call.function.clone(),
+                size: size + moved,
+                max: max_frame,
+            })
         }
         Err(e) => {
             take_back(&placed);
@@ -144,7 +144,8 @@ fn place_large(
         return (attachments.to_vec(), Vec::new());
     };
     let large = |a: &Bytes| a.len() >= shm.threshold();
-    if !attachments.iter().any(large) || attachments.iter().map(Bytes::len).sum::<usize>() > max_frame
+    if !attachments.iter().any(large)
+        || attachments.iter().map(Bytes::len).sum::<usize>() > max_frame
     {
         return (attachments.to_vec(), Vec::new());
     }
