@@ -124,9 +124,10 @@ mod tests {
             head.contains("    ITEM_ERROR = \"$cenote_error\"\n"),
             "{head}"
         );
+        assert!(head.contains("    DESCRIPTOR_LEN = 16\n"), "{head}");
         assert_eq!(
             head.lines().count(),
-            8 + ErrorKind::ALL.len() + BridgeExit::ALL.len()
+            13 + ErrorKind::ALL.len() + BridgeExit::ALL.len()
         );
     }
 }
