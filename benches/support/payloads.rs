@@ -1,5 +1,6 @@
 //! The payload section of `cargo bench --bench python`: round-trip echo of
-//! 1 MiB, 64 MiB and 512 MiB of bytes, in MB/s of payload (bytes sent one
+//! 64 KiB (the default shared-memory threshold), 1 MiB, 64 MiB and
+//! 512 MiB of bytes, in MB/s of payload (bytes sent one
 //! way per second of round trip), through
 //! - cenote's shared memory (`shm`: the default, `Bytes` in through
 //!   `kwarg_bytes`, a memoryview in Python, `Bytes` out);
@@ -34,7 +35,8 @@ use serde_json::{json, Value};
 const MIB: usize = 1 << 20;
 
 /// Sizes and repetitions: (label, bytes, reps, whether the peers run).
-const SIZES: [(&str, usize, usize, bool); 3] = [
+const SIZES: [(&str, usize, usize, bool); 4] = [
+    ("64k", 64 << 10, 200, true),
     ("1m", MIB, 40, true),
     ("64m", 64 * MIB, 5, true),
     ("512m", 512 * MIB, 3, false),
