@@ -162,7 +162,7 @@ impl Shm {
                     self.cap
                 )
             })?;
-        if offset < HEADER || (offset - HEADER) % ALIGN != 0 {
+        if offset < HEADER || !(offset - HEADER).is_multiple_of(ALIGN) {
             return Err(format!(
                 "named offset {offset} of its shared-memory region, which starts no block"
             ));

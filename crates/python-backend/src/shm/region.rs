@@ -79,6 +79,7 @@ impl Region {
 
     /// The file's size now (the peer may have grown it).
     pub(crate) fn file_size(&self) -> io::Result<usize> {
+        // SAFETY: a plain C struct, for which all zeroes is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: fstat writes into `st`, which is large enough.
         if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) } < 0 {

@@ -21,6 +21,7 @@ use crate::zygote::Zygote;
 
 use super::cancels::CancelPipe;
 use super::session::Session;
+use super::wire::Codec;
 use super::PythonWorker;
 
 /// What the bridge said when it became ready.
@@ -80,8 +81,10 @@ impl PythonWorker {
             child.stdin,
             child.stdout,
             cancels,
-            config.max_frame_size,
-            shm,
+            Codec {
+                max_frame: config.max_frame_size,
+                shm,
+            },
         );
         PythonWorker::ready(session, config).await
     }
@@ -146,8 +149,10 @@ fn spawn(
         stdin,
         stdout,
         cancels,
-        config.max_frame_size,
-        shm,
+        Codec {
+            max_frame: config.max_frame_size,
+            shm,
+        },
     ))
 }
 

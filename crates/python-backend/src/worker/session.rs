@@ -36,7 +36,7 @@ use super::mux::Parts;
 use super::pipes::Capacity;
 use super::retire::Retirement;
 use super::spin::FrameReader;
-use super::wire::{encode_call, incoming, unwritten, Broken, EXIT_WAIT};
+use super::wire::{encode_call, incoming, unwritten, Broken, Codec, EXIT_WAIT};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Waiting {
@@ -97,9 +97,9 @@ impl Session {
         stdin: pipe::Sender,
         stdout: pipe::Receiver,
         cancels: CancelPipe,
-        max_frame: usize,
-        shm: Option<Arc<Shm>>,
+        codec: Codec,
     ) -> Self {
+        let Codec { max_frame, shm } = codec;
         let max_frame = max_frame.min(crate::frame::MAX_BODY);
         Session {
             label,

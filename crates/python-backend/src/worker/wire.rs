@@ -5,6 +5,7 @@
 //! memory, every descriptor checked).
 
 use std::io::IoSlice;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -19,6 +20,13 @@ use crate::request::PyCall;
 use crate::shm::{Placed, Shm};
 
 use super::spin::Polled;
+
+/// How a worker's frames are encoded and read: the largest frame, and the
+/// worker's shared-memory regions if it has them.
+pub(super) struct Codec {
+    pub max_frame: usize,
+    pub shm: Option<Arc<Shm>>,
+}
 
 /// How long to wait for a dying process to finish exiting before killing it
 /// and reporting.
