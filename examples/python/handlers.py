@@ -3,8 +3,10 @@
 Every public function here can be called by name from Rust:
 `pool.call(PyCall::new("echo", json!({"value": 1})))`. Arguments arrive as
 JSON: an array is passed positionally, an object as keyword arguments. Raw
-bytes sent from Rust arrive as `bytes`, and `bytes` (or a bytearray or
-memoryview) returned go back as raw bytes, with no base64 on the way.
+bytes sent from Rust arrive as `bytes` (from 64 KiB on, as a read-only
+memoryview on shared memory, valid until the handler returns), and `bytes`
+(or a bytearray or memoryview) returned go back as raw bytes, with no base64
+on the way.
 """
 import asyncio
 import hashlib

@@ -17,7 +17,8 @@
 # is the JSON alone. The JSON is an object with "t" (type) and "id" (request
 # id); in a frame with attachments, an object whose one key is
 # Wire.PLACEHOLDER stands for the attachment of that index. A handler gets
-# attachments as `bytes`; it may return bytes, bytearray or memoryview
+# attachments as `bytes` (large ones in shared memory as memoryviews: see
+# below); it may return bytes, bytearray or memoryview
 # anywhere in a result, and they travel as attachments.
 #
 # Shared memory (protocol 6): with a threshold above 0 (argv, or the fork

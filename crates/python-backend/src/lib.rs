@@ -47,7 +47,9 @@
 //! and no pickle: [`PyCall::kwarg_bytes`] and [`PyCall::attach`] move a
 //! `Bytes` or `Vec<u8>` in without a copy, [`PyCall::with_args`] takes
 //! byte-string fields (`Bytes`, `serde_bytes::ByteBuf`) from anywhere in a
-//! serde type; the handler gets Python `bytes` there. Bytes a handler
+//! serde type; the handler gets Python `bytes` there, or, from
+//! [`PythonConfig::shm_threshold`] on (64 KiB), a read-only `memoryview`
+//! on the worker's shared memory, valid until the call ends. Bytes a handler
 //! returns (`bytes`, `bytearray`, `memoryview`), anywhere in a result or a
 //! stream item, decode into the byte-string fields of the type asked for
 //! with [`PyCall::returning`] or [`PyStream::typed`], taking the buffer

@@ -33,7 +33,9 @@ use crate::error::PythonError;
 /// # Raw bytes
 ///
 /// Bytes travel beside the JSON, as they are: no base64, no pickle, no copy
-/// on the way out. The handler gets a Python `bytes` where they were put.
+/// on the way out. The handler gets a Python `bytes` where they were put, or
+/// a read-only `memoryview` on shared memory for bytes of the config's
+/// `shm_threshold` or more (see the README's "Raw bytes").
 /// [`with_args`](Self::with_args) takes them from any byte-string field
 /// (`bytes::Bytes`, `serde_bytes::ByteBuf`, `#[serde(with = "serde_bytes")]`
 /// on a `Vec<u8>`); [`attach`](Self::attach) and
