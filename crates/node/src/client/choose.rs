@@ -2,6 +2,18 @@
 //! loaded. It needs no central balancer and, unlike "always the least
 //! loaded", does not send every caller that read the same stale load to the
 //! same node at once.
+//!
+//! *Why not `tower::balance::p2c`:* it is the same rule, but it owns its
+//! endpoints (a `Discover` stream of services) and measures load from the
+//! client side only (`PendingRequests`, `PeakEwma`). Here the load that
+//! matters is what the node publishes to the registry (its idle workers and
+//! waiting callers, which other callers' traffic moves too), plus this
+//! caller's own calls not yet answered; and each call chooses among the
+//! directory's candidates minus the nodes it has already tried or ejected
+//! (a retry goes elsewhere). Feeding that through tower would mean a
+//! `Discover` over the directory and a `Load` that reads it, to run the
+//! same ten lines below. `tests/spread.rs` checks the outcome: under
+//! uneven load, calls go to the less loaded nodes.
 
 use rand::Rng;
 
