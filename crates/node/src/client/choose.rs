@@ -9,8 +9,8 @@
 //! matters is what the node publishes to the registry (its idle workers and
 //! waiting callers, which other callers' traffic moves too), plus this
 //! caller's own calls not yet answered; and each call chooses among the
-//! directory's candidates minus the nodes it has already tried or ejected
-//! (a retry goes elsewhere). Feeding that through tower would mean a
+//! directory's callable candidates (none ejected), preferring those a
+//! retried call has not failed on yet. Feeding that through tower would mean a
 //! `Discover` over the directory and a `Load` that reads it, to run the
 //! same ten lines below. `tests/spread.rs` checks the outcome: under
 //! uneven load, calls go to the less loaded nodes.
