@@ -602,9 +602,17 @@ class Bridge:
                     "%s returned a value that is not JSON-serializable: %s" % (function, e),
                 )
             else:
+                # The call's blocks go back with its result. Serving one call
+                # at a time, before the write: the host places nothing until
+                # it has read the result, and its next call then finds the
+                # blocks free. Serving several, after it: the result may be
+                # the call's own bytes, and another call may be placed any
+                # time.
+                last = frame_type == "result"
+                if last and self.conc is None:
+                    self.ended(rid)
                 self.write(data)
-                if frame_type == "result":
-                    # After the write: the result may be the call's own bytes.
+                if last and self.conc is not None:
                     self.ended(rid)
                 return True
         self.send_error(rid, *error)
