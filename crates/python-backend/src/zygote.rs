@@ -242,6 +242,10 @@ impl Zygote {
         let (stdout_r, stdout_w) = pipe_pair().map_err(|e| fail(e.to_string()))?;
         let (stderr_r, stderr_w) = pipe_pair().map_err(|e| fail(e.to_string()))?;
         let (cancels_r, cancels_w) = pipe_pair().map_err(|e| fail(e.to_string()))?;
+        let regions = shm
+            .map(Shm::fds)
+            .transpose()
+            .map_err(|e| fail(e.to_string()))?;
         let (id, answer) = {
             let mut st = self.link.state.lock();
             if st.closed {
@@ -255,7 +259,6 @@ impl Zygote {
         };
         let threshold = shm.map_or(0, Shm::threshold);
         let request = format!("{{\"t\":\"fork\",\"id\":{id},\"shm\":{threshold}}}");
-        let regions = shm.map(Shm::fds);
         let mut fds = vec![
             stdin_r.as_raw_fd(),
             stdout_w.as_raw_fd(),

@@ -100,13 +100,13 @@ impl Shm {
         (2 * (max_frame + HEADER + ALIGN)).div_ceil(GRAIN) * GRAIN
     }
 
-    /// The fds the worker gets, as its fds 4 and 5.
-    pub(crate) fn fds(&self) -> [OwnedFd; 2] {
-        let dup = |fd: &OwnedFd| fd.try_clone().expect("dup of a region fd");
-        [
-            dup(self.to_worker.lock().region.fd()),
-            dup(self.from_worker.lock().fd()),
-        ]
+    /// Copies of the fds the worker gets, as its fds 4 and 5 (an error if
+    /// this process is out of fds).
+    pub(crate) fn fds(&self) -> io::Result<[OwnedFd; 2]> {
+        Ok([
+            self.to_worker.lock().region.fd().try_clone()?,
+            self.from_worker.lock().fd().try_clone()?,
+        ])
     }
 
     /// The size from which bytes go through shared memory.

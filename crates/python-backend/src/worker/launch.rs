@@ -111,7 +111,11 @@ fn spawn(
     };
     let (cancels, theirs) = CancelPipe::new().map_err(spawn_error)?;
     let shm = regions(config, &label);
-    let regions_fds = shm.as_ref().map(|s| s.fds());
+    let regions_fds = shm
+        .as_deref()
+        .map(Shm::fds)
+        .transpose()
+        .map_err(spawn_error)?;
     let mut inherited = vec![&theirs];
     inherited.extend(regions_fds.iter().flatten());
     let threshold = shm.as_ref().map_or(0, |s| s.threshold());
