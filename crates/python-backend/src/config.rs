@@ -132,7 +132,10 @@ pub struct PythonConfig {
     /// Replace a worker after this long.
     pub max_lifetime: Option<Duration>,
     /// The largest frame either side sends or accepts, in bytes: its JSON
-    /// and its raw bytes together. At most 2 GiB − 1 (the frame word's
+    /// and its raw bytes together. Default 256 MiB, so that payloads of
+    /// 64 MiB and more (an image batch, a tensor) pass as they come; memory
+    /// is spent only as bytes arrive, and a shared-memory region grows only
+    /// to the payloads it carries. At most 2 GiB − 1 (the frame word's
     /// 31 bits); a larger value acts as that.
     pub max_frame_size: usize,
     /// Raw bytes of this size or more (a call's attachments, a result's
@@ -218,7 +221,7 @@ impl PythonConfig {
             max_rss_growth: None,
             rss_check_interval: Duration::from_secs(1),
             max_lifetime: None,
-            max_frame_size: 64 << 20,
+            max_frame_size: 256 << 20,
             shm_threshold: Some(64 << 10),
             thread_limit: Some(1),
             stderr_tail_lines: 20,

@@ -292,7 +292,6 @@ async fn recycling_by_memory_does_not_count_the_regions() {
     let _turn = SERIAL.lock().await;
     let tag = test_tag("shm-rss");
     let config = shm(&tag, test_start_mode())
-        .max_frame_size(100 << 20)
         .max_rss_growth(32 << 20)
         .rss_check_interval(Duration::ZERO);
     let pool = chaos_pool(config, 1).await;
