@@ -303,8 +303,7 @@ class _Shm:
 
     def release(self, rid):
         # A call ended: its blocks are the host's again.
-        for block in self.calls.pop(rid, ()):
-            self.inbox.view[block] = 0
+        self.release_blocks(self.calls.pop(rid, ()))
 
     def release_blocks(self, blocks):
         for block in blocks:
@@ -548,9 +547,9 @@ class Bridge:
                 if lengths[i] >= _shm.threshold:
                     descriptor = _shm.put(b)
                     if descriptor is not None:
+                        size -= lengths[i] - Wire.DESCRIPTOR_LEN
                         found[i] = descriptor
                         lengths[i] = Wire.DESCRIPTOR_LEN | Wire.SHARED_FLAG
-            size = 4 + 4 * len(found) + len(payload) + sum(len(b) if isinstance(b, bytes) else b.nbytes for b in found)
         table = struct.pack(">%dI" % (len(found) + 1), len(found), *lengths)
         return [_WORD.pack(size | Wire.ATTACHMENTS_FLAG) + table, payload] + found
 

@@ -11,16 +11,16 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use tokio::process::Command;
 
 /// Start `cmd` with `fds` as its fds 3, 4, ... (a fork server's control
-/// socket; a worker's cancel pipe and shared-memory regions). The caller
-/// closes its own copies once spawned.
+/// socket; a worker's cancel pipe and shared-memory regions), which must
+/// stay open until it is spawned. The caller closes its own copies then.
 ///
 /// Each is first duplicated above the targets (`F_DUPFD_CLOEXEC` from 10),
 /// so that moving one onto its number cannot close another still to be
 /// moved; `dup2` onto a different number then leaves the target inheritable.
 /// (`dup2` of a descriptor onto itself would do nothing, not even clear
 /// close-on-exec, and the descriptor would vanish at exec.)
-pub(crate) fn inherit_from_fd3(cmd: &mut Command, fds: &[&OwnedFd]) {
-    let fds: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+pub(crate) fn inherit_from_fd3(cmd: &mut Command, fds: &[RawFd]) {
+    let fds = fds.to_vec();
     assert!(fds.len() <= 7, "fds 3 to 9 only");
     // SAFETY: fcntl and dup2 are async-signal-safe, and the closure
     // allocates nothing; the targets end up not close-on-exec, so the child

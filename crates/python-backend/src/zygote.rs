@@ -143,7 +143,7 @@ impl Zygote {
         };
         let (host, theirs) = socketpair().map_err(spawn_error)?;
         let mut cmd = command::zygote(interpreter, config);
-        fds::inherit_from_fd3(&mut cmd, &[&theirs]);
+        fds::inherit_from_fd3(&mut cmd, &[theirs.as_raw_fd()]);
         let mut child = cmd.spawn().map_err(spawn_error)?;
         drop(theirs);
         let Some(pid) = child.id() else {
@@ -242,10 +242,6 @@ impl Zygote {
         let (stdout_r, stdout_w) = pipe_pair().map_err(|e| fail(e.to_string()))?;
         let (stderr_r, stderr_w) = pipe_pair().map_err(|e| fail(e.to_string()))?;
         let (cancels_r, cancels_w) = pipe_pair().map_err(|e| fail(e.to_string()))?;
-        let regions = shm
-            .map(Shm::fds)
-            .transpose()
-            .map_err(|e| fail(e.to_string()))?;
         let (id, answer) = {
             let mut st = self.link.state.lock();
             if st.closed {
@@ -265,9 +261,8 @@ impl Zygote {
             stderr_w.as_raw_fd(),
             cancels_r.as_raw_fd(),
         ];
-        fds.extend(regions.iter().flatten().map(|fd| fd.as_raw_fd()));
+        fds.extend(shm.iter().flat_map(|s| s.fds()));
         let sent = self.link.send(request.as_bytes(), &fds).await;
-        drop(regions);
         // The worker's ends now live in the zygote (and the worker); ours
         // must close, or neither side ever sees end-of-file.
         drop((stdin_r, stdout_w, stderr_w, cancels_r));

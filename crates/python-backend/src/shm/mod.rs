@@ -45,7 +45,7 @@ mod blocks;
 mod region;
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -100,13 +100,14 @@ impl Shm {
         (2 * (max_frame + HEADER + ALIGN)).div_ceil(GRAIN) * GRAIN
     }
 
-    /// Copies of the fds the worker gets, as its fds 4 and 5 (an error if
-    /// this process is out of fds).
-    pub(crate) fn fds(&self) -> io::Result<[OwnedFd; 2]> {
-        Ok([
-            self.to_worker.lock().region.fd().try_clone()?,
-            self.from_worker.lock().fd().try_clone()?,
-        ])
+    /// The fds the worker gets, as its fds 4 and 5: open while this lives;
+    /// spawning (`dup2`) or the fork request (`SCM_RIGHTS`) makes the
+    /// worker's own copies.
+    pub(crate) fn fds(&self) -> [RawFd; 2] {
+        [
+            self.to_worker.lock().region.fd().as_raw_fd(),
+            self.from_worker.lock().fd().as_raw_fd(),
+        ]
     }
 
     /// The size from which bytes go through shared memory.

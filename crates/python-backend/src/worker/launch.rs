@@ -5,6 +5,7 @@
 //! that does not import, no ready frame in time) and errors of its own for
 //! them, so it is kept apart from the session that serves calls afterwards.
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -111,18 +112,13 @@ fn spawn(
     };
     let (cancels, theirs) = CancelPipe::new().map_err(spawn_error)?;
     let shm = regions(config, &label);
-    let regions_fds = shm
-        .as_deref()
-        .map(Shm::fds)
-        .transpose()
-        .map_err(spawn_error)?;
-    let mut inherited = vec![&theirs];
-    inherited.extend(regions_fds.iter().flatten());
+    let mut inherited = vec![theirs.as_raw_fd()];
+    inherited.extend(shm.iter().flat_map(|s| s.fds()));
     let threshold = shm.as_ref().map_or(0, |s| s.threshold());
     let mut cmd = command::bridge(interpreter, config, threshold);
     fds::inherit_from_fd3(&mut cmd, &inherited);
     let mut child = cmd.spawn().map_err(spawn_error)?;
-    drop((theirs, regions_fds));
+    drop(theirs);
     let (Some(pid), Some(stdin), Some(stdout)) =
         (child.id(), child.stdin.take(), child.stdout.take())
     else {

@@ -36,13 +36,12 @@ use crate::frame::{encode_with, Decoder, Outbound};
 use crate::process::Process;
 use crate::protocol::{Incoming, Outgoing};
 use crate::request::PyCall;
+use crate::shm::Shm;
 
 use super::cancels::CancelPipe;
 use super::pipes::Capacity;
 use super::retire::Retirement;
 use super::spin::FrameReader;
-use crate::shm::Shm;
-
 use super::wire::{encode_call, incoming, write_whole, Broken, EXIT_WAIT};
 
 /// Messages a route buffers before the reader waits for its lane: what

@@ -14,7 +14,7 @@ use tokio::net::unix::pipe;
 use crate::error::PythonError;
 use bytes::Bytes;
 
-use crate::frame::{encode_with, Frame, FrameError, Outbound, DESCRIPTOR_LEN, HEADER_LEN};
+use crate::frame::{encode_with, Frame, FrameError, Outbound, DESCRIPTOR_LEN};
 use crate::protocol::{Incoming, Outgoing};
 use crate::request::PyCall;
 use crate::shm::{Placed, Shm};
@@ -86,12 +86,9 @@ pub(super) fn encode_call(
     stream: bool,
 ) -> Result<Outbound, PythonError> {
     let (attachments, placed) = place_large(shm, max_frame, call.attachments());
-    let take_back = |placed: &[(usize, usize, Placed)]| {
-        for &(_, _, p) in placed {
-            shm.expect("placed in a region").take_back(p);
-        }
-    };
-    let encoded = encode_with(max_frame, &attachments, |buf| {
+    // The bytes placed still count against the limit, as if inline.
+    let moved: usize = placed.iter().map(|&(_, len, _)| len - DESCRIPTOR_LEN).sum();
+    let encoded = encode_with(max_frame.saturating_sub(moved), &attachments, |buf| {
         serde_json::to_writer(
             buf,
             &Outgoing::Call {
@@ -104,38 +101,28 @@ pub(super) fn encode_call(
             },
         )
     });
-    let moved: usize = placed.iter().map(|&(_, len, _)| len - DESCRIPTOR_LEN).sum();
-    match encoded {
-        Ok(Ok(frame)) if frame.len() - HEADER_LEN + moved > max_frame => {
-            take_back(&placed);
-            Err(PythonError::RequestTooLarge {
-                function: call.function.clone(),
-                size: frame.len() - HEADER_LEN + moved,
-                max: max_frame,
-            })
-        }
+    let failed = match encoded {
         Ok(Ok(mut frame)) => {
             for &(i, _, _) in &placed {
                 frame.mark_shared(i);
             }
-            Ok(frame)
+            return Ok(frame);
         }
-        Ok(Err(size)) => {
-            take_back(&placed);
-            Err(PythonError::RequestTooLarge {
-                function: call.function.clone(),
-                size: size + moved,
-                max: max_frame,
-            })
-        }
-        Err(e) => {
-            take_back(&placed);
-            Err(PythonError::BadRequest(format!(
-                "arguments for {} cannot be encoded: {e}",
-                call.function
-            )))
-        }
+        Ok(Err(size)) => PythonError::RequestTooLarge {
+            function: call.function.clone(),
+            size: size + moved,
+            max: max_frame,
+        },
+        Err(e) => PythonError::BadRequest(format!(
+            "arguments for {} cannot be encoded: {e}",
+            call.function
+        )),
+    };
+    // Not sent: the blocks placed are free again.
+    for &(_, _, p) in &placed {
+        shm.expect("placed in a region").take_back(p);
     }
+    Err(failed)
 }
 
 /// `attachments` as they go out: those of the threshold or more put in
