@@ -176,6 +176,9 @@ impl<E: std::error::Error + cenote_core::ErrorKind + 'static> From<cenote_core::
                 message: e.to_string(),
             },
             P::CallTimeout(after) => CallError::CallTimeout { after },
+            P::Worker(e) if e.is_too_large() => CallError::TooLarge {
+                detail: e.to_string(),
+            },
             P::Worker(e) => CallError::Worker {
                 kind: e.kind(),
                 message: e.to_string(),

@@ -91,6 +91,13 @@ pub trait ErrorKind {
     /// The kind, e.g. `"ValueError"` for a Python exception, or a variant
     /// name.
     fn kind(&self) -> String;
+
+    /// Whether the error says a request or its answer passed a size limit,
+    /// so that a caller on another node sees the same `TooLarge` its own
+    /// transport would give for a message past its limit. No, by default.
+    fn is_too_large(&self) -> bool {
+        false
+    }
 }
 
 impl ErrorKind for std::io::Error {

@@ -263,7 +263,7 @@ pub const POOL: &[Metric] = &[
 #[cfg(feature = "metrics")]
 pub use self::facade::{counter, gauge, histogram, Counter, Gauge, Histogram};
 #[cfg(not(feature = "metrics"))]
-use self::off::{counter, gauge, histogram, Counter, Gauge, Histogram};
+pub use self::off::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
 #[cfg(feature = "metrics")]
 mod facade {
@@ -338,33 +338,42 @@ mod off {
 
     use super::Metric;
 
+    /// A counter that counts nothing (feature `metrics` is off).
     pub struct Counter;
+    /// A gauge that shows nothing (feature `metrics` is off).
     pub struct Gauge;
+    /// A histogram that records nothing (feature `metrics` is off).
     pub struct Histogram;
 
     impl Counter {
+        /// Nothing.
         #[inline(always)]
         pub fn increment(&self, _: u64) {}
     }
 
     impl Gauge {
+        /// Nothing.
         #[inline(always)]
         pub fn set(&self, _: f64) {}
     }
 
     impl Histogram {
+        /// Nothing.
         #[inline(always)]
         pub fn record(&self, _: Duration) {}
     }
 
+    /// A counter that counts nothing.
     pub fn counter(_: &Metric, _: &[(&'static str, &str)]) -> Counter {
         Counter
     }
 
+    /// A gauge that shows nothing.
     pub fn gauge(_: &Metric, _: &[(&'static str, &str)]) -> Gauge {
         Gauge
     }
 
+    /// A histogram that records nothing.
     pub fn histogram(_: &Metric, _: &[(&'static str, &str)]) -> Histogram {
         Histogram
     }

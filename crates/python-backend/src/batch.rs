@@ -70,7 +70,7 @@ impl PyItem {
         value: &T,
     ) -> Result<Self, PythonError> {
         let function = function.into();
-        let (value, attachments) = attach::to_value(value).map_err(|e| {
+        let (value, attachments) = attach::BYTES.to_value(value).map_err(|e| {
             PythonError::BadRequest(format!("an item for {function} cannot be encoded: {e}"))
         })?;
         Ok(PyItem {
@@ -84,7 +84,7 @@ impl PyItem {
     /// for them, to put anywhere in the item's value.
     pub fn attach(&mut self, bytes: impl Into<Bytes>) -> Value {
         self.attachments.push(bytes.into());
-        attach::placeholder(self.attachments.len() - 1)
+        attach::BYTES.placeholder(self.attachments.len() - 1)
     }
 
     /// Set the item's value (placeholders from [`attach`](Self::attach)
@@ -181,7 +181,7 @@ fn merge(function: &str, items: Vec<PyItem>) -> Result<PyCall, PythonError> {
         let mut value = item.value;
         let offset = attachments.len();
         if offset > 0 && !item.attachments.is_empty() {
-            attach::renumber(&mut value, &mut |i| i + offset);
+            attach::BYTES.renumber(&mut value, &mut |i| i + offset);
         }
         attachments.extend(item.attachments);
         values.push(value);
@@ -199,9 +199,9 @@ mod tests {
         let error =
             json!({ITEM_ERROR: {"type": "ValueError", "message": "bad", "traceback": "tb"}});
         let value = json!([
-            {"a": attach::placeholder(1)},
+            {"a": attach::BYTES.placeholder(1)},
             error,
-            [attach::placeholder(0), attach::placeholder(2)],
+            [attach::BYTES.placeholder(0), attach::BYTES.placeholder(2)],
             7
         ]);
         let reply = Reply::new(
@@ -251,9 +251,9 @@ mod tests {
         let b = PyItem::with_value("f", &pair).unwrap();
         let call = merge("f", vec![a, b]).unwrap();
         let (zero, one, two) = (
-            attach::placeholder(0),
-            attach::placeholder(1),
-            attach::placeholder(2),
+            attach::BYTES.placeholder(0),
+            attach::BYTES.placeholder(1),
+            attach::BYTES.placeholder(2),
         );
         assert_eq!(call.args, json!([[[zero], [one, two]]]));
         let bytes: Vec<&[u8]> = call.attachments().iter().map(|b| &b[..]).collect();

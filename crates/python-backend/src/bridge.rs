@@ -41,7 +41,7 @@ fn tables() -> String {
     let _ = write!(
         out,
         "class Wire:\n    PROTOCOL = {PROTOCOL}\n    ATTACHMENTS_FLAG = {ATTACHMENTS_FLAG}\n    PLACEHOLDER = {:?}\n    ITEM_ERROR = {:?}\n    SHARED_FLAG = {SHARED_FLAG}\n    DESCRIPTOR_LEN = {DESCRIPTOR_LEN}\n    SHM_HEADER = {}\n    SHM_ALIGN = {}\n    SHM_GRAIN = {}\n",
-        attach::KEY,
+        attach::BYTES.name(),
         crate::reply::ITEM_ERROR,
         crate::shm::HEADER,
         crate::shm::ALIGN,

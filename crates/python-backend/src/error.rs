@@ -326,6 +326,13 @@ impl cenote_core::ErrorKind for PythonError {
         };
         name.to_string()
     }
+
+    fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            PythonError::ResultTooLarge { .. } | PythonError::RequestTooLarge { .. }
+        )
+    }
 }
 
 #[cfg(test)]

@@ -145,6 +145,7 @@ pub use factory::{PythonFactory, StartReport};
 #[doc(hidden)]
 pub use frame::{Decoder as FrameDecoder, Frame, FrameError};
 pub use pool::PythonPool;
-pub use request::{PyCall, TypedCall};
+pub use reply::PyReply;
+pub use request::{PyCall, RawCall, TypedCall};
 pub use stream::PyStream;
 pub use worker::{PythonWorker, ReadyInfo};

@@ -9,6 +9,8 @@
 use std::sync::Arc;
 
 use serde::de::{DeserializeOwned, Error as _};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::attach::{self, Attachments};
@@ -41,7 +43,8 @@ impl Reply {
             serde_json::Error::custom(format_args!(
                 "it holds raw bytes ({} byte strings), which a JSON value cannot; \
                  ask for a type with bytes fields instead, e.g. \
-                 `.returning::<bytes::Bytes>()` or a struct with a `Bytes` field",
+                 `.returning::<bytes::Bytes>()` or a struct with a `Bytes` field \
+                 (on a node, serve the pool as `RawCall` and call it with such a type)",
                 self.attachments.len()
             )),
         ))
@@ -71,7 +74,7 @@ impl Reply {
             }
             let mut own = Vec::new();
             if !all.is_empty() {
-                attach::renumber(&mut value, &mut |i| match all.get_mut(i) {
+                attach::BYTES.renumber(&mut value, &mut |i| match all.get_mut(i) {
                     Some(bytes) => {
                         own.push(std::mem::take(bytes));
                         own.len() - 1
@@ -91,9 +94,93 @@ impl Reply {
         let decoded = if self.attachments.is_empty() {
             serde_json::from_value(self.value)
         } else {
-            attach::from_value(self.value, Attachments::new(self.attachments))
+            attach::BYTES.from_value(self.value, Attachments::new(self.attachments))
         };
         decoded.map_err(|e| decode_error(function, e))
+    }
+}
+
+/// A handler's result whole: its JSON and the bytes it returned, the
+/// answer to a [`RawCall`](crate::RawCall).
+///
+/// It serializes with its bytes in place, as byte strings: through a
+/// node's wire they cross raw, beside the JSON; through plain serde_json
+/// they become arrays of numbers.
+#[derive(Debug)]
+pub struct PyReply {
+    function: String,
+    reply: Reply,
+}
+
+impl PyReply {
+    pub(crate) fn new(function: String, reply: Reply) -> Self {
+        PyReply { function, reply }
+    }
+
+    /// The function that answered.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
+    /// The result as JSON; a [`PythonError::Decode`] if it holds bytes.
+    pub fn into_json(self) -> Result<Value, PythonError> {
+        self.reply.into_json(&self.function)
+    }
+
+    /// The result decoded into `R`, bytes into its byte-string fields.
+    pub fn decode<R: DeserializeOwned>(self) -> Result<R, PythonError> {
+        self.reply.decode(&self.function)
+    }
+}
+
+impl Serialize for PyReply {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        InPlace {
+            value: &self.reply.value,
+            attachments: &self.reply.attachments,
+        }
+        .serialize(s)
+    }
+}
+
+/// A value whose placeholders serialize as the bytes they stand for.
+struct InPlace<'a> {
+    value: &'a Value,
+    attachments: &'a [Vec<u8>],
+}
+
+impl Serialize for InPlace<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let nested = |value| InPlace {
+            value,
+            attachments: self.attachments,
+        };
+        match self.value {
+            Value::Object(map) => {
+                if let Some(i) = attach::BYTES.index_of(map) {
+                    let bytes = self.attachments.get(i).ok_or_else(|| {
+                        <S::Error as serde::ser::Error>::custom(format_args!(
+                            "a placeholder refers to attachment {i}, but the result carries {}",
+                            self.attachments.len()
+                        ))
+                    })?;
+                    return s.serialize_bytes(bytes);
+                }
+                let mut out = s.serialize_map(Some(map.len()))?;
+                for (k, v) in map {
+                    out.serialize_entry(k, &nested(v))?;
+                }
+                out.end()
+            }
+            Value::Array(items) => {
+                let mut out = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    out.serialize_element(&nested(v))?;
+                }
+                out.end()
+            }
+            other => other.serialize(s),
+        }
     }
 }
 

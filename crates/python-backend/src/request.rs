@@ -115,7 +115,7 @@ impl PyCall {
         args: &A,
     ) -> Result<Self, PythonError> {
         let function = function.into();
-        let (args, attachments) = attach::to_value(args).map_err(|e| {
+        let (args, attachments) = attach::BYTES.to_value(args).map_err(|e| {
             PythonError::BadRequest(format!("arguments for {function} cannot be encoded: {e}"))
         })?;
         Ok(PyCall {
@@ -129,7 +129,7 @@ impl PyCall {
     /// the bytes there. A `Vec<u8>` or `Bytes` is moved in, not copied.
     pub fn attach(&mut self, bytes: impl Into<Bytes>) -> Value {
         self.attachments.push(bytes.into());
-        attach::placeholder(self.attachments.len() - 1)
+        attach::BYTES.placeholder(self.attachments.len() - 1)
     }
 
     /// Add one keyword argument holding raw bytes.
@@ -163,6 +163,23 @@ impl PyCall {
 impl<S: Into<String>> From<(S, Value)> for PyCall {
     fn from((function, args): (S, Value)) -> Self {
         PyCall::new(function, args)
+    }
+}
+
+/// A [`PyCall`] whose result comes back whole, as a [`PyReply`]: its JSON
+/// and the bytes the handler returned. This is the call type to serve a
+/// Python pool as on a node (`Node::builder(..).pool::<RawCall>(..)`):
+/// the reply then crosses with its bytes raw, and the caller decodes it
+/// into any type (`RemotePool<PyCall, Bytes>`, a struct with `Bytes`
+/// fields, or a `serde_json::Value` when there are no bytes). On the wire
+/// it is a [`PyCall`], so callers send `PyCall`s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawCall(pub PyCall);
+
+impl From<PyCall> for RawCall {
+    fn from(call: PyCall) -> Self {
+        RawCall(call)
     }
 }
 

@@ -38,8 +38,8 @@ use serde_json::Value;
 use crate::config::PythonConfig;
 use crate::error::PythonError;
 use crate::protocol::{ErrorFrame, ErrorKind, Incoming};
-use crate::reply::Reply;
-use crate::request::{PyCall, TypedCall};
+use crate::reply::{PyReply, Reply};
+use crate::request::{PyCall, RawCall, TypedCall};
 
 pub use self::launch::ReadyInfo;
 use self::mux::Lane;
@@ -368,6 +368,15 @@ impl Call<PyCall> for PythonWorker {
         ctx: CallCtx,
     ) -> impl std::future::Future<Output = Result<Value, PythonError>> + Send {
         self.call_json(req, ctx)
+    }
+}
+
+impl Call<RawCall> for PythonWorker {
+    type Response = PyReply;
+
+    async fn call(&mut self, req: RawCall, ctx: CallCtx) -> Result<PyReply, PythonError> {
+        let reply = self.reply(&req.0, ctx).await?;
+        Ok(PyReply::new(req.0.function, reply))
     }
 }
 

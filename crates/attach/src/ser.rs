@@ -11,18 +11,28 @@ use bytes::Bytes;
 use serde::ser::{self, Serialize};
 use serde_json::{Error, Value};
 
-use super::placeholder;
+use crate::Key;
 
-type Store = RefCell<Vec<Bytes>>;
+/// The byte strings taken so far, and the key of their placeholders.
+struct Store {
+    key: Key,
+    taken: RefCell<Vec<Bytes>>,
+}
 
 /// Serialize `value` to JSON, byte strings becoming attachments.
-pub(crate) fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<(Value, Vec<Bytes>), Error> {
-    let store = Store::default();
+pub(crate) fn to_value<T: Serialize + ?Sized>(
+    key: Key,
+    value: &T,
+) -> Result<(Value, Vec<Bytes>), Error> {
+    let store = Store {
+        key,
+        taken: RefCell::default(),
+    };
     let json = value.serialize(Capture {
         inner: serde_json::value::Serializer,
         store: &store,
     })?;
-    Ok((json, store.into_inner()))
+    Ok((json, store.taken.into_inner()))
 }
 
 /// A value serialized through [`Capture`].
@@ -95,11 +105,11 @@ impl<'a, S: ser::Serializer> ser::Serializer for Capture<'a, S> {
     fn serialize_bytes(self, v: &[u8]) -> Result<S::Ok, S::Error> {
         // The one copy on this side: serde lends the bytes only for the call.
         let index = {
-            let mut store = self.store.borrow_mut();
-            store.push(Bytes::copy_from_slice(v));
-            store.len() - 1
+            let mut taken = self.store.taken.borrow_mut();
+            taken.push(Bytes::copy_from_slice(v));
+            taken.len() - 1
         };
-        placeholder(index).serialize(self.inner)
+        self.store.key.placeholder(index).serialize(self.inner)
     }
 
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {

@@ -1,66 +1,124 @@
-//! Raw bytes inside a call's JSON: how they are marked, put in and taken out.
+//! Raw bytes beside JSON: how they are marked, pulled out and put back.
 //!
-//! A frame carries its JSON plus raw attachments (see `frame.rs`). Where an
-//! attachment belongs, the JSON holds a placeholder: an object with the one
-//! key [`KEY`] whose value is the attachment's index,
-//! `{"$cenote_bytes": 0}`. Placeholders mean something only in a frame that
-//! has attachments, so plain JSON is never rewritten.
+//! JSON cannot hold bytes, and writing them as arrays of numbers or base64
+//! costs 1.3 to 4 times their size plus the parsing. So wherever a value
+//! holds a byte string, cenote sends JSON with a *placeholder* in its place
+//! and the bytes themselves beside it, as they are. A placeholder is an
+//! object with one key whose value is the attachment's index:
+//! `{"$cenote_bytes": 0}`.
 //!
-//! - `ser`: a serde serializer that turns every byte string (`Bytes`,
-//!   `serde_bytes::ByteBuf`, `#[serde(with = "serde_bytes")]`) into an
-//!   attachment and its placeholder, for [`PyCall::with_args`](crate::PyCall::with_args);
-//! - `de`: a serde deserializer over a JSON value and the attachments that
-//!   hands each placeholder to the target type as bytes, for typed results.
+//! Two wires use this, each with its own [`Key`]: a Python worker's frames
+//! (`cenote-python`) and a node's gRPC messages (`cenote-node`). The keys
+//! differ so that one wire's placeholders pass through the other as plain
+//! JSON: a `PyCall` crossing to a node carries its own placeholders inside
+//! its arguments, and they must reach the Python worker untouched.
+//!
+//! - [`Key::to_value`]: serialize any serde type, every byte string
+//!   (`Bytes`, `serde_bytes::ByteBuf`, `#[serde(with = "serde_bytes")]`)
+//!   becoming an attachment and its placeholder (`ser`);
+//! - [`Key::from_value`]: decode JSON and its attachments into any serde
+//!   type, each placeholder handed to the target as bytes (`de`).
+//!
+//! Placeholders mean something only in a message that has attachments;
+//! plain JSON is never rewritten.
 
 mod de;
 mod ser;
 
-use serde_json::{Map, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Error, Map, Value};
 
-pub(crate) use de::{from_value, Attachments};
-pub(crate) use ser::to_value;
+pub use de::Attachments;
 
-/// The one key of a placeholder object. Reserved in frames with
-/// attachments: the bridge uses the same name (`bridge.rs` hands it over).
-pub const KEY: &str = "$cenote_bytes";
+/// The name of the one key of a placeholder object, which sets one wire's
+/// placeholders apart from another's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key(&'static str);
 
-/// The placeholder for attachment `index`.
-pub(crate) fn placeholder(index: usize) -> Value {
-    let mut map = Map::with_capacity(1);
-    map.insert(KEY.to_string(), Value::from(index));
-    Value::Object(map)
-}
+impl Key {
+    /// Placeholders named `name`.
+    pub const fn new(name: &'static str) -> Key {
+        Key(name)
+    }
 
-/// The attachment index `map` stands for, if it is a placeholder.
-/// Rewrite every placeholder in `value` to `to(index)`: how a batch
-/// merges its items' attachments into one list on the way out, and hands
-/// each result its own on the way back.
-pub(crate) fn renumber(value: &mut Value, to: &mut impl FnMut(usize) -> usize) {
-    match value {
-        Value::Object(map) => {
-            if let Some(i) = index_of(map) {
-                *value = placeholder(to(i));
-            } else {
-                map.values_mut().for_each(|v| renumber(v, to));
-            }
+    /// The key's name.
+    pub const fn name(self) -> &'static str {
+        self.0
+    }
+
+    /// The placeholder for attachment `index`.
+    pub fn placeholder(self, index: usize) -> Value {
+        let mut map = Map::with_capacity(1);
+        map.insert(self.0.to_string(), Value::from(index));
+        Value::Object(map)
+    }
+
+    /// The attachment index `map` stands for, if it is a placeholder.
+    pub fn index_of(self, map: &Map<String, Value>) -> Option<usize> {
+        if map.len() != 1 {
+            return None;
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| renumber(v, to)),
-        _ => {}
+        map.get(self.0)?.as_u64().and_then(|i| usize::try_from(i).ok())
     }
-}
 
-fn index_of(map: &Map<String, Value>) -> Option<usize> {
-    if map.len() != 1 {
-        return None;
+    /// Rewrite every placeholder in `value` to `to(index)`: how several
+    /// values' attachments merge into one list, and are handed back.
+    pub fn renumber(self, value: &mut Value, to: &mut impl FnMut(usize) -> usize) {
+        match value {
+            Value::Object(map) => {
+                if let Some(i) = self.index_of(map) {
+                    *value = self.placeholder(to(i));
+                } else {
+                    map.values_mut().for_each(|v| self.renumber(v, to));
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.renumber(v, to)),
+            _ => {}
+        }
     }
-    map.get(KEY)?.as_u64().and_then(|i| usize::try_from(i).ok())
+
+    /// Serialize `value` to JSON, byte strings becoming attachments (each
+    /// copied once: serde lends them only for the call).
+    pub fn to_value<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+    ) -> Result<(Value, Vec<bytes::Bytes>), Error> {
+        ser::to_value(self, value)
+    }
+
+    /// Decode `value` into `T`, placeholders becoming bytes. A target that
+    /// cannot take bytes where a placeholder stands (a `serde_json::Value`)
+    /// is an error that says so.
+    pub fn from_value<T: DeserializeOwned>(
+        self,
+        value: Value,
+        attachments: Attachments,
+    ) -> Result<T, Error> {
+        de::from_value(self, value, attachments)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
+
+    const KEY: Key = Key::new("$cenote_bytes");
+
+    fn placeholder(i: usize) -> Value {
+        KEY.placeholder(i)
+    }
+
+    fn to_value<T: Serialize + ?Sized>(v: &T) -> Result<(Value, Vec<Bytes>), Error> {
+        KEY.to_value(v)
+    }
+
+    fn from_value<T: DeserializeOwned>(v: Value, a: Attachments) -> Result<T, Error> {
+        KEY.from_value(v, a)
+    }
+
     use bytes::Bytes;
-    use serde::{Deserialize, Serialize};
 
     #[derive(Debug, Serialize, Deserialize, PartialEq)]
     struct Image {

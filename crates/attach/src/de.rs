@@ -15,14 +15,15 @@ use serde::de::{
 use serde::forward_to_deserialize_any;
 use serde_json::{Error, Map, Value};
 
-use super::index_of;
+use crate::Key;
 
-/// The attachments of one frame, each taken at most once.
+/// The attachments of one message, each taken at most once.
 #[derive(Debug, Default)]
-pub(crate) struct Attachments(RefCell<Vec<Option<Vec<u8>>>>);
+pub struct Attachments(RefCell<Vec<Option<Vec<u8>>>>);
 
 impl Attachments {
-    pub(crate) fn new(attachments: Vec<Vec<u8>>) -> Self {
+    /// The attachments, in index order.
+    pub fn new(attachments: Vec<Vec<u8>>) -> Self {
         Attachments(RefCell::new(attachments.into_iter().map(Some).collect()))
     }
 
@@ -44,25 +45,37 @@ impl Attachments {
 
 /// Decode `value` into `T`, placeholders becoming bytes.
 pub(crate) fn from_value<T: DeserializeOwned>(
+    key: Key,
     value: Value,
     attachments: Attachments,
 ) -> Result<T, Error> {
     T::deserialize(De {
         value,
-        attachments: &attachments,
+        attachments: &Source { key, attachments },
     })
+}
+
+/// What every level of a decoding shares: the attachments and the key of
+/// their placeholders.
+struct Source {
+    key: Key,
+    attachments: Attachments,
 }
 
 struct De<'a> {
     value: Value,
-    attachments: &'a Attachments,
+    attachments: &'a Source,
 }
 
 impl De<'_> {
     /// The attachment this value stands for, if it is a placeholder.
     fn attachment(&self) -> Option<Result<Vec<u8>, Error>> {
+        let source = self.attachments;
         match &self.value {
-            Value::Object(map) => index_of(map).map(|i| self.attachments.take(i)),
+            Value::Object(map) => source
+                .key
+                .index_of(map)
+                .map(|i| source.attachments.take(i)),
             _ => None,
         }
     }
@@ -160,7 +173,7 @@ fn unexpected(value: &Value) -> de::Unexpected<'_> {
 
 struct Seq<'a> {
     items: std::vec::IntoIter<Value>,
-    attachments: &'a Attachments,
+    attachments: &'a Source,
 }
 
 impl<'de> SeqAccess<'de> for Seq<'_> {
@@ -189,7 +202,7 @@ impl<'de> SeqAccess<'de> for Seq<'_> {
 struct Entries<'a> {
     entries: <Map<String, Value> as IntoIterator>::IntoIter,
     value: Option<Value>,
-    attachments: &'a Attachments,
+    attachments: &'a Source,
 }
 
 impl<'de> MapAccess<'de> for Entries<'_> {
