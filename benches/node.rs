@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cenote::node::{Node, Remote, RemotePool};
-use cenote::python::{PyCall, PythonConfig, PythonFactory};
+use cenote::python::{PyCall, PythonConfig, PythonFactory, RawCall};
 use cenote::registry::LocalRegistry;
 use cenote::{Call, CallCtx, Factory, Pool, Registry, Worker, WorkerCtx};
 use serde::{Deserialize, Serialize};
@@ -212,7 +212,7 @@ fn main() {
         let py_registry = LocalRegistry::new("-");
         let py_node = Node::builder(Arc::new(py_registry.as_node("py1")))
             .token(TOKEN)
-            .pool::<PyCall>("py", py.clone())
+            .pool::<RawCall>("py", py.clone())
             .serve("127.0.0.1:0".parse().unwrap())
             .await
             .expect("serve python");

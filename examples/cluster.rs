@@ -19,7 +19,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cenote::node::{CallError, Node, Remote, RemotePool};
-use cenote::python::{PyCall, PythonConfig, PythonFactory};
+use cenote::python::{PyCall, PythonConfig, PythonFactory, RawCall};
 use cenote::registry::EtcdRegistry;
 use cenote::{CallOptions, Pool, Registry};
 use cenote_testkit::procs::{tagged, TAG_VAR};
@@ -62,7 +62,7 @@ async fn node(name: &str, etcd: &str) {
         .expect("python pool");
     let node = Node::builder(Arc::new(registry(etcd, name).await))
         .token(TOKEN)
-        .pool::<PyCall>("py", pool.clone())
+        .pool::<RawCall>("py", pool.clone())
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .expect("serve");

@@ -11,6 +11,7 @@ on the way.
 import asyncio
 import hashlib
 import math
+import os
 import time
 import zlib
 
@@ -81,6 +82,17 @@ async def tokens(text, delay=0.0):
         if delay:
             await asyncio.sleep(delay)
         yield word
+
+
+_TALLIES = {}
+
+
+def tally(session):
+    """State kept in the worker process: how many calls this process has
+    served for `session`. A session (CallOptions::affinity) keeps its calls
+    on one worker, so its count goes 1, 2, 3... with no gap and no repeat."""
+    _TALLIES[session] = _TALLIES.get(session, 0) + 1
+    return {"session": session, "count": _TALLIES[session], "pid": os.getpid()}
 
 
 def fail(message="something went wrong"):

@@ -72,10 +72,7 @@ impl De<'_> {
     fn attachment(&self) -> Option<Result<Vec<u8>, Error>> {
         let source = self.attachments;
         match &self.value {
-            Value::Object(map) => source
-                .key
-                .index_of(map)
-                .map(|i| source.attachments.take(i)),
+            Value::Object(map) => source.key.index_of(map).map(|i| source.attachments.take(i)),
             _ => None,
         }
     }

@@ -59,7 +59,9 @@ impl Key {
         if map.len() != 1 {
             return None;
         }
-        map.get(self.0)?.as_u64().and_then(|i| usize::try_from(i).ok())
+        map.get(self.0)?
+            .as_u64()
+            .and_then(|i| usize::try_from(i).ok())
     }
 
     /// Rewrite every placeholder in `value` to `to(index)`: how several

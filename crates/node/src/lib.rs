@@ -90,6 +90,7 @@
 
 #![warn(missing_docs)]
 
+mod body;
 mod client;
 mod error;
 pub mod metrics;

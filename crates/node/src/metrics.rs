@@ -43,13 +43,37 @@ pub const CALL_TIME: Metric = Metric {
     help: "Time from sending a call to a node to its answer, as the caller saw it (network, the node's wait for a worker, the call)",
 };
 
-/// Every metric a caller of remote pools adds, in the README's order.
-pub const NODE: &[Metric] = &[CALLS, CALL_TIME];
+/// Message bytes a caller sent to and received from a node
+/// (`cenote.node.bytes{node, direction}`): bodies as they travel, JSON and
+/// raw byte strings, without gRPC's own framing.
+pub const BYTES: Metric = Metric {
+    name: "cenote.node.bytes",
+    kind: Kind::Counter,
+    unit: "By",
+    labels: &[
+        POOL_LABEL,
+        NODE_LABEL,
+        Label {
+            key: "direction",
+            values: &["sent", "received"],
+        },
+    ],
+    help: "Body bytes a caller sent to a node's pool (requests) and received from it (answers): the JSON and the raw byte strings beside it",
+};
 
-/// One call to `node`'s pool `pool` ended with `outcome` after `took`.
-/// Handles are looked up per call (a map lookup in the recorder): small
-/// beside a network round trip.
-pub(crate) fn record<T>(pool: &str, node: &str, outcome: &Result<T, CallError>, took: Duration) {
+/// Every metric a caller of remote pools adds, in the README's order.
+pub const NODE: &[Metric] = &[CALLS, CALL_TIME, BYTES];
+
+/// One call to `node`'s pool `pool`, `sent` body bytes, ended with
+/// `outcome` after `took`. Handles are looked up per call (a map lookup in
+/// the recorder): small beside a network round trip.
+pub(crate) fn record(
+    pool: &str,
+    node: &str,
+    sent: usize,
+    outcome: &Result<bytes::Bytes, CallError>,
+    took: Duration,
+) {
     let kind = match outcome {
         Ok(_) => "ok",
         Err(CallError::NodeLost { .. }) => "node_lost",
@@ -57,4 +81,14 @@ pub(crate) fn record<T>(pool: &str, node: &str, outcome: &Result<T, CallError>, 
     };
     counter(&CALLS, &[("pool", pool), ("node", node), ("outcome", kind)]).increment(1);
     histogram(&CALL_TIME, &[("pool", pool), ("node", node)]).record(took);
+    let bytes = |direction| {
+        counter(
+            &BYTES,
+            &[("pool", pool), ("node", node), ("direction", direction)],
+        )
+    };
+    bytes("sent").increment(sent as u64);
+    if let Ok(answer) = outcome {
+        bytes("received").increment(answer.len() as u64);
+    }
 }

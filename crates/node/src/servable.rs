@@ -1,6 +1,6 @@
 //! [`Servable`]: a local pool seen as "answers `Req`, fails with
 //! [`CallError`], has a load" — what a node serves: decode, `call_with`,
-//! encode.
+//! encode (bodies as `body.rs` lays them out).
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -13,6 +13,7 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::body;
 use crate::error::CallError;
 use cenote_core::ErrorKind;
 
@@ -57,9 +58,13 @@ where
     }
 }
 
-/// A served pool with its types erased: JSON in, JSON out.
+/// A served pool with its types erased: a body in, a body (in parts) out.
 pub(crate) trait Served: Send + Sync + 'static {
-    fn call(&self, body: Bytes, opts: CallOptions) -> BoxFuture<'static, Result<Bytes, CallError>>;
+    fn call(
+        &self,
+        body: Bytes,
+        opts: CallOptions,
+    ) -> BoxFuture<'static, Result<Vec<Bytes>, CallError>>;
 
     fn load(&self) -> Load;
 }
@@ -90,21 +95,23 @@ where
     P: Servable<Req>,
     P::Response: Serialize,
 {
-    fn call(&self, body: Bytes, opts: CallOptions) -> BoxFuture<'static, Result<Bytes, CallError>> {
+    fn call(
+        &self,
+        body: Bytes,
+        opts: CallOptions,
+    ) -> BoxFuture<'static, Result<Vec<Bytes>, CallError>> {
         let pool = self.pool.clone();
         async move {
-            let req: Req = serde_json::from_slice(&body).map_err(|e| CallError::BadRequest {
+            let req: Req = body::decode(body).map_err(|e| CallError::BadRequest {
                 message: format!(
                     "the body does not decode into {}: {e}",
                     std::any::type_name::<Req>()
                 ),
             })?;
             let resp = pool.serve(req, opts).await?;
-            serde_json::to_vec(&resp)
-                .map(Bytes::from)
-                .map_err(|e| CallError::BadResponse {
-                    message: format!("the response does not encode as JSON: {e}"),
-                })
+            body::encode(&resp).map_err(|e| CallError::BadResponse {
+                message: format!("the response does not encode as JSON: {e}"),
+            })
         }
         .boxed()
     }

@@ -1,8 +1,10 @@
 //! The wire contract between a caller and a node, in one place.
 //!
-//! One gRPC method, [`CALL_PATH`], unary. Its message is the request's JSON,
-//! its answer the response's JSON (raw bytes in gRPC framing: see
-//! [`RawCodec`]). Everything else travels in metadata:
+//! One gRPC method, [`CALL_PATH`], unary. Its message is the request's
+//! body, its answer the response's: JSON, followed by the raw byte strings
+//! its placeholders stand for when it has any (see [`BYTES`] for the
+//! layout; raw bytes in gRPC framing, see [`RawCodec`]). Everything else
+//! travels in metadata:
 //!
 //! | header | meaning |
 //! |---|---|
@@ -40,14 +42,18 @@ const TIMEOUT: &str = "cenote-timeout-us";
 const PRIORITY: &str = "cenote-priority";
 const AUTHORIZATION: &str = "authorization";
 
-/// Passes message bytes through untouched: the JSON is encoded and decoded
+pub use crate::body::BYTES;
+
+/// Passes message bytes through untouched: bodies are encoded and decoded
 /// by the caller and the node themselves, so a body that does not decode
-/// gets a typed [`CallError::BadRequest`], not a transport error.
+/// gets a typed [`CallError::BadRequest`], not a transport error. A body
+/// goes out in parts (its header, its JSON, its byte strings), each
+/// written once into the gRPC frame.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawCodec;
 
 impl Codec for RawCodec {
-    type Encode = Bytes;
+    type Encode = Vec<Bytes>;
     type Decode = Bytes;
     type Encoder = RawCodec;
     type Decoder = RawCodec;
@@ -62,11 +68,14 @@ impl Codec for RawCodec {
 }
 
 impl Encoder for RawCodec {
-    type Item = Bytes;
+    type Item = Vec<Bytes>;
     type Error = Status;
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
+    fn encode(&mut self, parts: Vec<Bytes>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(crate::body::len(&parts));
+        for part in parts {
+            dst.put(part);
+        }
         Ok(())
     }
 }

@@ -16,13 +16,10 @@ mod cluster;
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cenote_core::{CallOptions, Registry};
-use cenote_node::{CallError, Remote, RemoteRetry};
+use cenote_node::{CallError, RemoteRetry};
 use cenote_python::PyCall;
-use cenote_testkit::EtcdServer;
 use cluster::*;
 use common::{eventually_async, Job};
 
@@ -32,86 +29,6 @@ const TEST_LIMIT: Duration = Duration::from_secs(120);
 #[ignore = "a node process for the cluster tests, started by them"]
 fn node_process() {
     node_process_main();
-}
-
-/// Three node processes and a caller, on a fresh etcd.
-struct Cluster {
-    etcd: EtcdServer,
-    tag: String,
-    nodes: Vec<NodeProc>,
-    registry: Arc<dyn Registry>,
-    remote: Remote,
-}
-
-impl Cluster {
-    async fn start(test: &str, size: usize, python: bool) -> Cluster {
-        let etcd = EtcdServer::start();
-        let tag = new_tag(test);
-        let prefix = format!("/{test}");
-        let spec = NodeSpec {
-            etcd: &etcd.url,
-            prefix: &prefix,
-            tag: &tag,
-            size,
-            python,
-        };
-        let nodes: Vec<NodeProc> = ["n1", "n2", "n3"]
-            .into_iter()
-            .map(|name| NodeProc::start(&spec, name))
-            .collect();
-        let registry: Arc<dyn Registry> = Arc::new(registry(&etcd.url, &prefix, "caller").await);
-        let remote = Remote::builder(registry.clone())
-            .token(TOKEN)
-            .connect()
-            .await
-            .unwrap();
-        assert!(
-            eventually_async(Duration::from_secs(10), || async {
-                remote.nodes("jobs").iter().filter(|n| n.callable).count() == 3
-            })
-            .await,
-            "the caller does not see three nodes: {:?}",
-            remote.nodes("jobs")
-        );
-        Cluster {
-            etcd,
-            tag,
-            nodes,
-            registry,
-            remote,
-        }
-    }
-
-    fn node(&mut self, name: &str) -> &mut NodeProc {
-        self.nodes.iter_mut().find(|n| n.name == name).unwrap()
-    }
-
-    /// Stop every node cleanly; nothing may be left: no process, no etcd
-    /// entry.
-    async fn stop(mut self) {
-        for node in &mut self.nodes {
-            assert!(node.stop(), "node {} did not stop cleanly", node.name);
-        }
-        assert_eq!(
-            endpoint_nodes(self.registry.as_ref(), "jobs").await,
-            Vec::<String>::new(),
-            "a cleanly stopped node left its endpoint in etcd"
-        );
-        assert!(self.registry.endpoints().await.unwrap().is_empty());
-        assert!(self.registry.pools().await.unwrap().is_empty());
-        let left = wait_gone(&self.tag, Duration::from_secs(10)).await;
-        assert!(left.is_empty(), "processes left behind: {left:?}");
-        drop(self.remote);
-        drop(self.registry);
-        self.etcd.stop();
-        self.etcd.assert_all_stopped();
-    }
-}
-
-fn deadline(total_ms: u64) -> CallOptions {
-    CallOptions::default()
-        .checkout_timeout(Duration::from_millis(total_ms / 2))
-        .timeout(Duration::from_millis(total_ms / 2))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

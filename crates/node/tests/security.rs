@@ -130,7 +130,7 @@ async fn raw_call(
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
-    let mut request = tonic::Request::new(Bytes::from_static(body));
+    let mut request = tonic::Request::new(vec![Bytes::from_static(body)]);
     request
         .metadata_mut()
         .insert("authorization", "Bearer test-token".parse().unwrap());

@@ -20,13 +20,16 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 pub use directory::NodeInfo;
 pub use retry::RemoteRetry;
 
+use crate::body;
 use crate::error::CallError;
 use crate::wire::CallHeaders;
 use directory::Directory;
 use transport::{send, Connector};
 
-/// The default frame limit for a response: 4 MiB.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// The default limit on a response's size: 256 MiB, the same as a Python
+/// worker's frame limit (`PythonConfig::max_frame_size`), so an answer a
+/// local pool gives also crosses a node.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 256 << 20;
 
 /// Settings for a [`Remote`]; start with [`Remote::builder`].
 pub struct RemoteBuilder {
@@ -57,7 +60,9 @@ impl RemoteBuilder {
         self
     }
 
-    /// The largest response accepted (default 4 MiB).
+    /// The largest response accepted (default 256 MiB,
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`]); a larger one is
+    /// [`CallError::TooLarge`].
     pub fn max_response_bytes(mut self, n: usize) -> Self {
         self.max_response_bytes = n;
         self
@@ -261,7 +266,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         let body = encode(&req)?;
         let (node, outcome) = self.attempt(body, opts, &[]).await;
         Ok(Answered {
-            value: decode(&outcome?)?,
+            value: decode(outcome?)?,
             node: node.unwrap_or_default(),
         })
     }
@@ -292,13 +297,13 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
                 outcome
             })
             .await;
-        decode(&answer?)
+        decode(answer?)
     }
 
     /// One call on one node; says which node, if one was chosen.
     async fn attempt(
         &self,
-        body: Bytes,
+        body: Vec<Bytes>,
         opts: CallOptions,
         avoid: &[String],
     ) -> (Option<String>, Result<Bytes, CallError>) {
@@ -334,6 +339,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
             opts,
             remaining: deadline,
         };
+        let size = body::len(&body);
         let sent = std::time::Instant::now();
         let call = send(
             pick.channel.clone(),
@@ -349,7 +355,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
                 .unwrap_or(Err(CallError::CallTimeout { after })),
             None => call.await,
         };
-        crate::metrics::record(&self.name, &pick.node, &outcome, sent.elapsed());
+        crate::metrics::record(&self.name, &pick.node, size, &outcome, sent.elapsed());
         if let Err(CallError::NodeLost { reason, .. }) = &outcome {
             tracing::warn!(node = %pick.node, pool = %self.name, %reason,
                 "call lost with its node; leaving the node out for a while");
@@ -359,16 +365,14 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
     }
 }
 
-fn encode<T: Serialize>(req: &T) -> Result<Bytes, CallError> {
-    serde_json::to_vec(req)
-        .map(Bytes::from)
-        .map_err(|e| CallError::BadRequest {
-            message: format!("the request does not encode as JSON: {e}"),
-        })
+fn encode<T: Serialize>(req: &T) -> Result<Vec<Bytes>, CallError> {
+    body::encode(req).map_err(|e| CallError::BadRequest {
+        message: format!("the request does not encode as JSON: {e}"),
+    })
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, CallError> {
-    serde_json::from_slice(body).map_err(|e| CallError::BadResponse {
+fn decode<T: DeserializeOwned>(answer: Bytes) -> Result<T, CallError> {
+    body::decode(answer).map_err(|e| CallError::BadResponse {
         message: format!(
             "the answer does not decode into {}: {e}",
             std::any::type_name::<T>()

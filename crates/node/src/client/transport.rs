@@ -61,7 +61,7 @@ impl Connector {
 pub(crate) async fn send(
     channel: Channel,
     node: &str,
-    body: Bytes,
+    body: Vec<Bytes>,
     headers: &CallHeaders,
     token: Option<&str>,
     max_response_bytes: usize,

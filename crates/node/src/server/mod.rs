@@ -24,8 +24,12 @@ use crate::servable::{Json, Servable, Served};
 use publish::Publisher;
 use service::{NodeService, Shared, Slot};
 
-/// The default frame limit for a request: 4 MiB.
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
+/// The default limit on a request's size: 256 MiB, the same as a Python
+/// worker's frame limit (`PythonConfig::max_frame_size`), so a payload a
+/// local pool takes also crosses a node. A node reads a request whole
+/// before calling, so this also bounds the memory one caller can hold on
+/// it: lower it on a node open to callers you do not trust.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 << 20;
 
 /// Why a node could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +120,8 @@ impl NodeBuilder {
         self
     }
 
-    /// The largest request accepted (default 4 MiB); larger ones are
+    /// The largest request accepted (default 256 MiB,
+    /// [`DEFAULT_MAX_REQUEST_BYTES`]); larger ones are
     /// refused with [`CallError::TooLarge`](crate::CallError::TooLarge).
     pub fn max_request_bytes(mut self, n: usize) -> Self {
         self.max_request_bytes = n;

@@ -71,8 +71,8 @@ impl tower::Service<http::Request<Body>> for NodeService {
 struct Handler(Arc<Shared>);
 
 impl UnaryService<Bytes> for Handler {
-    type Response = Bytes;
-    type Future = BoxFuture<'static, Result<tonic::Response<Bytes>, tonic::Status>>;
+    type Response = Vec<Bytes>;
+    type Future = BoxFuture<'static, Result<tonic::Response<Vec<Bytes>>, tonic::Status>>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let shared = Arc::clone(&self.0);
@@ -86,7 +86,7 @@ impl UnaryService<Bytes> for Handler {
     }
 }
 
-async fn serve(shared: &Shared, request: tonic::Request<Bytes>) -> Result<Bytes, CallError> {
+async fn serve(shared: &Shared, request: tonic::Request<Bytes>) -> Result<Vec<Bytes>, CallError> {
     let arrived = Instant::now();
     if let Some(token) = &shared.token {
         if !has_token(request.metadata(), token) {

@@ -14,16 +14,19 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cenote_core::{Pool, Registry};
-use cenote_node::Node;
-use cenote_python::{PyCall, PythonConfig, PythonFactory};
+use cenote_core::{CallOptions, Pool, Registry};
+use cenote_node::{Node, Remote};
+use cenote_python::{PyCall, PythonConfig, PythonFactory, RawCall};
 use cenote_registry::EtcdRegistry;
 use cenote_strategies::{Fifo, Lifo};
+use cenote_testkit::EtcdServer;
 
 use crate::common::{job_pool, Job};
 
 /// The token every test node wants.
 pub const TOKEN: &str = "cluster-token";
+/// The Python pools' frame limit on test nodes.
+pub const PY_MAX_FRAME: usize = 32 << 20;
 /// Lease TTL of nodes and callers: short, so expiry is quick to see.
 pub const TTL: Duration = Duration::from_secs(2);
 pub use cenote_testkit::procs::{new_tag, tagged, TAG_VAR};
@@ -73,13 +76,16 @@ async fn serve_until_stdin_closes(etcd: String) {
         .pool::<Job>("jobs", jobs.clone());
     let mut python = None;
     if let Ok(handlers) = std::env::var(PYTHON) {
-        let pool: Pool<PythonFactory, Lifo, Fifo> =
-            Pool::builder(PythonFactory::new(PythonConfig::new(handlers)))
-                .size(1)
-                .build()
-                .await
-                .expect("python pool");
-        builder = builder.pool::<PyCall>("py", pool.clone());
+        // Two workers, so a session's calls must find their own; frames of
+        // at most 32 MiB, so a larger payload is refused cheaply.
+        let mut config = PythonConfig::new(handlers);
+        config.max_frame_size = PY_MAX_FRAME;
+        let pool: Pool<PythonFactory, Lifo, Fifo> = Pool::builder(PythonFactory::new(config))
+            .size(2)
+            .build()
+            .await
+            .expect("python pool");
+        builder = builder.pool::<RawCall>("py", pool.clone());
         python = Some(pool);
     }
     let node = builder
@@ -235,4 +241,115 @@ pub async fn endpoint_nodes(registry: &dyn Registry, service: &str) -> Vec<Strin
         .filter(|e| e.service == service)
         .map(|e| e.node)
         .collect()
+}
+
+/// Node processes and a caller, on a fresh etcd.
+pub struct Cluster {
+    pub etcd: EtcdServer,
+    pub tag: String,
+    pub prefix: String,
+    pub size: usize,
+    pub python: bool,
+    pub nodes: Vec<NodeProc>,
+    pub registry: Arc<dyn Registry>,
+    pub remote: Remote,
+}
+
+impl Cluster {
+    /// Nodes n1, n2 and n3, each serving `jobs` with `size` workers (and
+    /// `py`, a Python pool, if `python`), and a caller that sees all three.
+    pub async fn start(test: &str, size: usize, python: bool) -> Cluster {
+        let etcd = EtcdServer::start();
+        let prefix = format!("/{test}");
+        let registry: Arc<dyn Registry> = Arc::new(registry(&etcd.url, &prefix, "caller").await);
+        let remote = Remote::builder(registry.clone())
+            .token(TOKEN)
+            .connect()
+            .await
+            .unwrap();
+        let mut cluster = Cluster {
+            etcd,
+            tag: new_tag(test),
+            prefix,
+            size,
+            python,
+            nodes: Vec::new(),
+            registry,
+            remote,
+        };
+        for name in ["n1", "n2", "n3"] {
+            cluster.add(name);
+        }
+        cluster.wait_for("jobs", 3).await;
+        if python {
+            cluster.wait_for("py", 3).await;
+        }
+        cluster
+    }
+
+    /// Start one more node process, `name`.
+    pub fn add(&mut self, name: &str) {
+        let spec = NodeSpec {
+            etcd: &self.etcd.url,
+            prefix: &self.prefix,
+            tag: &self.tag,
+            size: self.size,
+            python: self.python,
+        };
+        self.nodes.push(NodeProc::start(&spec, name));
+    }
+
+    /// Wait (at most 10 s) until the caller sees `count` nodes that can
+    /// be called serving `pool`.
+    pub async fn wait_for(&self, pool: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self
+            .remote
+            .nodes(pool)
+            .iter()
+            .filter(|n| n.callable)
+            .count()
+            != count
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the caller does not see {count} nodes serving {pool}: {:?}",
+                self.remote.nodes(pool)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn node(&mut self, name: &str) -> &mut NodeProc {
+        self.nodes.iter_mut().find(|n| n.name == name).unwrap()
+    }
+
+    /// Stop every node cleanly; nothing may be left: no process, no etcd
+    /// entry.
+    pub async fn stop(mut self) {
+        for node in &mut self.nodes {
+            assert!(node.stop(), "node {} did not stop cleanly", node.name);
+        }
+        assert_eq!(
+            endpoint_nodes(self.registry.as_ref(), "jobs").await,
+            Vec::<String>::new(),
+            "a cleanly stopped node left its endpoint in etcd"
+        );
+        assert!(self.registry.endpoints().await.unwrap().is_empty());
+        assert!(self.registry.pools().await.unwrap().is_empty());
+        let left = wait_gone(&self.tag, Duration::from_secs(10)).await;
+        assert!(left.is_empty(), "processes left behind: {left:?}");
+        drop(self.remote);
+        drop(self.registry);
+        self.etcd.stop();
+        self.etcd.assert_all_stopped();
+    }
+}
+
+/// Options for a call whose checkout and call together take at most
+/// `total_ms`.
+pub fn deadline(total_ms: u64) -> CallOptions {
+    CallOptions::default()
+        .checkout_timeout(Duration::from_millis(total_ms / 2))
+        .timeout(Duration::from_millis(total_ms / 2))
 }
