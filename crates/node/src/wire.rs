@@ -13,6 +13,8 @@
 //! | `cenote-checkout-us` | the checkout timeout, in µs |
 //! | `cenote-timeout-us` | the call timeout (once a worker is in hand), in µs |
 //! | `cenote-priority` | the waiter priority |
+//! | `cenote-session-bin` | the session's key (UTF-8), when the call has one |
+//! | `cenote-session-mode` | `hint`, `strict` or `fail_fast` (default `hint`) |
 //! | `authorization` | `Bearer <token>`, when the node wants one |
 //!
 //! A failure is a gRPC status whose details are a [`CallError`] as JSON.
@@ -25,7 +27,7 @@
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
-use cenote_core::{CallOptions, PriorityLevel};
+use cenote_core::{AffinityMode, CallOptions, PriorityLevel};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
@@ -40,6 +42,8 @@ const REMAINING: &str = "cenote-remaining-us";
 const CHECKOUT: &str = "cenote-checkout-us";
 const TIMEOUT: &str = "cenote-timeout-us";
 const PRIORITY: &str = "cenote-priority";
+const SESSION: &str = "cenote-session-bin";
+const SESSION_MODE: &str = "cenote-session-mode";
 const AUTHORIZATION: &str = "authorization";
 
 pub use crate::body::BYTES;
@@ -114,6 +118,18 @@ impl CallHeaders {
         if self.opts.checkout.priority != 0 {
             md.insert(PRIORITY, self.opts.checkout.priority.into());
         }
+        if let Some(affinity) = &self.opts.checkout.affinity {
+            md.insert_bin(
+                SESSION,
+                MetadataValue::from_bytes(affinity.key.as_str().as_bytes()),
+            );
+            let mode = match affinity.mode {
+                AffinityMode::Hint => "hint",
+                AffinityMode::Strict => "strict",
+                AffinityMode::FailFast => "fail_fast",
+            };
+            md.insert(SESSION_MODE, MetadataValue::from_static(mode));
+        }
     }
 
     /// Read a call's metadata; anything malformed is a `BadRequest` naming
@@ -149,6 +165,20 @@ impl CallHeaders {
             .transpose()?
             .unwrap_or(0);
         let mut opts = CallOptions::default().priority(priority);
+        if let Some(key) = md.get_bin(SESSION) {
+            let key = key
+                .to_bytes()
+                .ok()
+                .and_then(|b| String::from_utf8(b.to_vec()).ok())
+                .ok_or_else(|| bad(SESSION))?;
+            let mode = match md.get(SESSION_MODE).map(|v| v.to_str()) {
+                None | Some(Ok("hint")) => AffinityMode::Hint,
+                Some(Ok("strict")) => AffinityMode::Strict,
+                Some(Ok("fail_fast")) => AffinityMode::FailFast,
+                Some(_) => return Err(bad(SESSION_MODE)),
+            };
+            opts = opts.affinity(key, mode);
+        }
         opts.timeout = micros(TIMEOUT)?;
         opts.checkout.timeout = micros(CHECKOUT)?;
         Ok(CallHeaders {
@@ -238,7 +268,8 @@ mod tests {
             opts: CallOptions::default()
                 .timeout(Duration::from_millis(250))
                 .checkout_timeout(Duration::from_micros(1500))
-                .priority(-3),
+                .priority(-3)
+                .affinity("user-é", AffinityMode::Strict),
             remaining: Some(Duration::from_millis(251)),
         };
         let mut md = MetadataMap::new();
@@ -267,6 +298,18 @@ mod tests {
             matches!(CallHeaders::read(&md), Err(CallError::BadRequest { message }) if message.contains(PRIORITY))
         );
         md.remove(PRIORITY);
+        md.insert_bin(SESSION, MetadataValue::from_bytes(b"k"));
+        md.insert(SESSION_MODE, "always".parse().unwrap());
+        assert!(
+            matches!(CallHeaders::read(&md), Err(CallError::BadRequest { message }) if message.contains(SESSION_MODE))
+        );
+        md.remove(SESSION_MODE);
+        assert!(CallHeaders::read(&md)
+            .unwrap()
+            .opts
+            .checkout
+            .affinity
+            .is_some());
         md.insert(REMAINING, "-5".parse().unwrap());
         assert!(
             matches!(CallHeaders::read(&md), Err(CallError::BadRequest { message }) if message.contains(REMAINING))

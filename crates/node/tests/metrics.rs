@@ -1,7 +1,7 @@
 //! A remote caller records its calls per node (`cenote.node.*`): counts by
 //! outcome and latency, as a recorder installed by the application sees
-//! them. A session is refused loudly rather than sent to a node that does
-//! not hold it, and a whole budget crosses to the node.
+//! them, and the body bytes sent and received. A whole budget crosses to
+//! the node.
 
 mod common;
 
@@ -40,19 +40,15 @@ fn calls_are_counted_per_node_and_outcome() {
                 matches!(late, Err(CallError::CallTimeout { .. })),
                 "{late:?}"
             );
-            // A session is refused, not sent anywhere, and not counted.
+            // A session goes to the node that holds it, and is counted.
             let session = CallOptions::default().affinity("s1", AffinityMode::Strict);
-            match jobs.call_with(Job::Whoami, session).await {
-                Err(e @ CallError::BadRequest { .. }) => {
-                    assert!(e.to_string().contains("not carried across nodes"), "{e}")
-                }
-                other => panic!("expected a refused session, got {other:?}"),
-            }
+            assert_eq!(jobs.call_with(Job::Whoami, session).await.unwrap(), "n1");
             node.shutdown().await;
         })
     });
     let mut calls = std::collections::HashMap::new();
     let mut samples = 0;
+    let mut bytes = std::collections::HashMap::new();
     for (key, _, _, value) in snap.snapshot().into_vec() {
         let (_, key) = key.into_parts();
         if !key.name().starts_with("cenote.node.") {
@@ -70,11 +66,20 @@ fn calls_are_counted_per_node_and_outcome() {
                 calls.insert(label("outcome").unwrap(), n);
             }
             ("cenote.node.call_time", DebugValue::Histogram(v)) => samples += v.len(),
+            ("cenote.node.bytes", DebugValue::Counter(n)) => {
+                bytes.insert(label("direction").unwrap(), n);
+            }
             other => panic!("unexpected metric {other:?}"),
         }
     }
-    assert_eq!(calls.get("ok"), Some(&5), "{calls:?}");
+    assert_eq!(calls.get("ok"), Some(&6), "{calls:?}");
     assert_eq!(calls.get("error"), Some(&2), "{calls:?}");
     assert_eq!(calls.get("node_lost"), None, "{calls:?}");
-    assert_eq!(samples, 7);
+    assert_eq!(samples, 8);
+    // Every call's request: `{"Echo":"x0"}` is 13 bytes, and there were
+    // eight calls of at least 9 (`"Whoami"`); answers only from the six
+    // that succeeded.
+    let (sent, received) = (bytes["sent"], bytes["received"]);
+    assert!((8 * 8..8 * 40).contains(&sent), "{bytes:?}");
+    assert!((6 * 3..6 * 40).contains(&received), "{bytes:?}");
 }

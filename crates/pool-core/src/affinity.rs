@@ -121,6 +121,10 @@ pub enum AffinityLoss {
     Removed,
     /// The pool closed.
     Closed,
+    /// The worker was on another node, which is gone (its process died,
+    /// its lease expired, or a call to it was lost with it): a caller of
+    /// remote pools reports this (`cenote-node`).
+    NodeLost,
 }
 
 impl fmt::Display for AffinityLoss {
@@ -130,6 +134,7 @@ impl fmt::Display for AffinityLoss {
             AffinityLoss::Recycled => "was recycled",
             AffinityLoss::Removed => "was removed",
             AffinityLoss::Closed => "was shut down with the pool",
+            AffinityLoss::NodeLost => "was on a node that is gone",
         })
     }
 }

@@ -42,6 +42,10 @@ pub struct NodeInfo {
 /// One endpoint and what this caller keeps for it.
 struct Known {
     entry: EndpointEntry,
+    /// Which appearance of the node this is: a node whose endpoint went
+    /// away and came back (restarted, or its lease expired) gets a new
+    /// one, so a session placed on it before knows it may not be there.
+    incarnation: u64,
     channel: Result<Channel, String>,
     in_flight: Arc<AtomicUsize>,
     ejected_until: Option<Instant>,
@@ -50,6 +54,21 @@ struct Known {
 impl Known {
     fn callable(&self, now: Instant) -> bool {
         self.channel.is_ok() && self.ejected_until.is_none_or(|t| t <= now)
+    }
+
+    /// A call goes to this node: counted in flight until the pick drops.
+    fn pick(&self) -> Result<Pick, CallError> {
+        let channel = self.channel.clone().map_err(|reason| CallError::NodeLost {
+            node: self.entry.node.clone(),
+            reason,
+        })?;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ok(Pick {
+            node: self.entry.node.clone(),
+            incarnation: self.incarnation,
+            channel,
+            in_flight: Arc::clone(&self.in_flight),
+        })
     }
 }
 
@@ -61,11 +80,14 @@ struct State {
     registry_lost: Option<Instant>,
     /// Whether the end of trust after losing the registry was logged.
     told_expired: bool,
+    /// The last incarnation given out.
+    incarnations: u64,
 }
 
 /// The chosen node for one call; the in-flight count drops with it.
 pub(crate) struct Pick {
     pub node: String,
+    pub incarnation: u64,
     pub channel: Channel,
     in_flight: Arc<AtomicUsize>,
 }
@@ -104,6 +126,7 @@ impl Directory {
     /// ejection ends.
     pub fn upsert(&self, entry: EndpointEntry) {
         let mut state = self.lock();
+        let state = &mut *state;
         let nodes = state.services.entry(entry.service.clone()).or_default();
         match nodes.get_mut(&entry.node) {
             Some(known) => {
@@ -119,10 +142,13 @@ impl Directory {
                     tracing::warn!(node = %entry.node, pool = %entry.service, %reason,
                         "endpoint cannot be called");
                 }
+                state.incarnations += 1;
+                let incarnation = state.incarnations;
                 nodes.insert(
                     entry.node.clone(),
                     Known {
                         entry,
+                        incarnation,
                         channel,
                         in_flight: Arc::new(AtomicUsize::new(0)),
                         ejected_until: None,
@@ -246,19 +272,42 @@ impl Directory {
                 candidates[at]
             }
         };
-        let channel = known
-            .channel
-            .clone()
-            .map_err(|reason| CallError::NodeLost {
-                node: known.entry.node.clone(),
-                reason,
-            })?;
-        known.in_flight.fetch_add(1, Ordering::Relaxed);
-        Ok(Pick {
-            node: known.entry.node.clone(),
-            channel,
-            in_flight: Arc::clone(&known.in_flight),
-        })
+        known.pick()
+    }
+
+    /// The nodes a call to `pool` may go to now, by name.
+    pub fn callable(&self, pool: &str) -> Vec<String> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if self.expired(&mut state, now).is_some() {
+            return Vec::new();
+        }
+        state
+            .services
+            .get(pool)
+            .map(|nodes| {
+                nodes
+                    .values()
+                    .filter(|k| k.callable(now))
+                    .map(|k| k.entry.node.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `node` for a call to `pool`, if it serves it, may be called now,
+    /// and is still the `incarnation` given (when one is).
+    pub fn pick(&self, pool: &str, node: &str, incarnation: Option<u64>) -> Option<Pick> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if self.expired(&mut state, now).is_some() {
+            return None;
+        }
+        let known = state.services.get(pool)?.get(node)?;
+        if !known.callable(now) || incarnation.is_some_and(|i| i != known.incarnation) {
+            return None;
+        }
+        known.pick().ok()
     }
 
     /// Why nothing known can be trusted any more, if so.

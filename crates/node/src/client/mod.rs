@@ -4,6 +4,7 @@
 mod choose;
 mod directory;
 mod retry;
+mod sessions;
 mod transport;
 
 use std::marker::PhantomData;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cenote_core::{CallOptions, Registry, RegistryError};
+use cenote_core::{AffinityKey, CallOptions, Registry, RegistryError};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -24,6 +25,7 @@ use crate::body;
 use crate::error::CallError;
 use crate::wire::CallHeaders;
 use directory::Directory;
+use sessions::Sessions;
 use transport::{send, Connector};
 
 /// The default limit on a response's size: 256 MiB, the same as a Python
@@ -38,7 +40,11 @@ pub struct RemoteBuilder {
     connector: Connector,
     max_response_bytes: usize,
     eject_for: Option<Duration>,
+    session_capacity: usize,
 }
+
+/// How many sessions a [`Remote`] remembers the node of, by default.
+pub const DEFAULT_SESSION_CAPACITY: usize = 100_000;
 
 impl RemoteBuilder {
     /// The token nodes want (see [`NodeBuilder::token`](crate::NodeBuilder::token)).
@@ -92,6 +98,14 @@ impl RemoteBuilder {
         self
     }
 
+    /// How many sessions to remember the node of (default 100,000); past
+    /// it, those unused longest are forgotten, and placed again by the
+    /// hash when next called (see [`RemotePool::call_with`]).
+    pub fn session_capacity(mut self, n: usize) -> Self {
+        self.session_capacity = n;
+        self
+    }
+
     /// Read every endpoint the registry holds and follow its changes.
     pub async fn connect(self) -> Result<Remote, RegistryError> {
         let lease_ttl = self.registry.lease_ttl();
@@ -124,6 +138,7 @@ impl RemoteBuilder {
         Ok(Remote {
             inner: Arc::new(Inner {
                 directory,
+                sessions: Sessions::new(self.session_capacity),
                 token: self.token,
                 max_response_bytes: self.max_response_bytes,
                 _follower: stop.drop_guard(),
@@ -141,6 +156,7 @@ pub struct Remote {
 
 struct Inner {
     directory: Arc<Directory>,
+    sessions: Sessions,
     token: Option<String>,
     max_response_bytes: usize,
     /// Stops following the registry when the last clone goes.
@@ -161,6 +177,7 @@ impl Remote {
             },
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             eject_for: None,
+            session_capacity: DEFAULT_SESSION_CAPACITY,
         }
     }
 
@@ -245,16 +262,43 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         self.call_with(req, self.opts.clone()).await
     }
 
-    /// Call with `opts`: its checkout timeout, call timeout, whole budget
-    /// and priority go to the node. The call's deadline is its budget
-    /// ([`CallOptions::budget`]), else the sum of both timeouts when both
-    /// are given: the node gets the time left (not a clock reading), and
-    /// no answer by then is [`CallError::CallTimeout`]. A session
-    /// ([`CallOptions::affinity`]) is not carried across nodes: such a call
-    /// is refused with [`CallError::BadRequest`] rather than sent to a node
-    /// that does not hold the session.
+    /// Call with `opts`: its checkout timeout, call timeout, whole budget,
+    /// priority and session go to the node. The call's deadline is its
+    /// budget ([`CallOptions::budget`]), else the sum of both timeouts when
+    /// both are given: the node gets the time left (not a clock reading),
+    /// and no answer by then is [`CallError::CallTimeout`].
+    ///
+    /// A call with a session ([`CallOptions::affinity`]) goes to the node
+    /// that holds it, and that node's pool keeps it on its worker. A new
+    /// session is placed by rendezvous hashing of its key over the nodes
+    /// serving the pool (so nodes joining move few keys), and this caller
+    /// remembers where, so a scale-up moves none of its sessions. If the
+    /// node is gone, a `Strict` or `FailFast` session fails with
+    /// [`CallError::AffinityLost`] (reason `NodeLost`) until
+    /// [`forget_session`](Self::forget_session) starts it over: it never
+    /// moves silently. A `Hint` session moves to the node the hash gives
+    /// among those left, and starts over there. (The module
+    /// `client/sessions.rs` explains the choice.)
     pub async fn call_with(&self, req: Req, opts: CallOptions) -> Result<Resp, CallError> {
         self.call_answered(req, opts).await.map(|a| a.value)
+    }
+
+    /// The node session `key` is on for this caller, or, if this caller has
+    /// not called it yet (or forgot it), the node it would be placed on now.
+    pub fn session_node(&self, key: impl Into<AffinityKey>) -> Option<String> {
+        let inner = &self.remote.inner;
+        let key = key.into();
+        inner.sessions.placed(&self.name, &key).or_else(|| {
+            let nodes = inner.directory.callable(&self.name);
+            sessions::rendezvous(key.as_str(), nodes.iter().map(String::as_str)).map(str::to_string)
+        })
+    }
+
+    /// Forget where session `key` is: its next call starts it over on the
+    /// node the hash gives. How a caller goes on after
+    /// [`CallError::AffinityLost`].
+    pub fn forget_session(&self, key: impl Into<AffinityKey>) {
+        self.remote.inner.sessions.forget(&self.name, &key.into());
     }
 
     /// [`call_with`](Self::call_with), saying which node answered.
@@ -308,27 +352,18 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         avoid: &[String],
     ) -> (Option<String>, Result<Bytes, CallError>) {
         let inner = &self.remote.inner;
-        let pick = match inner
-            .directory
-            .choose(&self.name, self.pinned.as_deref(), avoid)
-        {
+        let pick = match (&opts.checkout.affinity, &self.pinned) {
+            (Some(affinity), None) => {
+                inner
+                    .sessions
+                    .route(&inner.directory, &self.name, affinity, avoid)
+            }
+            (_, pinned) => inner.directory.choose(&self.name, pinned.as_deref(), avoid),
+        };
+        let pick = match pick {
             Ok(pick) => pick,
             Err(e) => return (None, Err(e)),
         };
-        if let Some(affinity) = &opts.checkout.affinity {
-            // Sessions are not carried to nodes: refused, never moved
-            // silently.
-            return (
-                None,
-                Err(CallError::BadRequest {
-                    message: format!(
-                        "session {:?}: sessions (CallOptions::affinity) are not carried across \
-                         nodes; call the pool on its own node, or call without a session",
-                        affinity.key
-                    ),
-                }),
-            );
-        }
         // The call's one budget: its own whole allowance, else its checkout
         // and call timeouts together; the node gets the time left.
         let deadline = opts
