@@ -320,6 +320,24 @@ impl Cluster {
         }
     }
 
+    /// A node that was killed: wait (at most a lease TTL and 3 s) until
+    /// its endpoints expire with its lease, and stop tracking it.
+    pub async fn bury(&mut self, name: &str) {
+        let deadline = Instant::now() + TTL + Duration::from_secs(3);
+        while endpoint_nodes(self.registry.as_ref(), "jobs")
+            .await
+            .iter()
+            .any(|n| n == name)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{name}'s endpoint outlived its lease"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.nodes.retain(|n| n.name != name);
+    }
+
     pub fn node(&mut self, name: &str) -> &mut NodeProc {
         self.nodes.iter_mut().find(|n| n.name == name).unwrap()
     }
