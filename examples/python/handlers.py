@@ -70,6 +70,20 @@ def count(n, delay=0.0):
         yield {"i": i, "square": i * i}
 
 
+def chunks(n, size=65536):
+    """A generator of raw bytes: n chunks of `size` bytes, chunk i filled
+    with i % 256."""
+    for i in range(n):
+        yield bytes([i % 256]) * size
+
+
+def whoami(delay=0.0):
+    """The worker's pid, after `delay` seconds."""
+    if delay:
+        time.sleep(delay)
+    return os.getpid()
+
+
 async def fetch(key, delay=0.01):
     """An async handler, run on the worker's event loop."""
     await asyncio.sleep(delay)

@@ -101,8 +101,8 @@ pub mod wire;
 
 pub use cenote_core::ErrorKind;
 pub use client::{
-    Answered, NodeInfo, Remote, RemoteBuilder, RemotePool, RemoteRetry, DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_SESSION_CAPACITY,
+    Answered, NodeInfo, Remote, RemoteBuilder, RemotePool, RemoteRetry, RemoteStream,
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_SESSION_CAPACITY,
 };
 pub use error::CallError;
 pub use servable::Servable;

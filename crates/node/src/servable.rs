@@ -7,9 +7,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cenote_core::{Call, CallOptions, Factory, IdleStrategy, Load, Pool, WaitStrategy};
+use cenote_core::{Call, CallOptions, Factory, IdleStrategy, Load, Pool, Streams, WaitStrategy};
 use futures::future::BoxFuture;
-use futures::FutureExt;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -102,12 +103,7 @@ where
     ) -> BoxFuture<'static, Result<Vec<Bytes>, CallError>> {
         let pool = self.pool.clone();
         async move {
-            let req: Req = body::decode(body).map_err(|e| CallError::BadRequest {
-                message: format!(
-                    "the body does not decode into {}: {e}",
-                    std::any::type_name::<Req>()
-                ),
-            })?;
+            let req: Req = decode_request(body)?;
             let resp = pool.serve(req, opts).await?;
             body::encode(&resp).map_err(|e| CallError::BadResponse {
                 message: format!("the response does not encode as JSON: {e}"),
@@ -119,4 +115,74 @@ where
     fn load(&self) -> Load {
         self.pool.load()
     }
+}
+
+/// Items of one served stream, each a body (in parts) or the error that
+/// ended it.
+pub(crate) type BodyStream = BoxStream<'static, Result<Vec<Bytes>, CallError>>;
+
+/// A pool's streams with their types erased: a body in, item bodies out.
+pub(crate) trait ServedStream: Send + Sync + 'static {
+    fn open(
+        &self,
+        body: Bytes,
+        opts: CallOptions,
+    ) -> BoxFuture<'static, Result<BodyStream, CallError>>;
+}
+
+/// The [`ServedStream`] view of a [`Streams<Req>`](cenote_core::Streams).
+pub(crate) struct JsonStream<Req, P> {
+    pool: P,
+    _req: PhantomData<fn(Req)>,
+}
+
+impl<Req, P> JsonStream<Req, P>
+where
+    Req: DeserializeOwned + Send + 'static,
+    P: Streams<Req>,
+    P::Item: Serialize,
+{
+    pub fn erase(pool: P) -> Arc<dyn ServedStream> {
+        Arc::new(JsonStream {
+            pool,
+            _req: PhantomData,
+        })
+    }
+}
+
+impl<Req, P> ServedStream for JsonStream<Req, P>
+where
+    Req: DeserializeOwned + Send + 'static,
+    P: Streams<Req>,
+    P::Item: Serialize,
+{
+    fn open(
+        &self,
+        body: Bytes,
+        opts: CallOptions,
+    ) -> BoxFuture<'static, Result<BodyStream, CallError>> {
+        let pool = self.pool.clone();
+        async move {
+            let req: Req = decode_request(body)?;
+            let items = pool.open_stream(req, opts).await?;
+            let bodies = items.map(|item| {
+                let item = item?;
+                body::encode(&item).map_err(|e| CallError::BadResponse {
+                    message: format!("a stream item does not encode as JSON: {e}"),
+                })
+            });
+            Ok(bodies.boxed())
+        }
+        .boxed()
+    }
+}
+
+/// A request body decoded, or a `BadRequest` naming the type it missed.
+fn decode_request<Req: DeserializeOwned>(body: Bytes) -> Result<Req, CallError> {
+    body::decode(body).map_err(|e| CallError::BadRequest {
+        message: format!(
+            "the body does not decode into {}: {e}",
+            std::any::type_name::<Req>()
+        ),
+    })
 }

@@ -1,6 +1,7 @@
 //! The wire contract between a caller and a node, in one place.
 //!
-//! One gRPC method, [`CALL_PATH`], unary. Its message is the request's
+//! Two gRPC methods: [`CALL_PATH`], unary, and [`STREAM_PATH`], its
+//! server-streaming twin. A call's message is the request's
 //! body, its answer the response's: JSON, followed by the raw byte strings
 //! its placeholders stand for when it has any (see [`BYTES`] for the
 //! layout; raw bytes in gRPC framing, see [`RawCodec`]). Everything else
@@ -34,8 +35,13 @@ use tonic::{Code, Status};
 
 use crate::error::CallError;
 
-/// The one method a node serves.
+/// A call: unary.
 pub const CALL_PATH: &str = "/cenote.node.v1.Node/Call";
+
+/// A stream: server-streaming. Its request is a call's (the same body and
+/// metadata); each answer message is one item's body, and an error ends
+/// the stream as a status, after the items already sent.
+pub const STREAM_PATH: &str = "/cenote.node.v1.Node/Stream";
 
 const POOL: &str = "cenote-pool-bin";
 const REMAINING: &str = "cenote-remaining-us";

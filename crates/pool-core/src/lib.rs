@@ -132,6 +132,7 @@ mod pool;
 mod queue;
 mod registry;
 mod status;
+mod streams;
 mod worker;
 
 pub use affinity::{Affinity, AffinityKey, AffinityLoss, AffinityMode};
@@ -152,6 +153,7 @@ pub use registry::{
     WorkerState,
 };
 pub use status::{Percentiles, Status, Totals};
+pub use streams::{ItemStream, Streams};
 pub use worker::{
     Call, CallCtx, Cancel, ErrorOf, Factory, Retire, Worker, WorkerCtx, WorkerId, WorkerOf,
 };

@@ -9,10 +9,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use cenote_core::{CallOptions, Error, IdleStrategy, Pool, WaitStrategy};
+use cenote_core::{CallOptions, Error, IdleStrategy, ItemStream, Pool, Streams, WaitStrategy};
+use futures::StreamExt;
 
 use crate::error::PythonError;
 use crate::factory::PythonFactory;
+use crate::reply::PyReply;
 use crate::request::PyCall;
 use crate::stream::{stream_checkout, PyStream};
 
@@ -56,5 +58,35 @@ impl<I: IdleStrategy, W: WaitStrategy> PythonPool for Pool<PythonFactory, I, W> 
             // Spent waiting: the worker goes back unused.
             None => Err(Error::CallTimeout(Duration::ZERO)),
         }
+    }
+}
+
+/// Streams as any backend's are served (`cenote_core::Streams`, what a
+/// node serves): each item whole, as a [`PyReply`]. An item's error is the
+/// pool's: past the deadline `CallTimeout`, a worker lost mid-stream
+/// `Crashed`, an exception the generator raised `Worker`.
+impl<I: IdleStrategy, W: WaitStrategy> Streams<PyCall> for Pool<PythonFactory, I, W> {
+    type Item = PyReply;
+    type Error = PythonError;
+
+    async fn open_stream(
+        &self,
+        call: PyCall,
+        opts: CallOptions,
+    ) -> Result<ItemStream<PyReply, PythonError>, Error<PythonError>> {
+        let stream = self.stream_with(call, opts).await?;
+        Ok(stream
+            .replies()
+            .map(|item| item.map_err(pool_error))
+            .boxed())
+    }
+}
+
+/// A stream item's error as the pool's error.
+fn pool_error(e: PythonError) -> Error<PythonError> {
+    match e {
+        PythonError::Timeout { after, .. } => Error::CallTimeout(after),
+        e if e.is_fatal() => Error::Crashed(e),
+        e => Error::Worker(e),
     }
 }

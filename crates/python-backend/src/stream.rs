@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::PythonError;
-use crate::reply::Reply;
+use crate::reply::{PyReply, Reply};
 use crate::request::PyCall;
 use crate::worker::PythonWorker;
 
@@ -40,6 +40,14 @@ impl PyStream<'_> {
 }
 
 impl<'a> PyStream<'a> {
+    /// Every item whole, its JSON and its bytes, as a [`PyReply`]: what a
+    /// node sends on, to be decoded by its caller.
+    pub fn replies(self) -> impl Stream<Item = Result<PyReply, PythonError>> + Send + 'a {
+        let function = self.function;
+        self.inner
+            .map(move |item| item.map(|reply| PyReply::new(function.clone(), reply)))
+    }
+
     /// Decode every item into `T`.
     pub fn typed<T: DeserializeOwned + 'a>(
         self,

@@ -5,6 +5,7 @@ mod choose;
 mod directory;
 mod retry;
 mod sessions;
+mod stream;
 mod transport;
 
 use std::marker::PhantomData;
@@ -24,8 +25,9 @@ pub use retry::RemoteRetry;
 use crate::body;
 use crate::error::CallError;
 use crate::wire::CallHeaders;
-use directory::Directory;
+use directory::{Directory, Pick};
 use sessions::Sessions;
+pub use stream::RemoteStream;
 use transport::{send, Connector};
 
 /// The default limit on a response's size: 256 MiB, the same as a Python
@@ -198,6 +200,16 @@ impl Remote {
         }
     }
 
+    /// A call or stream to `pool` on `node` ended with `e`: if the node
+    /// was lost with it, leave the node out for a while.
+    fn note_lost(&self, pool: &str, node: &str, e: &CallError) {
+        if let CallError::NodeLost { reason, .. } = e {
+            tracing::warn!(%node, %pool, %reason,
+                "call lost with its node; leaving the node out for a while");
+            self.inner.directory.lost(node);
+        }
+    }
+
     /// The nodes serving `pool` as this caller sees them now.
     pub fn nodes(&self, pool: &str) -> Vec<NodeInfo> {
         self.inner.directory.nodes(pool)
@@ -344,28 +356,80 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         decode(answer?)
     }
 
-    /// One call on one node; says which node, if one was chosen.
-    async fn attempt(
+    /// Stream a generator's items from a node, with this handle's options
+    /// (see [`stream_with`](Self::stream_with)).
+    pub async fn stream(&self, req: Req) -> Result<RemoteStream<Resp>, CallError>
+    where
+        Resp: Send + 'static,
+    {
+        self.stream_with(req, self.opts.clone()).await
+    }
+
+    /// Stream the items a node's pool answers `req` with (served with
+    /// [`NodeBuilder::streams`](crate::NodeBuilder::streams)), each decoded
+    /// into `Resp` as it comes. The node is chosen as for a call (a
+    /// session's node, for a call with one). One deadline covers the whole
+    /// stream, as it does locally: past it, the last item is
+    /// [`CallError::CallTimeout`]. Reading slowly slows the producer (the
+    /// transport's flow control: what is in flight stays bounded), and
+    /// dropping the stream cancels it on the node. A node lost mid-stream
+    /// ends it with [`CallError::NodeLost`], after the items already
+    /// received.
+    pub async fn stream_with(
         &self,
-        body: Vec<Bytes>,
+        req: Req,
         opts: CallOptions,
-        avoid: &[String],
-    ) -> (Option<String>, Result<Bytes, CallError>) {
+    ) -> Result<RemoteStream<Resp>, CallError>
+    where
+        Resp: Send + 'static,
+    {
+        let body = encode(&req)?;
         let inner = &self.remote.inner;
-        let pick = match (&opts.checkout.affinity, &self.pinned) {
+        let pick = self.route(&opts, &[])?;
+        let (headers, deadline) = self.headers(opts);
+        let started = tokio::time::Instant::now();
+        let open = transport::open_stream(
+            pick.channel.clone(),
+            &pick.node,
+            body,
+            &headers,
+            inner.token.as_deref(),
+            inner.max_response_bytes,
+        );
+        let opened = match deadline {
+            Some(after) => tokio::time::timeout(after, open)
+                .await
+                .unwrap_or(Err(CallError::CallTimeout { after })),
+            None => open.await,
+        };
+        let items = opened.inspect_err(|e| self.remote.note_lost(&self.name, &pick.node, e))?;
+        Ok(RemoteStream::new(
+            items,
+            pick,
+            deadline.map(|after| (started + after, after)),
+            self.remote.clone(),
+            Arc::clone(&self.name),
+        ))
+    }
+
+    /// The node for a call with `opts`: the pinned one, the session's, or
+    /// the least loaded of two, preferring those not in `avoid`.
+    fn route(&self, opts: &CallOptions, avoid: &[String]) -> Result<Pick, CallError> {
+        let inner = &self.remote.inner;
+        match (&opts.checkout.affinity, &self.pinned) {
             (Some(affinity), None) => {
                 inner
                     .sessions
                     .route(&inner.directory, &self.name, affinity, avoid)
             }
             (_, pinned) => inner.directory.choose(&self.name, pinned.as_deref(), avoid),
-        };
-        let pick = match pick {
-            Ok(pick) => pick,
-            Err(e) => return (None, Err(e)),
-        };
-        // The call's one budget: its own whole allowance, else its checkout
-        // and call timeouts together; the node gets the time left.
+        }
+    }
+
+    /// What the node is told of a call with `opts`, and its deadline: the
+    /// call's one budget, its own whole allowance, else its checkout and
+    /// call timeouts together. The node gets the time left.
+    fn headers(&self, opts: CallOptions) -> (CallHeaders, Option<Duration>) {
         let deadline = opts
             .budget
             .or_else(|| opts.checkout.timeout.zip(opts.timeout).map(|(a, b)| a + b));
@@ -374,6 +438,22 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
             opts,
             remaining: deadline,
         };
+        (headers, deadline)
+    }
+
+    /// One call on one node; says which node, if one was chosen.
+    async fn attempt(
+        &self,
+        body: Vec<Bytes>,
+        opts: CallOptions,
+        avoid: &[String],
+    ) -> (Option<String>, Result<Bytes, CallError>) {
+        let inner = &self.remote.inner;
+        let pick = match self.route(&opts, avoid) {
+            Ok(pick) => pick,
+            Err(e) => return (None, Err(e)),
+        };
+        let (headers, deadline) = self.headers(opts);
         let size = body::len(&body);
         let sent = std::time::Instant::now();
         let call = send(
@@ -391,10 +471,8 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
             None => call.await,
         };
         crate::metrics::record(&self.name, &pick.node, size, &outcome, sent.elapsed());
-        if let Err(CallError::NodeLost { reason, .. }) = &outcome {
-            tracing::warn!(node = %pick.node, pool = %self.name, %reason,
-                "call lost with its node; leaving the node out for a while");
-            inner.directory.lost(&pick.node);
+        if let Err(e) = &outcome {
+            self.remote.note_lost(&self.name, &pick.node, e);
         }
         (Some(pick.node.clone()), outcome)
     }
@@ -406,7 +484,7 @@ fn encode<T: Serialize>(req: &T) -> Result<Vec<Bytes>, CallError> {
     })
 }
 
-fn decode<T: DeserializeOwned>(answer: Bytes) -> Result<T, CallError> {
+pub(crate) fn decode<T: DeserializeOwned>(answer: Bytes) -> Result<T, CallError> {
     body::decode(answer).map_err(|e| CallError::BadResponse {
         message: format!(
             "the answer does not decode into {}: {e}",

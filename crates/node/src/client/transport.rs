@@ -6,7 +6,8 @@ use bytes::Bytes;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::CallError;
-use crate::wire::{status_error, write_token, CallHeaders, RawCodec, CALL_PATH};
+use crate::wire::{status_error, write_token, CallHeaders, RawCodec, CALL_PATH, STREAM_PATH};
+use http::uri::PathAndQuery;
 
 /// How connections to nodes are made.
 #[derive(Clone)]
@@ -66,6 +67,40 @@ pub(crate) async fn send(
     token: Option<&str>,
     max_response_bytes: usize,
 ) -> Result<Bytes, CallError> {
+    let (mut grpc, request) =
+        prepare(channel, node, body, headers, token, max_response_bytes).await?;
+    grpc.unary(request, PathAndQuery::from_static(CALL_PATH), RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| status_error(&status, node))
+}
+
+/// Start a stream on `node`: its items follow as messages.
+pub(crate) async fn open_stream(
+    channel: Channel,
+    node: &str,
+    body: Vec<Bytes>,
+    headers: &CallHeaders,
+    token: Option<&str>,
+    max_response_bytes: usize,
+) -> Result<tonic::Streaming<Bytes>, CallError> {
+    let (mut grpc, request) =
+        prepare(channel, node, body, headers, token, max_response_bytes).await?;
+    grpc.server_streaming(request, PathAndQuery::from_static(STREAM_PATH), RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| status_error(&status, node))
+}
+
+/// A request with its metadata, and a client ready to send it.
+async fn prepare(
+    channel: Channel,
+    node: &str,
+    body: Vec<Bytes>,
+    headers: &CallHeaders,
+    token: Option<&str>,
+    max_response_bytes: usize,
+) -> Result<(tonic::client::Grpc<Channel>, tonic::Request<Vec<Bytes>>), CallError> {
     let mut request = tonic::Request::new(body);
     headers.write(request.metadata_mut());
     if let Some(token) = token {
@@ -76,12 +111,5 @@ pub(crate) async fn send(
         node: node.to_string(),
         reason: e.to_string(),
     })?;
-    grpc.unary(
-        request,
-        http::uri::PathAndQuery::from_static(CALL_PATH),
-        RawCodec,
-    )
-    .await
-    .map(tonic::Response::into_inner)
-    .map_err(|status| status_error(&status, node))
+    Ok((grpc, request))
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cenote_core::{EndpointEntry, Load, Registry, RegistryError};
+use cenote_core::{EndpointEntry, Load, Registry, RegistryError, Streams};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
-use crate::servable::{Json, Servable, Served};
+use crate::servable::{Json, JsonStream, Servable, Served, ServedStream};
 use publish::Publisher;
 use service::{NodeService, Shared, Slot};
 
@@ -51,6 +51,13 @@ pub enum NodeError {
     /// Nothing would be served.
     #[error("a node needs at least one pool to serve (NodeBuilder::pool)")]
     NoPools,
+    /// Streams were given for a name no pool is served under.
+    #[error(
+        "streams are served for {0:?}, but no pool is: serve it with \
+         NodeBuilder::pool under the same name (a node publishes a pool's load, \
+         which its calls and streams share)"
+    )]
+    StreamsWithoutPool(String),
     /// Callers could not be told where to reach the node.
     #[error("{0}")]
     Address(String),
@@ -64,6 +71,7 @@ pub enum NodeError {
 pub struct NodeBuilder {
     registry: Arc<dyn Registry>,
     pools: Vec<(String, Arc<dyn Served>)>,
+    streams: HashMap<String, Arc<dyn ServedStream>>,
     token: Option<String>,
     #[cfg(feature = "tls")]
     identity: Option<tonic::transport::Identity>,
@@ -92,6 +100,27 @@ impl NodeBuilder {
         Req: DeserializeOwned + Send + 'static,
     {
         self.pools.push((name.into(), Json::<Req, _>::erase(pool)));
+        self
+    }
+
+    /// Also serve streams of the pool served as `name` (with
+    /// [`pool`](Self::pool)), for requests of type `Req`:
+    /// `.streams::<PyCall>("py", pool)` for a Python pool's generator
+    /// handlers. Callers read them with
+    /// [`RemotePool::stream`](crate::RemotePool::stream): each item as it
+    /// comes, with back-pressure (a slow reader slows the producer), under
+    /// one deadline for the whole stream; a stream the caller drops is
+    /// cancelled on the node.
+    pub fn streams<Req>(
+        mut self,
+        name: impl Into<String>,
+        pool: impl Streams<Req, Item: Serialize>,
+    ) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+    {
+        self.streams
+            .insert(name.into(), JsonStream::<Req, _>::erase(pool));
         self
     }
 
@@ -159,7 +188,9 @@ impl NodeBuilder {
 
         let mut pools = HashMap::new();
         let mut publishers = Vec::new();
+        let mut streams = self.streams;
         for (name, pool) in self.pools {
+            let stream = streams.remove(&name);
             let changed = Arc::new(Notify::new());
             publishers.push(Publisher {
                 registry: Arc::clone(&self.registry),
@@ -174,9 +205,17 @@ impl NodeBuilder {
                 interval: self.load_interval,
                 idle_check: self.idle_check,
             });
-            if pools.insert(name.clone(), Slot { pool, changed }).is_some() {
+            let slot = Slot {
+                pool,
+                stream,
+                changed,
+            };
+            if pools.insert(name.clone(), slot).is_some() {
                 return Err(NodeError::DuplicatePool(name));
             }
+        }
+        if let Some(name) = streams.into_keys().next() {
+            return Err(NodeError::StreamsWithoutPool(name));
         }
         let names: Vec<String> = pools.keys().cloned().collect();
 
@@ -292,6 +331,7 @@ impl Node {
         NodeBuilder {
             registry,
             pools: Vec::new(),
+            streams: HashMap::new(),
             token: None,
             #[cfg(feature = "tls")]
             identity: None,

@@ -1,5 +1,6 @@
 //! The gRPC service a node runs: check the token, read the call's headers,
-//! find the pool, decode, call, answer — every failure a typed status.
+//! find the pool, decode, call, answer — every failure a typed status. A
+//! stream is the same up to the call, then answers item by item.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -7,20 +8,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use cenote_core::CallOptions;
 use futures::future::BoxFuture;
-use futures::FutureExt;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::server::{Grpc, UnaryService};
 
 use crate::error::CallError;
-use crate::servable::Served;
-use crate::wire::{error_status, has_token, CallHeaders, RawCodec, CALL_PATH};
+use crate::servable::{Served, ServedStream};
+use crate::wire::{error_status, has_token, CallHeaders, RawCodec, CALL_PATH, STREAM_PATH};
 
 /// One pool as the node serves it.
 pub(crate) struct Slot {
     pub pool: Arc<dyn Served>,
+    /// Its streams, if the node serves them.
+    pub stream: Option<Arc<dyn ServedStream>>,
     /// Woken when a call starts or ends, so its load is published soon.
     pub changed: Arc<Notify>,
 }
@@ -49,19 +54,24 @@ impl tower::Service<http::Request<Body>> for NodeService {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if req.uri().path() != CALL_PATH {
+        let path = req.uri().path();
+        if path != CALL_PATH && path != STREAM_PATH {
             let status = tonic::Status::unimplemented(format!(
-                "a cenote node serves only {CALL_PATH}, not {}",
-                req.uri().path()
+                "a cenote node serves {CALL_PATH} and {STREAM_PATH}, not {path}"
             ));
             return futures::future::ready(Ok(status.into_http())).boxed();
         }
+        let streaming = path == STREAM_PATH;
         let shared = Arc::clone(&self.shared);
         async move {
             // Over the limit, tonic refuses the body itself (OutOfRange),
             // which callers see as `TooLarge`.
             let mut grpc = Grpc::new(RawCodec).max_decoding_message_size(shared.max_request_bytes);
-            Ok(grpc.unary(Handler(shared), req).await)
+            Ok(if streaming {
+                grpc.server_streaming(StreamHandler(shared), req).await
+            } else {
+                grpc.unary(Handler(shared), req).await
+            })
         }
         .boxed()
     }
@@ -87,6 +97,76 @@ impl UnaryService<Bytes> for Handler {
 }
 
 async fn serve(shared: &Shared, request: tonic::Request<Bytes>) -> Result<Vec<Bytes>, CallError> {
+    let (slot, pool, opts) = admit(shared, &request)?;
+    slot.changed.notify_one();
+    // Again when the call ends, however it ends (a caller that hangs up
+    // drops this future).
+    let _ended = NotifyOnDrop(Arc::clone(&slot.changed));
+    let outcome = slot.pool.call(request.into_inner(), opts).await;
+    if let Err(e) = &outcome {
+        tracing::debug!(node = %shared.node, %pool, error = %e, "call failed");
+    }
+    outcome
+}
+
+/// Serves one stream.
+struct StreamHandler(Arc<Shared>);
+
+type StatusStream = BoxStream<'static, Result<Vec<Bytes>, tonic::Status>>;
+
+impl tower::Service<tonic::Request<Bytes>> for StreamHandler {
+    type Response = tonic::Response<StatusStream>;
+    type Error = tonic::Status;
+    type Future = BoxFuture<'static, Result<Self::Response, tonic::Status>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), tonic::Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let shared = Arc::clone(&self.0);
+        async move {
+            let items = open_stream(&shared, request)
+                .await
+                .map_err(|e| error_status(&e))?;
+            Ok(tonic::Response::new(items))
+        }
+        .boxed()
+    }
+}
+
+/// Start a stream: its items as the transport sends them, one body each,
+/// an error ending it as a status with the error as details. The pool's
+/// load is published again when it starts and when it ends or is dropped
+/// (the caller hung up), which also cancels it on the pool.
+async fn open_stream(
+    shared: &Shared,
+    request: tonic::Request<Bytes>,
+) -> Result<StatusStream, CallError> {
+    let (slot, pool, opts) = admit(shared, &request)?;
+    let stream = slot.stream.as_ref().ok_or_else(|| CallError::BadRequest {
+        message: format!(
+            "node {:?} serves pool {pool:?} but not its streams (NodeBuilder::streams)",
+            shared.node
+        ),
+    })?;
+    slot.changed.notify_one();
+    let ended = NotifyOnDrop(Arc::clone(&slot.changed));
+    let items = stream.open(request.into_inner(), opts).await?;
+    Ok(items
+        .map(move |item| {
+            let _held = &ended;
+            item.map_err(|e| error_status(&e))
+        })
+        .boxed())
+}
+
+/// Check the token, read the headers and find the pool: the slot, the
+/// pool's name, and the options its call or stream runs under.
+fn admit<'a>(
+    shared: &'a Shared,
+    request: &tonic::Request<Bytes>,
+) -> Result<(&'a Slot, String, CallOptions), CallError> {
     let arrived = Instant::now();
     if let Some(token) = &shared.token {
         if !has_token(request.metadata(), token) {
@@ -112,20 +192,12 @@ async fn serve(shared: &Shared, request: tonic::Request<Bytes>) -> Result<Vec<By
         let left = left.saturating_sub(arrived.elapsed());
         opts.budget = Some(opts.budget.map_or(left, |b| b.min(left)));
     }
-    slot.changed.notify_one();
-    // Again when the call ends, however it ends (a caller that hangs up
-    // drops this future).
-    let _ended = NotifyOnDrop(&slot.changed);
-    let outcome = slot.pool.call(request.into_inner(), opts).await;
-    if let Err(e) = &outcome {
-        tracing::debug!(node = %shared.node, pool = %headers.pool, error = %e, "call failed");
-    }
-    outcome
+    Ok((slot, headers.pool, opts))
 }
 
-struct NotifyOnDrop<'a>(&'a Notify);
+struct NotifyOnDrop(Arc<Notify>);
 
-impl Drop for NotifyOnDrop<'_> {
+impl Drop for NotifyOnDrop {
     fn drop(&mut self) {
         self.0.notify_one();
     }

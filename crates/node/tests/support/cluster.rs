@@ -85,7 +85,9 @@ async fn serve_until_stdin_closes(etcd: String) {
             .build()
             .await
             .expect("python pool");
-        builder = builder.pool::<RawCall>("py", pool.clone());
+        builder = builder
+            .pool::<RawCall>("py", pool.clone())
+            .streams::<PyCall>("py", pool.clone());
         python = Some(pool);
     }
     let node = builder
