@@ -9,6 +9,13 @@
 //!   JSON, gRPC over HTTP/2, the node's dispatch); in-process echo worker
 //!   and Python echo. Local and remote calls alternate in blocks, so a
 //!   burst of load from elsewhere lands on both.
+//! * bytes: a 16 MiB round trip through a Python handler (`invert`: the
+//!   bytes in, as many back), locally and through a node (raw bytes beside
+//!   the JSON on the node's wire); MB/s is the payload's size over the
+//!   round trip's median time.
+//! * streams: a generator's 10,000 small items (`count`), read locally
+//!   (`PythonPool::stream`) and through a node (`RemotePool::stream`);
+//!   items/s over the whole stream's median time.
 //! * throughput: 64 callers against 1 and 3 nodes on loopback, each node a
 //!   pool of 4 workers whose call sleeps 5 ms — workers, not cores, are the
 //!   bottleneck, so 3 nodes should serve about 3× the calls.
@@ -18,9 +25,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cenote::node::{Node, Remote, RemotePool};
+use cenote::python::{Bytes, PythonPool};
 use cenote::python::{PyCall, PythonConfig, PythonFactory, RawCall};
 use cenote::registry::LocalRegistry;
 use cenote::{Call, CallCtx, Factory, Pool, Registry, Worker, WorkerCtx};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -28,6 +37,11 @@ const BLOCKS: usize = 20;
 const BLOCK_CALLS: usize = 250;
 const PY_BLOCKS: usize = 10;
 const PY_BLOCK_CALLS: usize = 200;
+const BIG: usize = 16 << 20;
+const BIG_BLOCKS: usize = 5;
+const BIG_BLOCK_CALLS: usize = 3;
+const STREAM_ITEMS: usize = 10_000;
+const STREAM_BLOCKS: usize = 7;
 const CALLERS: usize = 64;
 const WORKERS_PER_NODE: usize = 4;
 const SLEEP: Duration = Duration::from_millis(5);
@@ -213,6 +227,7 @@ fn main() {
         let py_node = Node::builder(Arc::new(py_registry.as_node("py1")))
             .token(TOKEN)
             .pool::<RawCall>("py", py.clone())
+            .streams::<PyCall>("py", py.clone())
             .serve("127.0.0.1:0".parse().unwrap())
             .await
             .expect("serve python");
@@ -231,6 +246,52 @@ fn main() {
                 let py_remote = py_remote.clone();
                 async move {
                     py_remote.call(call()).await.expect("remote python call");
+                }
+            },
+        )
+        .await;
+
+        // 16 MiB each way, local and remote alternating.
+        let payload = Bytes::from(vec![7u8; BIG]);
+        let invert = |data: &Bytes| PyCall::new("invert", json!({})).kwarg_bytes("data", data.clone());
+        let py_bytes = caller(&py_registry).await.pool::<PyCall, Bytes>("py");
+        let (local_big, remote_big) = overhead(
+            BIG_BLOCKS,
+            BIG_BLOCK_CALLS,
+            || {
+                let (py, call) = (py.clone(), invert(&payload));
+                async move {
+                    let back = py.call(call.returning::<Bytes>()).await.expect("local 16 MiB");
+                    assert_eq!(back.len(), BIG);
+                }
+            },
+            || {
+                let (py_bytes, call) = (py_bytes.clone(), invert(&payload));
+                async move {
+                    let back = py_bytes.call(call).await.expect("remote 16 MiB");
+                    assert_eq!(back.len(), BIG);
+                }
+            },
+        )
+        .await;
+
+        // A whole stream of small items, local and remote alternating.
+        let count = || PyCall::new("count", json!([STREAM_ITEMS]));
+        let (local_stream, remote_stream) = overhead(
+            STREAM_BLOCKS,
+            1,
+            || {
+                let py = py.clone();
+                async move {
+                    let items = py.stream(count()).await.expect("local stream");
+                    assert_eq!(items.count().await, STREAM_ITEMS);
+                }
+            },
+            || {
+                let py_remote = py_remote.clone();
+                async move {
+                    let items = py_remote.stream(count()).await.expect("remote stream");
+                    assert_eq!(items.count().await, STREAM_ITEMS);
                 }
             },
         )
@@ -268,6 +329,24 @@ fn main() {
                 l.p50_us, l.p99_us, r.p50_us, r.p99_us
             );
         }
+        let mb_s = |l: &Latency| BIG as f64 / 1e6 / (l.p50_us / 1e6);
+        let (local_mb, remote_mb) = (mb_s(&local_big), mb_s(&remote_big));
+        let items_s = |l: &Latency| STREAM_ITEMS as f64 / (l.p50_us / 1e6);
+        let (local_items, remote_items) = (items_s(&local_stream), items_s(&remote_stream));
+        println!();
+        println!("16 MiB through a Python handler and back (median of {} round trips each)", BIG_BLOCKS * BIG_BLOCK_CALLS);
+        println!("| path   | p50 ms | MB/s  |");
+        println!("|--------|-------:|------:|");
+        println!("| local  | {:>6.1} | {local_mb:>5.0} |", local_big.p50_us / 1e3);
+        println!("| remote | {:>6.1} | {remote_mb:>5.0} |", remote_big.p50_us / 1e3);
+        println!("remote / local: {:.2}x (target >= 0.5x)", remote_mb / local_mb);
+        println!();
+        println!("A stream of {STREAM_ITEMS} items (median of {STREAM_BLOCKS} streams each)");
+        println!("| path   | p50 ms | items/s |");
+        println!("|--------|-------:|--------:|");
+        println!("| local  | {:>6.1} | {local_items:>7.0} |", local_stream.p50_us / 1e3);
+        println!("| remote | {:>6.1} | {remote_items:>7.0} |", remote_stream.p50_us / 1e3);
+        println!("remote / local: {:.2}x (target >= 0.5x)", remote_items / local_items);
         println!();
         println!(
             "Throughput: {CALLERS} callers, {WORKERS_PER_NODE} workers per node, each call sleeps {SLEEP:?}"
@@ -284,6 +363,8 @@ fn main() {
             let out = json!({
                 "remote_overhead_us": {"p50": round1(echo50), "p99": round1(echo99)},
                 "calls_per_sec": {"nodes1": per_nodes[0].round(), "nodes3": per_nodes[1].round()},
+                "bytes_mb_s": {"remote_16m": round1(remote_mb), "local_16m": round1(local_mb)},
+                "stream_items_per_sec": {"remote": remote_items.round(), "local": local_items.round()},
             });
             println!("{out}");
         }

@@ -15,19 +15,46 @@ use serde::de::{
 use serde::forward_to_deserialize_any;
 use serde_json::{Error, Map, Value};
 
+use crate::lend::lending;
 use crate::Key;
+use bytes::Bytes;
 
 /// The attachments of one message, each taken at most once.
 #[derive(Debug, Default)]
-pub struct Attachments(RefCell<Vec<Option<Vec<u8>>>>);
+pub struct Attachments(RefCell<Vec<Option<Attachment>>>);
+
+/// One attachment: a buffer of its own, handed over as it is; or a part of
+/// a larger buffer, lent (see `lend`) so that a cooperating field takes it
+/// without a copy.
+#[derive(Debug)]
+enum Attachment {
+    Owned(Vec<u8>),
+    Shared(Bytes),
+}
 
 impl Attachments {
-    /// The attachments, in index order.
+    /// Attachments in buffers of their own, in index order.
     pub fn new(attachments: Vec<Vec<u8>>) -> Self {
-        Attachments(RefCell::new(attachments.into_iter().map(Some).collect()))
+        Attachments(RefCell::new(
+            attachments
+                .into_iter()
+                .map(|a| Some(Attachment::Owned(a)))
+                .collect(),
+        ))
     }
 
-    fn take(&self, index: usize) -> Result<Vec<u8>, Error> {
+    /// Attachments that are parts of a larger buffer (a message read
+    /// whole), in index order.
+    pub fn shared(attachments: Vec<Bytes>) -> Self {
+        Attachments(RefCell::new(
+            attachments
+                .into_iter()
+                .map(|a| Some(Attachment::Shared(a)))
+                .collect(),
+        ))
+    }
+
+    fn take(&self, index: usize) -> Result<Attachment, Error> {
         let mut all = self.0.borrow_mut();
         let count = all.len();
         match all.get_mut(index) {
@@ -69,7 +96,7 @@ struct De<'a> {
 
 impl De<'_> {
     /// The attachment this value stands for, if it is a placeholder.
-    fn attachment(&self) -> Option<Result<Vec<u8>, Error>> {
+    fn attachment(&self) -> Option<Result<Attachment, Error>> {
         let source = self.attachments;
         match &self.value {
             Value::Object(map) => source.key.index_of(map).map(|i| source.attachments.take(i)),
@@ -83,7 +110,10 @@ impl<'de> de::Deserializer<'de> for De<'_> {
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         if let Some(bytes) = self.attachment() {
-            return visitor.visit_byte_buf(bytes?);
+            return match bytes? {
+                Attachment::Owned(v) => visitor.visit_byte_buf(v),
+                Attachment::Shared(b) => lending(&b, |slice| visitor.visit_bytes(slice)),
+            };
         }
         match self.value {
             Value::Null => visitor.visit_unit(),
@@ -112,7 +142,13 @@ impl<'de> de::Deserializer<'de> for De<'_> {
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         // A `Vec<u8>` asks for a sequence: give it the attachment's bytes.
         match self.attachment() {
-            Some(bytes) => visitor.visit_seq(de::value::SeqDeserializer::new(bytes?.into_iter())),
+            Some(bytes) => {
+                let bytes = match bytes? {
+                    Attachment::Owned(v) => v,
+                    Attachment::Shared(b) => b.to_vec(),
+                };
+                visitor.visit_seq(de::value::SeqDeserializer::new(bytes.into_iter()))
+            }
             None => self.deserialize_any(visitor),
         }
     }

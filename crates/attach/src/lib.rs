@@ -23,6 +23,7 @@
 //! plain JSON is never rewritten.
 
 mod de;
+pub mod lend;
 mod ser;
 
 use serde::de::DeserializeOwned;
@@ -225,5 +226,45 @@ mod tests {
         assert_eq!(w, Wrap(Bytes::from_static(b"q")));
         let none: Option<Bytes> = from_value(Value::Null, Attachments::default()).unwrap();
         assert_eq!(none, None);
+    }
+
+    #[test]
+    fn lent_bytes_cross_without_a_copy_and_others_are_copied() {
+        #[derive(Serialize, Deserialize)]
+        struct Call {
+            #[serde(with = "crate::lend::vec")]
+            parts: Vec<Bytes>,
+            #[serde(with = "crate::lend")]
+            one: Bytes,
+        }
+        let big = Bytes::from(vec![5u8; 1000]);
+        let call = Call {
+            parts: vec![big.clone()],
+            one: big.slice(10..20),
+        };
+        let (value, attachments) = KEY.to_value(&call).unwrap();
+        assert_eq!(attachments[0].as_ptr(), big.as_ptr());
+        assert_eq!(attachments[1].as_ptr(), big[10..].as_ptr());
+        let back: Call = KEY
+            .from_value(value, Attachments::shared(attachments))
+            .unwrap();
+        assert_eq!(back.parts[0].as_ptr(), big.as_ptr());
+        assert_eq!(back.one, big.slice(10..20));
+        // A plain `Bytes` does not cooperate: copied both ways, still equal.
+        let (value, attachments) = KEY.to_value(&big).unwrap();
+        assert_ne!(attachments[0].as_ptr(), big.as_ptr());
+        let back: Bytes = KEY
+            .from_value(value, Attachments::shared(attachments))
+            .unwrap();
+        assert_eq!(back, big);
+        // Through plain serde_json a lent field is an ordinary byte string.
+        let small = Call {
+            parts: vec![Bytes::from_static(b"ab")],
+            one: Bytes::new(),
+        };
+        let json = serde_json::to_string(&small).unwrap();
+        assert_eq!(json, r#"{"parts":[[97,98]],"one":[]}"#);
+        let back: Call = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.parts, small.parts);
     }
 }

@@ -103,10 +103,12 @@ impl<'a, S: ser::Serializer> ser::Serializer for Capture<'a, S> {
     }
 
     fn serialize_bytes(self, v: &[u8]) -> Result<S::Ok, S::Error> {
-        // The one copy on this side: serde lends the bytes only for the call.
+        // serde lends the bytes only for the call: a copy, unless their
+        // owner left them on this thread (`lend`).
+        let bytes = crate::lend::taken(v).unwrap_or_else(|| Bytes::copy_from_slice(v));
         let index = {
             let mut taken = self.store.taken.borrow_mut();
-            taken.push(Bytes::copy_from_slice(v));
+            taken.push(bytes);
             taken.len() - 1
         };
         self.store.key.placeholder(index).serialize(self.inner)

@@ -87,12 +87,11 @@ pub(crate) fn decode<T: DeserializeOwned>(mut body: Bytes) -> Result<T, String> 
         })?;
     let json = body.split_to(body.len() - attached);
     let value: serde_json::Value = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
-    let attachments = lengths
-        .iter()
-        .map(|&n| body.split_to(n as usize).to_vec())
-        .collect();
+    // Parts of the message as read, lent to fields that take them as they
+    // are (a `PyCall`'s bytes), copied for the rest.
+    let attachments = lengths.iter().map(|&n| body.split_to(n as usize)).collect();
     BYTES
-        .from_value(value, Attachments::new(attachments))
+        .from_value(value, Attachments::shared(attachments))
         .map_err(|e| e.to_string())
 }
 

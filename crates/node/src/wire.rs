@@ -35,6 +35,14 @@ use tonic::{Code, Status};
 
 use crate::error::CallError;
 
+/// HTTP/2 settings both sides use. Large payloads cross in few frames, and
+/// the windows (how much may be in flight unacknowledged) let a 16 MiB
+/// body cross with few pauses for the receiver's go-ahead, while still
+/// bounding what a stream whose reader is slow holds: one stream window.
+pub(crate) const MAX_FRAME: u32 = 1 << 20;
+pub(crate) const STREAM_WINDOW: u32 = 8 << 20;
+pub(crate) const CONNECTION_WINDOW: u32 = 32 << 20;
+
 /// A call: unary.
 pub const CALL_PATH: &str = "/cenote.node.v1.Node/Call";
 

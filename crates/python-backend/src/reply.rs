@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -109,12 +111,18 @@ impl Reply {
 #[derive(Debug)]
 pub struct PyReply {
     function: String,
-    reply: Reply,
+    value: Value,
+    /// As `Bytes`, to be lent when serialized (no copy on a node's wire).
+    attachments: Vec<Bytes>,
 }
 
 impl PyReply {
     pub(crate) fn new(function: String, reply: Reply) -> Self {
-        PyReply { function, reply }
+        PyReply {
+            function,
+            value: reply.value,
+            attachments: reply.attachments.into_iter().map(Bytes::from).collect(),
+        }
     }
 
     /// The function that answered.
@@ -124,20 +132,30 @@ impl PyReply {
 
     /// The result as JSON; a [`PythonError::Decode`] if it holds bytes.
     pub fn into_json(self) -> Result<Value, PythonError> {
-        self.reply.into_json(&self.function)
+        let function = self.function.clone();
+        self.into_reply().into_json(&function)
     }
 
     /// The result decoded into `R`, bytes into its byte-string fields.
     pub fn decode<R: DeserializeOwned>(self) -> Result<R, PythonError> {
-        self.reply.decode(&self.function)
+        let function = self.function.clone();
+        self.into_reply().decode(&function)
+    }
+
+    fn into_reply(self) -> Reply {
+        // Each buffer is this reply's own: no copy.
+        Reply::new(
+            self.value,
+            self.attachments.into_iter().map(Vec::from).collect(),
+        )
     }
 }
 
 impl Serialize for PyReply {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         InPlace {
-            value: &self.reply.value,
-            attachments: &self.reply.attachments,
+            value: &self.value,
+            attachments: &self.attachments,
         }
         .serialize(s)
     }
@@ -146,7 +164,7 @@ impl Serialize for PyReply {
 /// A value whose placeholders serialize as the bytes they stand for.
 struct InPlace<'a> {
     value: &'a Value,
-    attachments: &'a [Vec<u8>],
+    attachments: &'a [Bytes],
 }
 
 impl Serialize for InPlace<'_> {
@@ -164,7 +182,7 @@ impl Serialize for InPlace<'_> {
                             self.attachments.len()
                         ))
                     })?;
-                    return s.serialize_bytes(bytes);
+                    return cenote_attach::lend::serialize(bytes, s);
                 }
                 let mut out = s.serialize_map(Some(map.len()))?;
                 for (k, v) in map {

@@ -73,8 +73,13 @@ pub struct PyCall {
     /// Extra keyword arguments, merged over an object `args`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kwargs: Option<Map<String, Value>>,
-    /// The raw bytes the placeholders in `args` and `kwargs` stand for.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The raw bytes the placeholders in `args` and `kwargs` stand for
+    /// (lent, so a node's wire carries them with no copy).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "cenote_attach::lend::vec"
+    )]
     attachments: Vec<Bytes>,
     /// Sent as a batch (see `batch.rs`): only the host makes one.
     #[serde(skip)]

@@ -31,7 +31,10 @@ impl Connector {
             .connect_timeout(self.connect_timeout)
             .http2_keep_alive_interval(self.keepalive)
             .keep_alive_timeout(self.keepalive)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .initial_stream_window_size(crate::wire::STREAM_WINDOW)
+            .initial_connection_window_size(crate::wire::CONNECTION_WINDOW)
+            .max_frame_size(crate::wire::MAX_FRAME);
         let endpoint = if addr.starts_with("https:") {
             self.tls_endpoint(endpoint, addr)?
         } else {

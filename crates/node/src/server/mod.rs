@@ -219,15 +219,21 @@ impl NodeBuilder {
         }
         let names: Vec<String> = pools.keys().cloned().collect();
 
+        let builder = || {
+            Server::builder()
+                .initial_stream_window_size(crate::wire::STREAM_WINDOW)
+                .initial_connection_window_size(crate::wire::CONNECTION_WINDOW)
+                .max_frame_size(crate::wire::MAX_FRAME)
+        };
         #[cfg(feature = "tls")]
         let server = match self.identity {
-            Some(identity) => Server::builder()
+            Some(identity) => builder()
                 .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
                 .map_err(|e| NodeError::Tls(e.to_string()))?,
-            None => Server::builder(),
+            None => builder(),
         };
         #[cfg(not(feature = "tls"))]
-        let server = Server::builder();
+        let server = builder();
         if self.token.is_none() {
             tracing::warn!(%node, %url,
                 "serving WITHOUT a token: anyone who can reach this address can call its pools \
