@@ -1,9 +1,12 @@
 //! Three nodes on loopback, each serving a Python pool, found through etcd.
-//! Calls spread over them by load; one node is SIGKILLed mid-run and the
-//! calls move to the other two.
+//! Calls spread over them by load; a generator streams its items from a
+//! node, and raw bytes cross at their own size; strict sessions keep their
+//! node (and worker) through a scale-up to four nodes; one node is
+//! SIGKILLed mid-run: the calls move to the others, and its sessions fail
+//! loudly with `AffinityLost` instead of moving.
 //!
 //! ```sh
-//! cargo run --release --example cluster --features etcd
+//! cargo run --release --example cluster --features node,etcd
 //! ```
 //!
 //! Needs `etcd` on PATH (Debian/Ubuntu: `apt-get install etcd-server`) and
@@ -19,11 +22,13 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cenote::node::{CallError, Node, Remote, RemotePool};
+use cenote::python::Bytes;
 use cenote::python::{PyCall, PythonConfig, PythonFactory, RawCall};
 use cenote::registry::EtcdRegistry;
-use cenote::{CallOptions, Pool, Registry};
+use cenote::{AffinityMode, CallOptions, Pool, Registry};
 use cenote_testkit::procs::{tagged, TAG_VAR};
 use cenote_testkit::EtcdServer;
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "cluster-example";
@@ -52,7 +57,8 @@ async fn registry(etcd: &str, name: &str) -> EtcdRegistry {
         .expect("connect to etcd")
 }
 
-/// One node: a Python pool of 2 workers served as "py", until stdin closes.
+/// One node: a Python pool of 2 workers served as "py" (calls, answered
+/// with their raw bytes, and streams), until stdin closes.
 async fn node(name: &str, etcd: &str) {
     let handlers = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/handlers.py");
     let pool: Pool<PythonFactory> = Pool::builder(PythonFactory::new(PythonConfig::new(handlers)))
@@ -63,6 +69,7 @@ async fn node(name: &str, etcd: &str) {
     let node = Node::builder(Arc::new(registry(etcd, name).await))
         .token(TOKEN)
         .pool::<RawCall>("py", pool.clone())
+        .streams::<PyCall>("py", pool.clone())
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .expect("serve");
@@ -219,7 +226,7 @@ async fn drive() {
         .into_iter()
         .map(|name| NodeProc::start(name, &server.url, &tag))
         .collect();
-    println!("3 nodes up, each serving a Python pool of 2 workers as \"py\"");
+    println!("3 nodes up, each serving a Python pool of 2 workers as \"py\" (calls and streams)");
 
     let driver: Arc<dyn Registry> = Arc::new(registry(&server.url, "driver").await);
     let remote = Remote::builder(driver.clone())
@@ -236,6 +243,79 @@ async fn drive() {
     show(
         "12 callers for 2 s, each call sleeping 10 ms in Python:",
         &spread,
+    );
+
+    // A generator on one node, its items read as they come.
+    let mut words = py
+        .stream(PyCall::new(
+            "tokens",
+            json!({"text": "streamed from a node, word by word", "delay": 0.02}),
+        ))
+        .await
+        .expect("stream");
+    print!("\na stream from {}:", words.node());
+    while let Some(word) = words.next().await {
+        print!(" {}", word.expect("an item").as_str().unwrap_or_default());
+    }
+    println!();
+
+    // 4 MiB of raw bytes each way: on the wire, about 4 MiB each way.
+    let bytes: RemotePool<PyCall, Bytes> = remote.pool("py");
+    let image = Bytes::from(vec![0x0f_u8; 4 << 20]);
+    let call = PyCall::new("invert", json!({})).kwarg_bytes("data", image.clone());
+    let inverted = bytes.call(call).await.expect("4 MiB round trip");
+    assert!(inverted.iter().all(|&b| b == 0xf0));
+    println!("4 MiB of bytes inverted on a node and back, intact");
+
+    // Strict sessions: each keeps its node, and its worker's state there.
+    let sessions = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let strict = |key: &str| CallOptions::default().affinity(key, AffinityMode::Strict);
+    let tally = |key: &str| PyCall::new("tally", json!({ "session": key }));
+    let mut homes = BTreeMap::new();
+    for _ in 0..3 {
+        for key in sessions {
+            let a = py
+                .call_answered(tally(key), strict(key))
+                .await
+                .expect("session call");
+            homes.insert(key, (a.node, a.value["count"].as_u64().unwrap_or_default()));
+        }
+    }
+    let probes: Vec<String> = (0..1000).map(|i| format!("probe-{i}")).collect();
+    let placed: Vec<Option<String>> = probes.iter().map(|k| py.session_node(k.as_str())).collect();
+
+    // Scale up: a fourth node joins.
+    nodes.push(NodeProc::start("node-4", &server.url, &tag));
+    while remote.nodes("py").len() < 4 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("\nnode-4 joined; strict sessions, 3 calls before and 3 after:");
+    println!("| session | node   | count before | count after |");
+    println!("|---------|--------|-------------:|------------:|");
+    for key in sessions {
+        let mut last = None;
+        for _ in 0..3 {
+            last = Some(
+                py.call_answered(tally(key), strict(key))
+                    .await
+                    .expect("session call"),
+            );
+        }
+        let a = last.unwrap();
+        let (home, before) = &homes[key];
+        assert_eq!(&a.node, home, "session {key} moved");
+        let after = a.value["count"].as_u64().unwrap_or_default();
+        println!("| {key:<7} | {home:<6} | {before:>12} | {after:>11} |");
+    }
+    let moved = probes
+        .iter()
+        .zip(&placed)
+        .filter(|(k, was)| &py.session_node(k.as_str()) != *was)
+        .count();
+    println!(
+        "sessions moved by the scale-up: 0 of {} held by this caller; \
+         {moved} of 1000 new keys now hash to another node (the new node's share)",
+        sessions.len()
     );
 
     // node-2 dies mid-run, by SIGKILL.
@@ -262,6 +342,21 @@ async fn drive() {
     }
     let listed: Vec<String> = remote.nodes("py").into_iter().map(|n| n.node).collect();
     println!("\nnodes listed once node-2's lease expired: {listed:?}");
+
+    // Its strict sessions fail loudly; the others go on.
+    println!("\nstrict sessions after the kill:");
+    for key in sessions {
+        match py.call_answered(tally(key), strict(key)).await {
+            Ok(a) => println!("  {key}: count {} on {}", a.value["count"], a.node),
+            Err(e @ CallError::AffinityLost { .. }) => {
+                println!(
+                    "  {key}: {e} (was on {}); start it over with forget_session",
+                    homes[key].0
+                )
+            }
+            Err(e) => println!("  {key}: {e}"),
+        }
+    }
 
     for node in &mut nodes {
         node.stop();
