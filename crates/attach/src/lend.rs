@@ -7,7 +7,7 @@
 //! message of 16 MiB that is a copy (and 4,096 fresh pages) on each side.
 //!
 //! So a field that holds `Bytes` and knows it may travel through cenote's
-//! wires says so ([`serialize`] / [`deserialize`], or [`vec`] for a
+//! wires says so ([`serialize`] / [`deserialize`], or [`vec`](mod@vec) for a
 //! `Vec<Bytes>`): while its bytes are being serialized, the `Bytes` itself
 //! is left on this thread, and the capturing serializer takes a clone of
 //! it (a reference count) when the slice it is given is exactly those

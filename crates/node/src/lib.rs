@@ -65,10 +65,20 @@
 //! # }
 //! ```
 //!
-//! * **What crosses the wire**: the request and the response as JSON; the
-//!   pool's name, the checkout and call timeouts, the time left until the
-//!   call's deadline (never a wall-clock instant: clocks differ between
-//!   machines) and the priority as metadata. See [`wire`].
+//! * **What crosses the wire**: the request and the response as JSON,
+//!   with their byte strings (a `PyCall`'s bytes, `Bytes` fields) raw
+//!   beside it; the pool's name, the checkout and call timeouts, the time
+//!   left until the call's deadline (never a wall-clock instant: clocks
+//!   differ between machines), the priority and the session as metadata.
+//!   See [`wire`].
+//! * **Streams**: [`NodeBuilder::streams`] serves a pool's streams
+//!   ([`cenote_core::Streams`], which Python pools implement);
+//!   [`RemotePool::stream`] reads them with back-pressure, one deadline,
+//!   cancel on drop.
+//! * **Sessions**: a call with a session goes to the node holding it,
+//!   placed by rendezvous hashing and remembered by the caller; a strict
+//!   session whose node is gone is [`CallError::AffinityLost`], never
+//!   moved (see [`RemotePool::call_with`]).
 //! * **Errors** come back as one typed [`CallError`]: the pool's own
 //!   (checkout timeout, saturated, call timeout, crashed, the worker's
 //!   error with its kind, closed), and the network's: [`CallError::NodeLost`]

@@ -153,7 +153,7 @@ pub use registry::{
     WorkerState,
 };
 pub use status::{Percentiles, Status, Totals};
-pub use streams::{ItemStream, Streams};
+pub use streams::{ItemStream, Opened, Streams};
 pub use worker::{
     Call, CallCtx, Cancel, ErrorOf, Factory, Retire, Worker, WorkerCtx, WorkerId, WorkerOf,
 };

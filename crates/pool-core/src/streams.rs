@@ -18,6 +18,9 @@ use crate::pool::CallOptions;
 /// Items of one stream, each an answer or the error that ended it.
 pub type ItemStream<T, E> = BoxStream<'static, Result<T, Error<E>>>;
 
+/// A stream started, or the pool's error for why it could not be.
+pub type Opened<T, E> = Result<ItemStream<T, E>, Error<E>>;
+
 /// A pool that streams answers to requests of type `Req`.
 pub trait Streams<Req>: Clone + Send + Sync + 'static {
     /// One item of a stream.
@@ -32,5 +35,5 @@ pub trait Streams<Req>: Clone + Send + Sync + 'static {
         &self,
         req: Req,
         opts: CallOptions,
-    ) -> impl Future<Output = Result<ItemStream<Self::Item, Self::Error>, Error<Self::Error>>> + Send;
+    ) -> impl Future<Output = Opened<Self::Item, Self::Error>> + Send;
 }

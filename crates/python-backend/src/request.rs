@@ -171,7 +171,7 @@ impl<S: Into<String>> From<(S, Value)> for PyCall {
     }
 }
 
-/// A [`PyCall`] whose result comes back whole, as a [`PyReply`]: its JSON
+/// A [`PyCall`] whose result comes back whole, as a [`PyReply`](crate::PyReply): its JSON
 /// and the bytes the handler returned. This is the call type to serve a
 /// Python pool as on a node (`Node::builder(..).pool::<RawCall>(..)`):
 /// the reply then crosses with its bytes raw, and the caller decodes it
