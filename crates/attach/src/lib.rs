@@ -90,6 +90,14 @@ impl Key {
         ser::to_value(self, value)
     }
 
+    /// [`to_value`](Self::to_value), straight to JSON text.
+    pub fn to_vec<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+    ) -> Result<(Vec<u8>, Vec<bytes::Bytes>), Error> {
+        ser::to_vec(self, value)
+    }
+
     /// Decode `value` into `T`, placeholders becoming bytes. A target that
     /// cannot take bytes where a placeholder stands (a `serde_json::Value`)
     /// is an error that says so.
@@ -156,6 +164,10 @@ mod tests {
         };
         let (value, attachments) = to_value(&image).unwrap();
         assert_eq!(attachments.len(), 5);
+        // Straight to text, the same JSON and the same attachments.
+        let (text, direct) = KEY.to_vec(&image).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&text).unwrap(), value);
+        assert_eq!(direct, attachments);
         assert_eq!(value["pixels"], placeholder(0));
         assert_eq!(value["thumbs"][1], placeholder(2));
         assert_eq!(value["name"], "cat");

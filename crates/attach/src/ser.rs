@@ -35,6 +35,24 @@ pub(crate) fn to_value<T: Serialize + ?Sized>(
     Ok((json, store.taken.into_inner()))
 }
 
+/// Serialize `value` as JSON text, byte strings becoming attachments: one
+/// pass, no intermediate `Value`.
+pub(crate) fn to_vec<T: Serialize + ?Sized>(
+    key: Key,
+    value: &T,
+) -> Result<(Vec<u8>, Vec<Bytes>), Error> {
+    let store = Store {
+        key,
+        taken: RefCell::default(),
+    };
+    let mut out = Vec::with_capacity(128);
+    value.serialize(Capture {
+        inner: &mut serde_json::Serializer::new(&mut out),
+        store: &store,
+    })?;
+    Ok((out, store.taken.into_inner()))
+}
+
 /// A value serialized through [`Capture`].
 struct Wrap<'a, T: ?Sized> {
     value: &'a T,

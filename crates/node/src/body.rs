@@ -30,8 +30,8 @@ const PARTS: u8 = 0;
 /// `value` as a body, in parts that are written out one after another
 /// (the byte strings are not copied again into one buffer).
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<Bytes>, String> {
-    let (json, attachments) = BYTES.to_value(value).map_err(|e| e.to_string())?;
-    let json = Bytes::from(serde_json::to_vec(&json).map_err(|e| e.to_string())?);
+    let (json, attachments) = BYTES.to_vec(value).map_err(|e| e.to_string())?;
+    let json = Bytes::from(json);
     if attachments.is_empty() {
         return Ok(vec![json]);
     }
