@@ -1,7 +1,7 @@
 //! Node benchmark: what calling a pool on another node costs over calling
 //! it locally, and how calls/s grow with nodes.
 //!
-//! `cargo bench --bench node` prints tables; `-- --json` adds one JSON
+//! `cargo bench --bench node --features node` prints tables; `-- --json` adds one JSON
 //! object on the last line. Needs `python3` on PATH.
 //!
 //! * overhead: one caller, sequential calls, the same pool called locally
