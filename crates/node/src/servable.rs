@@ -70,19 +70,16 @@ pub(crate) trait Served: Send + Sync + 'static {
     fn load(&self) -> Load;
 }
 
-/// The [`Served`] view of a `Servable<Req>`.
+/// A pool seen through JSON bodies of requests of type `Req`: its
+/// [`Served`] view if it is `Servable<Req>`, its [`ServedStream`] view if
+/// it `Streams<Req>`.
 pub(crate) struct Json<Req, P> {
     pool: P,
     _req: PhantomData<fn(Req)>,
 }
 
-impl<Req, P> Json<Req, P>
-where
-    Req: DeserializeOwned + Send + 'static,
-    P: Servable<Req>,
-    P::Response: Serialize,
-{
-    pub fn erase(pool: P) -> Arc<dyn Served> {
+impl<Req, P> Json<Req, P> {
+    pub fn new(pool: P) -> Arc<Self> {
         Arc::new(Json {
             pool,
             _req: PhantomData,
@@ -130,27 +127,7 @@ pub(crate) trait ServedStream: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<BodyStream, CallError>>;
 }
 
-/// The [`ServedStream`] view of a [`Streams<Req>`](cenote_core::Streams).
-pub(crate) struct JsonStream<Req, P> {
-    pool: P,
-    _req: PhantomData<fn(Req)>,
-}
-
-impl<Req, P> JsonStream<Req, P>
-where
-    Req: DeserializeOwned + Send + 'static,
-    P: Streams<Req>,
-    P::Item: Serialize,
-{
-    pub fn erase(pool: P) -> Arc<dyn ServedStream> {
-        Arc::new(JsonStream {
-            pool,
-            _req: PhantomData,
-        })
-    }
-}
-
-impl<Req, P> ServedStream for JsonStream<Req, P>
+impl<Req, P> ServedStream for Json<Req, P>
 where
     Req: DeserializeOwned + Send + 'static,
     P: Streams<Req>,

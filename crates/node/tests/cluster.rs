@@ -25,11 +25,7 @@ use common::{eventually_async, Job};
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
 
-#[test]
-#[ignore = "a node process for the cluster tests, started by them"]
-fn node_process() {
-    node_process_main();
-}
+cluster::node_process_test!();
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_from_a_fourth_process_reach_all_three_nodes() {

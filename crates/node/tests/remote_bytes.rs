@@ -19,11 +19,7 @@ use serde::{Deserialize, Serialize};
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
 
-#[test]
-#[ignore = "a node process for the cluster tests, started by them"]
-fn node_process() {
-    node_process_main();
-}
+cluster::node_process_test!();
 
 /// The body bytes this process has sent to and received from pool `py`,
 /// every node together.

@@ -22,11 +22,7 @@ use serde_json::{json, Value};
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
 
-#[test]
-#[ignore = "a node process for the cluster tests, started by them"]
-fn node_process() {
-    node_process_main();
-}
+cluster::node_process_test!();
 
 /// The resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {

@@ -20,11 +20,7 @@ use serde_json::{json, Value};
 
 const TEST_LIMIT: Duration = Duration::from_secs(180);
 
-#[test]
-#[ignore = "a node process for the cluster tests, started by them"]
-fn node_process() {
-    node_process_main();
-}
+cluster::node_process_test!();
 
 fn session(key: &str, mode: AffinityMode) -> CallOptions {
     deadline(30_000).affinity(key, mode)

@@ -28,7 +28,7 @@ use crate::wire::CallHeaders;
 use directory::{Directory, Pick};
 use sessions::Sessions;
 pub use stream::RemoteStream;
-use transport::{send, Connector};
+use transport::{send, Connector, Outgoing};
 
 /// The default limit on a response's size: 256 MiB, the same as a Python
 /// worker's frame limit (`PythonConfig::max_frame_size`), so an answer a
@@ -384,24 +384,11 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         Resp: Send + 'static,
     {
         let body = encode(&req)?;
-        let inner = &self.remote.inner;
         let pick = self.route(&opts, &[])?;
         let (headers, deadline) = self.headers(opts);
         let started = tokio::time::Instant::now();
-        let open = transport::open_stream(
-            pick.channel.clone(),
-            &pick.node,
-            body,
-            &headers,
-            inner.token.as_deref(),
-            inner.max_response_bytes,
-        );
-        let opened = match deadline {
-            Some(after) => tokio::time::timeout(after, open)
-                .await
-                .unwrap_or(Err(CallError::CallTimeout { after })),
-            None => open.await,
-        };
+        let open = transport::open_stream(self.outgoing(&pick, body, &headers));
+        let opened = within(deadline, open).await;
         let items = opened.inspect_err(|e| self.remote.note_lost(&self.name, &pick.node, e))?;
         Ok(RemoteStream::new(
             items,
@@ -441,6 +428,24 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         (headers, deadline)
     }
 
+    /// A call or stream to `pick`, as it leaves.
+    fn outgoing<'a>(
+        &'a self,
+        pick: &'a Pick,
+        body: Vec<Bytes>,
+        headers: &'a CallHeaders,
+    ) -> Outgoing<'a> {
+        let inner = &self.remote.inner;
+        Outgoing {
+            channel: pick.channel.clone(),
+            node: &pick.node,
+            body,
+            headers,
+            token: inner.token.as_deref(),
+            max_response_bytes: inner.max_response_bytes,
+        }
+    }
+
     /// One call on one node; says which node, if one was chosen.
     async fn attempt(
         &self,
@@ -448,7 +453,6 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         opts: CallOptions,
         avoid: &[String],
     ) -> (Option<String>, Result<Bytes, CallError>) {
-        let inner = &self.remote.inner;
         let pick = match self.route(&opts, avoid) {
             Ok(pick) => pick,
             Err(e) => return (None, Err(e)),
@@ -456,25 +460,26 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         let (headers, deadline) = self.headers(opts);
         let size = body::len(&body);
         let sent = std::time::Instant::now();
-        let call = send(
-            pick.channel.clone(),
-            &pick.node,
-            body,
-            &headers,
-            inner.token.as_deref(),
-            inner.max_response_bytes,
-        );
-        let outcome = match deadline {
-            Some(after) => tokio::time::timeout(after, call)
-                .await
-                .unwrap_or(Err(CallError::CallTimeout { after })),
-            None => call.await,
-        };
+        let call = send(self.outgoing(&pick, body, &headers));
+        let outcome = within(deadline, call).await;
         crate::metrics::record(&self.name, &pick.node, size, &outcome, sent.elapsed());
         if let Err(e) = &outcome {
             self.remote.note_lost(&self.name, &pick.node, e);
         }
         (Some(pick.node.clone()), outcome)
+    }
+}
+
+/// `answer`, or `CallTimeout` if it has not come `deadline` from now.
+async fn within<T>(
+    deadline: Option<Duration>,
+    answer: impl std::future::Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    match deadline {
+        Some(after) => tokio::time::timeout(after, answer)
+            .await
+            .unwrap_or(Err(CallError::CallTimeout { after })),
+        None => answer.await,
     }
 }
 

@@ -61,57 +61,50 @@ impl Connector {
     }
 }
 
-/// Send one call to `node` on `channel` and wait for its answer.
-pub(crate) async fn send(
-    channel: Channel,
-    node: &str,
-    body: Vec<Bytes>,
-    headers: &CallHeaders,
-    token: Option<&str>,
-    max_response_bytes: usize,
-) -> Result<Bytes, CallError> {
-    let (mut grpc, request) =
-        prepare(channel, node, body, headers, token, max_response_bytes).await?;
+/// One call or stream as it leaves: the node it goes to, its body and
+/// metadata, and the largest answer accepted.
+pub(crate) struct Outgoing<'a> {
+    pub channel: Channel,
+    pub node: &'a str,
+    pub body: Vec<Bytes>,
+    pub headers: &'a CallHeaders,
+    pub token: Option<&'a str>,
+    pub max_response_bytes: usize,
+}
+
+/// Send one call and wait for its answer.
+pub(crate) async fn send(out: Outgoing<'_>) -> Result<Bytes, CallError> {
+    let node = out.node;
+    let (mut grpc, request) = prepare(out).await?;
     grpc.unary(request, PathAndQuery::from_static(CALL_PATH), RawCodec)
         .await
         .map(tonic::Response::into_inner)
         .map_err(|status| status_error(&status, node))
 }
 
-/// Start a stream on `node`: its items follow as messages.
-pub(crate) async fn open_stream(
-    channel: Channel,
-    node: &str,
-    body: Vec<Bytes>,
-    headers: &CallHeaders,
-    token: Option<&str>,
-    max_response_bytes: usize,
-) -> Result<tonic::Streaming<Bytes>, CallError> {
-    let (mut grpc, request) =
-        prepare(channel, node, body, headers, token, max_response_bytes).await?;
+/// Start a stream: its items follow as messages.
+pub(crate) async fn open_stream(out: Outgoing<'_>) -> Result<tonic::Streaming<Bytes>, CallError> {
+    let node = out.node;
+    let (mut grpc, request) = prepare(out).await?;
     grpc.server_streaming(request, PathAndQuery::from_static(STREAM_PATH), RawCodec)
         .await
         .map(tonic::Response::into_inner)
         .map_err(|status| status_error(&status, node))
 }
 
-/// A request with its metadata, and a client ready to send it.
+/// The request with its metadata, and a client ready to send it.
 async fn prepare(
-    channel: Channel,
-    node: &str,
-    body: Vec<Bytes>,
-    headers: &CallHeaders,
-    token: Option<&str>,
-    max_response_bytes: usize,
+    out: Outgoing<'_>,
 ) -> Result<(tonic::client::Grpc<Channel>, tonic::Request<Vec<Bytes>>), CallError> {
-    let mut request = tonic::Request::new(body);
-    headers.write(request.metadata_mut());
-    if let Some(token) = token {
+    let mut request = tonic::Request::new(out.body);
+    out.headers.write(request.metadata_mut());
+    if let Some(token) = out.token {
         write_token(request.metadata_mut(), token)?;
     }
-    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(max_response_bytes);
+    let mut grpc =
+        tonic::client::Grpc::new(out.channel).max_decoding_message_size(out.max_response_bytes);
     grpc.ready().await.map_err(|e| CallError::NodeLost {
-        node: node.to_string(),
+        node: out.node.to_string(),
         reason: e.to_string(),
     })?;
     Ok((grpc, request))

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
-use crate::servable::{Json, JsonStream, Servable, Served, ServedStream};
+use crate::servable::{Json, Servable, Served, ServedStream};
 use publish::Publisher;
 use service::{NodeService, Shared, Slot};
 
@@ -99,7 +99,7 @@ impl NodeBuilder {
     where
         Req: DeserializeOwned + Send + 'static,
     {
-        self.pools.push((name.into(), Json::<Req, _>::erase(pool)));
+        self.pools.push((name.into(), Json::<Req, _>::new(pool)));
         self
     }
 
@@ -119,8 +119,7 @@ impl NodeBuilder {
     where
         Req: DeserializeOwned + Send + 'static,
     {
-        self.streams
-            .insert(name.into(), JsonStream::<Req, _>::erase(pool));
+        self.streams.insert(name.into(), Json::<Req, _>::new(pool));
         self
     }
 

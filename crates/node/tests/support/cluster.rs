@@ -373,3 +373,16 @@ pub fn deadline(total_ms: u64) -> CallOptions {
         .checkout_timeout(Duration::from_millis(total_ms / 2))
         .timeout(Duration::from_millis(total_ms / 2))
 }
+
+/// The `node_process` test that every binary starting node processes
+/// needs: a node process is this binary, run again with it selected.
+macro_rules! node_process_test {
+    () => {
+        #[test]
+        #[ignore = "a node process for the cluster tests, started by them"]
+        fn node_process() {
+            cluster::node_process_main();
+        }
+    };
+}
+pub(crate) use node_process_test;
