@@ -18,7 +18,8 @@ const NODE_LABEL: Label = Label {
     values: &[],
 };
 
-/// Remote calls by node and outcome (`cenote.node.calls{node, outcome}`).
+/// Remote calls by node and outcome (`cenote.node.calls{node, outcome}`);
+/// a stream counts as one call, when it ends (or is dropped: `ok`).
 pub const CALLS: Metric = Metric {
     name: "cenote.node.calls",
     kind: Kind::Counter,
@@ -64,20 +65,21 @@ pub const BYTES: Metric = Metric {
 /// Every metric a caller of remote pools adds, in the README's order.
 pub const NODE: &[Metric] = &[CALLS, CALL_TIME, BYTES];
 
-/// One call to `node`'s pool `pool`, `sent` body bytes, ended with
-/// `outcome` after `took`. Handles are looked up per call (a map lookup in
-/// the recorder): small beside a network round trip.
+/// One call or stream to `node`'s pool `pool`: `sent` body bytes out,
+/// `received` back, ended after `took` with `error` if it failed. Handles
+/// are looked up per call (a map lookup in the recorder): small beside a
+/// network round trip.
 pub(crate) fn record(
     pool: &str,
     node: &str,
-    sent: usize,
-    outcome: &Result<bytes::Bytes, CallError>,
+    (sent, received): (usize, usize),
+    error: Option<&CallError>,
     took: Duration,
 ) {
-    let kind = match outcome {
-        Ok(_) => "ok",
-        Err(CallError::NodeLost { .. }) => "node_lost",
-        Err(_) => "error",
+    let kind = match error {
+        None => "ok",
+        Some(CallError::NodeLost { .. }) => "node_lost",
+        Some(_) => "error",
     };
     counter(&CALLS, &[("pool", pool), ("node", node), ("outcome", kind)]).increment(1);
     histogram(&CALL_TIME, &[("pool", pool), ("node", node)]).record(took);
@@ -88,7 +90,5 @@ pub(crate) fn record(
         )
     };
     bytes("sent").increment(sent as u64);
-    if let Ok(answer) = outcome {
-        bytes("received").increment(answer.len() as u64);
-    }
+    bytes("received").increment(received as u64);
 }

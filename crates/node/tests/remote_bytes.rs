@@ -14,6 +14,7 @@ use bytes::Bytes;
 use cenote_node::CallError;
 use cenote_python::PyCall;
 use cluster::*;
+use futures::StreamExt;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +111,24 @@ async fn bytes_cross_nodes_raw_and_intact() {
             );
             eprintln!("{len} bytes: {sent} sent, {received} received on the wire");
         }
+
+        // A stream's items are counted too, raw: 8 chunks of 64 KiB.
+        let before = wire_bytes(&snapshotter);
+        let stream = py
+            .stream(PyCall::new("chunks", serde_json::json!([8, 65536])))
+            .await
+            .unwrap();
+        let chunks: Vec<Bytes> = stream.map(|c| c.unwrap()).collect().await;
+        assert_eq!(chunks.len(), 8);
+        assert!(chunks
+            .iter()
+            .enumerate()
+            .all(|(i, c)| c.len() == 65536 && c[0] == i as u8));
+        let received = wire_bytes(&snapshotter).1 - before.1;
+        assert!(
+            (8 * 65536..8 * 65536 + 8 * 64).contains(&received),
+            "8 chunks of 64 KiB came as {received} bytes"
+        );
 
         // Typed arguments and typed answers with bytes fields.
         let data = payload(100_000);

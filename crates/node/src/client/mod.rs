@@ -386,16 +386,25 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         let body = encode(&req)?;
         let pick = self.route(&opts, &[])?;
         let (headers, deadline) = self.headers(opts);
+        let size = body::len(&body);
         let started = tokio::time::Instant::now();
         let open = transport::open_stream(self.outgoing(&pick, body, &headers));
         let opened = within(deadline, open).await;
+        if let Err(e) = &opened {
+            let took = started.elapsed();
+            crate::metrics::record(&self.name, &pick.node, (size, 0), Some(e), took);
+        }
         let items = opened.inspect_err(|e| self.remote.note_lost(&self.name, &pick.node, e))?;
         Ok(RemoteStream::new(
             items,
             pick,
-            deadline.map(|after| (started + after, after)),
-            self.remote.clone(),
-            Arc::clone(&self.name),
+            stream::Origin {
+                remote: self.remote.clone(),
+                pool: Arc::clone(&self.name),
+                sent: size,
+                started,
+                deadline,
+            },
         ))
     }
 
@@ -462,7 +471,14 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         let sent = std::time::Instant::now();
         let call = send(self.outgoing(&pick, body, &headers));
         let outcome = within(deadline, call).await;
-        crate::metrics::record(&self.name, &pick.node, size, &outcome, sent.elapsed());
+        let received = outcome.as_ref().map_or(0, Bytes::len);
+        crate::metrics::record(
+            &self.name,
+            &pick.node,
+            (size, received),
+            outcome.as_ref().err(),
+            sent.elapsed(),
+        );
         if let Err(e) = &outcome {
             self.remote.note_lost(&self.name, &pick.node, e);
         }

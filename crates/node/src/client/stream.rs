@@ -30,53 +30,88 @@ pub struct RemoteStream<T> {
     items: BoxStream<'static, Result<T, CallError>>,
 }
 
+/// Where a stream came from: its caller, its pool, the request's size,
+/// when it was sent and the deadline it has.
+pub(crate) struct Origin {
+    pub remote: Remote,
+    pub pool: Arc<str>,
+    pub sent: usize,
+    pub started: Instant,
+    pub deadline: Option<Duration>,
+}
+
 /// What reading one stream keeps.
 struct Reading {
     messages: tonic::Streaming<Bytes>,
     /// Counts the stream in flight to its node until it ends.
     pick: Pick,
-    deadline: Option<(Pin<Box<tokio::time::Sleep>>, Duration)>,
-    remote: Remote,
-    pool: Arc<str>,
+    timer: Option<(Pin<Box<tokio::time::Sleep>>, Duration)>,
+    origin: Origin,
+    /// Body bytes received so far.
+    received: usize,
+    /// The error that ended the stream, if one did.
+    failed: Option<CallError>,
+}
+
+/// The stream is counted as one call when its reading ends, however it
+/// ends (a caller that drops it early ends it too).
+impl Drop for Reading {
+    fn drop(&mut self) {
+        let o = &self.origin;
+        let bytes = (o.sent, self.received);
+        let took = o.started.elapsed();
+        crate::metrics::record(&o.pool, &self.pick.node, bytes, self.failed.as_ref(), took);
+    }
+}
+
+impl Reading {
+    /// End the stream with `e`, its last item.
+    fn fail<T>(mut self, e: CallError) -> Option<(Result<T, CallError>, Option<Reading>)> {
+        self.failed = Some(e.clone());
+        Some((Err(e), None))
+    }
 }
 
 impl<T: DeserializeOwned + Send + 'static> RemoteStream<T> {
-    pub(crate) fn new(
-        messages: tonic::Streaming<Bytes>,
-        pick: Pick,
-        deadline: Option<(Instant, Duration)>,
-        remote: Remote,
-        pool: Arc<str>,
-    ) -> Self {
+    pub(crate) fn new(messages: tonic::Streaming<Bytes>, pick: Pick, origin: Origin) -> Self {
         let node = pick.node.clone();
+        let timer = origin.deadline.map(|after| {
+            let at = origin.started + after;
+            (Box::pin(tokio::time::sleep_until(at)), after)
+        });
         let reading = Reading {
             messages,
             pick,
-            deadline: deadline.map(|(at, after)| (Box::pin(tokio::time::sleep_until(at)), after)),
-            remote,
-            pool,
+            timer,
+            origin,
+            received: 0,
+            failed: None,
         };
         let items = futures::stream::unfold(Some(reading), |reading| async move {
             let mut r = reading?;
-            let next = match &mut r.deadline {
-                Some((timer, after)) => tokio::select! {
-                    m = r.messages.message() => m,
-                    () = timer.as_mut() => {
-                        return Some((Err(CallError::CallTimeout { after: *after }), None));
+            let next = match &mut r.timer {
+                Some((timer, after)) => {
+                    let after = *after;
+                    tokio::select! {
+                        m = r.messages.message() => m,
+                        () = timer.as_mut() => return r.fail(CallError::CallTimeout { after }),
                     }
-                },
+                }
                 None => r.messages.message().await,
             };
             match next {
-                Ok(Some(body)) => match decode::<T>(body) {
-                    Ok(item) => Some((Ok(item), Some(r))),
-                    Err(e) => Some((Err(e), None)),
-                },
+                Ok(Some(body)) => {
+                    r.received += body.len();
+                    match decode::<T>(body) {
+                        Ok(item) => Some((Ok(item), Some(r))),
+                        Err(e) => r.fail(e),
+                    }
+                }
                 Ok(None) => None,
                 Err(status) => {
                     let e = status_error(&status, &r.pick.node);
-                    r.remote.note_lost(&r.pool, &r.pick.node, &e);
-                    Some((Err(e), None))
+                    r.origin.remote.note_lost(&r.origin.pool, &r.pick.node, &e);
+                    r.fail(e)
                 }
             }
         });
