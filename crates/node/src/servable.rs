@@ -7,7 +7,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cenote_core::{Call, CallOptions, Factory, IdleStrategy, Load, Pool, Streams, WaitStrategy};
+use cenote_core::{
+    AffinityKey, Call, CallOptions, Factory, IdleStrategy, Load, Pool, Streams, WaitStrategy,
+};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
@@ -37,6 +39,13 @@ pub trait Servable<Req>: Clone + Send + Sync + 'static {
 
     /// Its counts now, as a node publishes them.
     fn load(&self) -> Load;
+
+    /// Whether it holds session `key` (see [`Pool::holds_session`]): how a
+    /// caller that has not called the session yet finds its node. No, by
+    /// default.
+    fn holds_session(&self, _key: &AffinityKey) -> bool {
+        false
+    }
 }
 
 impl<Req, F, I, W> Servable<Req> for Pool<F, I, W>
@@ -57,6 +66,10 @@ where
     fn load(&self) -> Load {
         Pool::load(self)
     }
+
+    fn holds_session(&self, key: &AffinityKey) -> bool {
+        Pool::holds_session(self, key.clone())
+    }
 }
 
 /// A served pool with its types erased: a body in, a body (in parts) out.
@@ -68,6 +81,8 @@ pub(crate) trait Served: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<Bytes>, CallError>>;
 
     fn load(&self) -> Load;
+
+    fn holds_session(&self, key: &AffinityKey) -> bool;
 }
 
 /// A pool seen through JSON bodies of requests of type `Req`: its
@@ -111,6 +126,10 @@ where
 
     fn load(&self) -> Load {
         self.pool.load()
+    }
+
+    fn holds_session(&self, key: &AffinityKey) -> bool {
+        self.pool.holds_session(key)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The wire contract between a caller and a node, in one place.
 //!
-//! Two gRPC methods: [`CALL_PATH`], unary, and [`STREAM_PATH`], its
-//! server-streaming twin. A call's message is the request's
+//! Three gRPC methods: [`CALL_PATH`], unary, [`STREAM_PATH`], its
+//! server-streaming twin, and [`HOLDS_PATH`], which finds a session. A call's message is the request's
 //! body, its answer the response's: JSON, followed by the raw byte strings
 //! its placeholders stand for when it has any (see [`BYTES`] for the
 //! layout; raw bytes in gRPC framing, see [`RawCodec`]). Everything else
@@ -45,6 +45,13 @@ pub(crate) const CONNECTION_WINDOW: u32 = 32 << 20;
 
 /// A call: unary.
 pub const CALL_PATH: &str = "/cenote.node.v1.Node/Call";
+
+/// Whether a node holds a session: unary. Its request is a call's
+/// metadata (the pool and the session key) with a `null` body; its answer
+/// `true` or `false`. A caller asks this of every node serving the pool
+/// before a strict session's first call from it, so the session is found
+/// wherever it lives.
+pub const HOLDS_PATH: &str = "/cenote.node.v1.Node/Holds";
 
 /// A stream: server-streaming. Its request is a call's (the same body and
 /// metadata); each answer message is one item's body, and an error ends

@@ -2,8 +2,9 @@
 //! stateful Python handler): a session's calls all reach its node and its
 //! worker there; a strict session whose node dies fails loudly
 //! (`AffinityLost`) while the others go on untouched; a hinted one moves;
-//! a scale-up moves none of a caller's sessions, and the hash alone moves
-//! only the new node's share.
+//! a scale-up moves no session, for the caller that holds them or for
+//! another that never called them (it asks the nodes), and the hash alone
+//! moves only the new node's share.
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -200,6 +201,10 @@ async fn a_scale_up_moves_no_session_of_a_caller() {
         // This caller's sessions stay where they are: their counts go on.
         let after = run_sessions(&py, &strict, 5, 5).await;
         assert_eq!(after, homes, "a session moved on the scale-up");
+        // A caller that never called them finds them where they are (it
+        // asks the nodes), not where the hash now points.
+        let found = run_sessions(&other_py, &strict, 10, 2).await;
+        assert_eq!(found, homes, "another caller moved a session");
         // By the hash alone, only the new node's share moves, all of it to
         // the new node.
         let moved: Vec<String> = probes
@@ -211,8 +216,8 @@ async fn a_scale_up_moves_no_session_of_a_caller() {
             })
             .collect();
         eprintln!(
-            "3 -> 4 nodes: 0 of {} sessions moved for the caller holding them; \
-             {} of {} keys ({:.1}%) by the hash alone",
+            "3 -> 4 nodes: 0 of {} sessions moved, for the caller holding them and \
+             for another; {} of {} new keys ({:.1}%) hash to another node",
             strict.len(),
             moved.len(),
             probes.len(),

@@ -24,7 +24,7 @@ pub use retry::RemoteRetry;
 
 use crate::body;
 use crate::error::CallError;
-use crate::wire::CallHeaders;
+use crate::wire::{CallHeaders, CALL_PATH, HOLDS_PATH};
 use directory::{Directory, Pick};
 use sessions::Sessions;
 pub use stream::RemoteStream;
@@ -115,6 +115,7 @@ impl RemoteBuilder {
             .eject_for
             .or(lease_ttl)
             .unwrap_or(Duration::from_secs(10));
+        let ask_timeout = self.connector.keepalive;
         let directory = Arc::new(Directory::new(self.connector, lease_ttl, eject_for));
         // Watch first, then list: what changes after the list is in the
         // watch, and applied after it.
@@ -141,6 +142,7 @@ impl RemoteBuilder {
             inner: Arc::new(Inner {
                 directory,
                 sessions: Sessions::new(self.session_capacity),
+                ask_timeout,
                 token: self.token,
                 max_response_bytes: self.max_response_bytes,
                 _follower: stop.drop_guard(),
@@ -159,6 +161,8 @@ pub struct Remote {
 struct Inner {
     directory: Arc<Directory>,
     sessions: Sessions,
+    /// How long a node has to say whether it holds a session.
+    ask_timeout: Duration,
     token: Option<String>,
     max_response_bytes: usize,
     /// Stops following the registry when the last clone goes.
@@ -284,7 +288,9 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
     /// that holds it, and that node's pool keeps it on its worker. A new
     /// session is placed by rendezvous hashing of its key over the nodes
     /// serving the pool (so nodes joining move few keys), and this caller
-    /// remembers where, so a scale-up moves none of its sessions. If the
+    /// remembers where, so a scale-up moves none of its sessions. Before a
+    /// strict session's first call from this caller, the nodes are asked
+    /// which holds it, so one started by another caller is found. If the
     /// node is gone, a `Strict` or `FailFast` session fails with
     /// [`CallError::AffinityLost`] (reason `NodeLost`) until
     /// [`forget_session`](Self::forget_session) starts it over: it never
@@ -384,6 +390,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         Resp: Send + 'static,
     {
         let body = encode(&req)?;
+        self.locate(&opts).await?;
         let pick = self.route(&opts, &[])?;
         let (headers, deadline) = self.headers(opts);
         let size = body::len(&body);
@@ -406,6 +413,67 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
                 deadline,
             },
         ))
+    }
+
+    /// Before a strict session's first call from this caller, find the
+    /// node that holds it, if one does: ask every node serving the pool at
+    /// once, and remember the one that says yes (see `sessions.rs`). A
+    /// node that cannot answer fails the call, since the session may be
+    /// there; it is left out, and the next call asks again.
+    async fn locate(&self, opts: &CallOptions) -> Result<(), CallError> {
+        let inner = &self.remote.inner;
+        let Some(affinity) = &opts.checkout.affinity else {
+            return Ok(());
+        };
+        if !affinity.mode.is_strict()
+            || self.pinned.is_some()
+            || inner.sessions.placed(&self.name, &affinity.key).is_some()
+        {
+            return Ok(());
+        }
+        let picks: Vec<Pick> = (inner.directory.callable(&self.name).iter())
+            .filter_map(|node| inner.directory.pick(&self.name, node, None))
+            .collect();
+        if picks.len() < 2 {
+            return Ok(()); // no other node it could be on
+        }
+        let headers = CallHeaders {
+            pool: self.name.to_string(),
+            opts: CallOptions::default().affinity(affinity.key.clone(), affinity.mode),
+            remaining: Some(inner.ask_timeout),
+        };
+        let null = encode(&())?;
+        let asks = picks.iter().map(|pick| {
+            let ask = send(self.outgoing(pick, null.clone(), &headers), HOLDS_PATH);
+            within(Some(inner.ask_timeout), ask)
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut holders = Vec::new();
+        let mut failed = None;
+        for (pick, answer) in picks.iter().zip(answers) {
+            match answer {
+                Ok(yes) if &yes[..] == b"true" => holders.push(pick),
+                Ok(_) => {}
+                Err(e) => {
+                    self.remote.note_lost(&self.name, &pick.node, &e);
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        // Two holders (a session started twice before this caller asked)
+        // resolve the same way for every caller.
+        let key = affinity.key.as_str();
+        match sessions::rendezvous(key, holders.iter().map(|p| p.node.as_str())) {
+            Some(node) => {
+                let holder = holders.iter().find(|p| p.node == node).expect("a holder");
+                let (pool, key) = (&self.name, &affinity.key);
+                inner
+                    .sessions
+                    .place(pool, key, &holder.node, holder.incarnation);
+                Ok(())
+            }
+            None => failed.map_or(Ok(()), Err),
+        }
     }
 
     /// The node for a call with `opts`: the pinned one, the session's, or
@@ -462,6 +530,9 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         opts: CallOptions,
         avoid: &[String],
     ) -> (Option<String>, Result<Bytes, CallError>) {
+        if let Err(e) = self.locate(&opts).await {
+            return (None, Err(e));
+        }
         let pick = match self.route(&opts, avoid) {
             Ok(pick) => pick,
             Err(e) => return (None, Err(e)),
@@ -469,7 +540,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         let (headers, deadline) = self.headers(opts);
         let size = body::len(&body);
         let sent = std::time::Instant::now();
-        let call = send(self.outgoing(&pick, body, &headers));
+        let call = send(self.outgoing(&pick, body, &headers), CALL_PATH);
         let outcome = within(deadline, call).await;
         let received = outcome.as_ref().map_or(0, Bytes::len);
         crate::metrics::record(

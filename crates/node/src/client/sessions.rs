@@ -6,6 +6,12 @@
 //! worker (the key and its mode travel with the call). What the caller must
 //! do is reach that node every time, so:
 //!
+//! * **A strict session this caller has not called yet** may live on a
+//!   node already (another caller started it): before its first call from
+//!   here, the caller asks every node serving the pool whether it holds the
+//!   key (`wire::HOLDS_PATH`, one round of small calls at once) and goes to
+//!   the one that does. A node that cannot answer fails that call (the
+//!   session may be there); it is left out, and the next call asks again.
 //! * **A new session** goes where *rendezvous hashing* puts it: of the
 //!   nodes that can be called now, the one whose hash of (key, node name)
 //!   is highest. Every caller computes the same answer from the same node
@@ -27,9 +33,9 @@
 //!
 //! The table is per [`Remote`](super::Remote) (its clones share it), and
 //! bounded: past its capacity, the sessions unused longest are forgotten
-//! (and would be placed again by the hash). A second caller process that
-//! never called a session places it by the hash alone, which agrees with
-//! the first caller's table until the node set changes.
+//! (and found again by asking when next called). A hinted session is not
+//! asked about: it goes by the hash, which agrees with every other
+//! caller's until the node set changes, and a miss costs only its state.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -99,18 +105,27 @@ impl Sessions {
                 pool: pool.to_string(),
                 reason: "no node serving it can be called now".into(),
             })?;
+        drop(table);
+        self.place(pool, &affinity.key, &pick.node, pick.incarnation);
+        Ok(pick)
+    }
+
+    /// Remember that session `key` of `pool` lives on `node`, as it is now
+    /// (`incarnation`).
+    pub fn place(&self, pool: &Arc<str>, key: &AffinityKey, node: &str, incarnation: u64) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let at = (Arc::clone(pool), key.clone());
         if table.len() >= self.capacity && !table.contains_key(&at) {
             forget_oldest(&mut table, self.capacity);
         }
         table.insert(
             at,
             Placed {
-                node: pick.node.clone(),
-                incarnation: pick.incarnation,
+                node: node.to_string(),
+                incarnation,
                 used: Instant::now(),
             },
         );
-        Ok(pick)
     }
 
     /// The node session `key` of `pool` is placed on, if it is.

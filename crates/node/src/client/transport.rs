@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::CallError;
-use crate::wire::{status_error, write_token, CallHeaders, RawCodec, CALL_PATH, STREAM_PATH};
+use crate::wire::{status_error, write_token, CallHeaders, RawCodec, STREAM_PATH};
 use http::uri::PathAndQuery;
 
 /// How connections to nodes are made.
@@ -72,11 +72,12 @@ pub(crate) struct Outgoing<'a> {
     pub max_response_bytes: usize,
 }
 
-/// Send one call and wait for its answer.
-pub(crate) async fn send(out: Outgoing<'_>) -> Result<Bytes, CallError> {
+/// Send one unary request (a call, at [`CALL_PATH`](crate::wire::CALL_PATH))
+/// and wait for its answer.
+pub(crate) async fn send(out: Outgoing<'_>, path: &'static str) -> Result<Bytes, CallError> {
     let node = out.node;
     let (mut grpc, request) = prepare(out).await?;
-    grpc.unary(request, PathAndQuery::from_static(CALL_PATH), RawCodec)
+    grpc.unary(request, PathAndQuery::from_static(path), RawCodec)
         .await
         .map(tonic::Response::into_inner)
         .map_err(|status| status_error(&status, node))

@@ -19,7 +19,9 @@ use tonic::server::{Grpc, UnaryService};
 
 use crate::error::CallError;
 use crate::servable::{Served, ServedStream};
-use crate::wire::{error_status, has_token, CallHeaders, RawCodec, CALL_PATH, STREAM_PATH};
+use crate::wire::{
+    error_status, has_token, CallHeaders, RawCodec, CALL_PATH, HOLDS_PATH, STREAM_PATH,
+};
 
 /// One pool as the node serves it.
 pub(crate) struct Slot {
@@ -54,41 +56,54 @@ impl tower::Service<http::Request<Body>> for NodeService {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let path = req.uri().path();
-        if path != CALL_PATH && path != STREAM_PATH {
-            let status = tonic::Status::unimplemented(format!(
-                "a cenote node serves {CALL_PATH} and {STREAM_PATH}, not {path}"
-            ));
-            return futures::future::ready(Ok(status.into_http())).boxed();
-        }
-        let streaming = path == STREAM_PATH;
+        let method = match req.uri().path() {
+            CALL_PATH => Method::Call,
+            HOLDS_PATH => Method::Holds,
+            STREAM_PATH => Method::Stream,
+            path => {
+                let status = tonic::Status::unimplemented(format!(
+                    "a cenote node serves {CALL_PATH}, {STREAM_PATH} and {HOLDS_PATH}, not {path}"
+                ));
+                return futures::future::ready(Ok(status.into_http())).boxed();
+            }
+        };
         let shared = Arc::clone(&self.shared);
         async move {
             // Over the limit, tonic refuses the body itself (OutOfRange),
             // which callers see as `TooLarge`.
             let mut grpc = Grpc::new(RawCodec).max_decoding_message_size(shared.max_request_bytes);
-            Ok(if streaming {
-                grpc.server_streaming(StreamHandler(shared), req).await
-            } else {
-                grpc.unary(Handler(shared), req).await
+            Ok(match method {
+                Method::Stream => grpc.server_streaming(StreamHandler(shared), req).await,
+                unary => grpc.unary(Handler(shared, unary), req).await,
             })
         }
         .boxed()
     }
 }
 
-/// Serves one decoded call.
-struct Handler(Arc<Shared>);
+/// What a request asks for, by its path.
+#[derive(Clone, Copy)]
+enum Method {
+    Call,
+    Holds,
+    Stream,
+}
+
+/// Serves one decoded unary request: a call, or a question about a session.
+struct Handler(Arc<Shared>, Method);
 
 impl UnaryService<Bytes> for Handler {
     type Response = Vec<Bytes>;
     type Future = BoxFuture<'static, Result<tonic::Response<Vec<Bytes>>, tonic::Status>>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let shared = Arc::clone(&self.0);
+        let (shared, method) = (Arc::clone(&self.0), self.1);
         async move {
-            serve(&shared, request)
-                .await
+            let answer = match method {
+                Method::Holds => holds(&shared, &request),
+                _ => serve(&shared, request).await,
+            };
+            answer
                 .map(tonic::Response::new)
                 .map_err(|e| error_status(&e))
         }
@@ -107,6 +122,23 @@ async fn serve(shared: &Shared, request: tonic::Request<Bytes>) -> Result<Vec<By
         tracing::debug!(node = %shared.node, %pool, error = %e, "call failed");
     }
     outcome
+}
+
+/// Whether the pool holds the request's session: `true` or `false`.
+fn holds(shared: &Shared, request: &tonic::Request<Bytes>) -> Result<Vec<Bytes>, CallError> {
+    let (slot, _, opts) = admit(shared, request)?;
+    let affinity = opts
+        .checkout
+        .affinity
+        .ok_or_else(|| CallError::BadRequest {
+            message: format!("{HOLDS_PATH} asks about a session: give its key"),
+        })?;
+    let answer: &'static [u8] = if slot.pool.holds_session(&affinity.key) {
+        b"true"
+    } else {
+        b"false"
+    };
+    Ok(vec![Bytes::from_static(answer)])
 }
 
 /// Serves one stream.

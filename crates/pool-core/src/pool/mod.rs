@@ -249,6 +249,14 @@ impl<F: Factory, I: IdleStrategy, W: WaitStrategy> Pool<F, I, W> {
         self.shared().lock().forget_session(&key.into())
     }
 
+    /// Whether this pool remembers session `key`: bound to a worker, or
+    /// lost with one (its strict calls then fail with
+    /// [`Error::AffinityLost`]). Not a use of the key. How a caller on
+    /// another node finds which node holds a session.
+    pub fn holds_session(&self, key: impl Into<AffinityKey>) -> bool {
+        self.shared().lock().holds_session(&key.into())
+    }
+
     /// A snapshot of sizes, totals and latency percentiles.
     pub fn status(&self) -> Status {
         let shared = self.shared();

@@ -107,6 +107,11 @@ impl<Q: Queue<Waiter>> Sessions<Q> {
         self.keys.len()
     }
 
+    /// Whether `key` is remembered (bound or lost); not a use of it.
+    pub fn holds(&self, key: &AffinityKey) -> bool {
+        self.keys.contains_key(key)
+    }
+
     /// Callers pinned to session workers.
     pub fn pinned(&self) -> usize {
         self.pinned
@@ -439,7 +444,9 @@ mod tests {
         let mut t = Table::new(8, None);
         let now = at(0);
         let mut w = Meta::new(WorkerId(1), None);
+        assert!(!t.holds(&key("a")));
         t.bind(&key("a"), &mut w, now);
+        assert!(t.holds(&key("a")));
         let caller = crate::Caller::new(now, Duration::from_secs(1));
         assert!(t
             .pin(WorkerId(1), Waiter::new(CellId::new(7), caller))
@@ -457,7 +464,11 @@ mod tests {
         );
         assert_eq!(t.pinned(), 0);
         assert_eq!(t.route(&key("a"), now), Route::Lost(AffinityLoss::Crashed));
+        // Lost is still held: its strict calls must fail here, not start
+        // over elsewhere.
+        assert!(t.holds(&key("a")));
         assert!(t.forget(&key("a")));
+        assert!(!t.holds(&key("a")));
         assert_eq!(t.route(&key("a"), now), Route::New);
         t.check(0).unwrap();
     }

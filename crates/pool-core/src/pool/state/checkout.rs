@@ -132,6 +132,11 @@ impl<Wk: Worker, I: IdleStrategy, W: WaitStrategy> State<Wk, I, W> {
         self.sessions.forget(key)
     }
 
+    /// Whether session `key` is remembered here.
+    pub fn holds_session(&self, key: &AffinityKey) -> bool {
+        self.sessions.holds(key)
+    }
+
     /// Turn a caller away because `max_waiters` are waiting; how many are.
     pub fn reject(&mut self) -> usize {
         self.tally.rejected();
