@@ -237,3 +237,34 @@ async fn a_scale_up_moves_no_session_of_a_caller() {
     .expect("test timed out");
     cluster.stop().await;
 }
+
+/// A node that hangs (SIGSTOP) cannot say whether it holds a session: a
+/// new strict session's first call fails with `NodeLost` within the ask
+/// bound (2 s), not a hang, and the node is left out, so the next call
+/// starts the session on a live node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_fails_a_new_sessions_first_call_fast_and_is_left_out() {
+    let mut cluster = Cluster::start("sessionhang", 1, true).await;
+    let py = cluster.remote.pool::<PyCall, Value>("py");
+    cluster.node("n2").signal(libc::SIGSTOP);
+    tokio::time::timeout(TEST_LIMIT, async {
+        let began = std::time::Instant::now();
+        let first = tally(&py, "fresh", AffinityMode::Strict).await;
+        assert!(
+            matches!(&first, Err(CallError::NodeLost { node, .. }) if node == "n2"),
+            "{first:?}"
+        );
+        assert!(
+            began.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            began.elapsed()
+        );
+        let (count, node, _) = tally(&py, "fresh", AffinityMode::Strict).await.unwrap();
+        assert_eq!(count, 1);
+        assert_ne!(node, "n2");
+    })
+    .await
+    .expect("test timed out");
+    cluster.node("n2").signal(libc::SIGCONT);
+    cluster.stop().await;
+}

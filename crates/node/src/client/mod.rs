@@ -443,9 +443,21 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
             remaining: Some(inner.ask_timeout),
         };
         let null = encode(&())?;
-        let asks = picks.iter().map(|pick| {
+        let asks = picks.iter().map(|pick| async {
             let ask = send(self.outgoing(pick, null.clone(), &headers), HOLDS_PATH);
+            // A node that cannot say in time is lost for now, as a call
+            // it does not answer would be.
             within(Some(inner.ask_timeout), ask)
+                .await
+                .map_err(|e| match e {
+                    CallError::CallTimeout { after } => CallError::NodeLost {
+                        node: pick.node.clone(),
+                        reason: format!(
+                            "did not say within {after:?} whether it holds the session"
+                        ),
+                    },
+                    e => e,
+                })
         });
         let answers = futures::future::join_all(asks).await;
         let mut holders = Vec::new();
