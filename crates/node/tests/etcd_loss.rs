@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cenote_core::{Registry, RegistryEvent};
+use cenote_core::{AffinityMode, CallOptions, Registry, RegistryEvent};
 use cenote_node::{CallError, Node, Remote};
 use cenote_registry::EtcdRegistry;
 use cenote_testkit::EtcdServer;
@@ -122,6 +122,9 @@ async fn a_caller_that_loses_etcd_calls_known_nodes_until_their_leases_would_exp
         let jobs = remote.pool::<Job, String>("jobs");
         assert_eq!(remote.nodes("jobs").len(), 2);
         jobs.call(Job::Whoami).await.unwrap();
+        // A strict session, placed before etcd is lost.
+        let session = CallOptions::default().affinity("s", AffinityMode::Strict);
+        let home = jobs.call_with(Job::Whoami, session.clone()).await.unwrap();
 
         proxy.cut();
         let lost = loop {
@@ -157,6 +160,13 @@ async fn a_caller_that_loses_etcd_calls_known_nodes_until_their_leases_would_exp
         );
         assert!(logs.text().contains("longer than a lease"));
         assert!(remote.nodes("jobs").iter().all(|n| !n.callable));
+        // Its session is not lost for that: no node can be called, and
+        // the error says so.
+        let err = jobs
+            .call_with(Job::Whoami, session.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, CallError::NoNode { .. }), "{err:?}");
 
         // etcd back: calls again.
         proxy.restore();
@@ -168,6 +178,7 @@ async fn a_caller_that_loses_etcd_calls_known_nodes_until_their_leases_would_exp
             "calls did not resume once etcd was back"
         );
         assert!(logs.text().contains("registry reachable again"));
+        assert_eq!(jobs.call_with(Job::Whoami, session).await.unwrap(), home);
         for node in nodes {
             node.shutdown().await;
         }

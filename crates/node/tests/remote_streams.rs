@@ -127,7 +127,7 @@ async fn remote_streams_carry_every_item_with_back_pressure_and_a_deadline() {
             }
         };
         assert!(matches!(end, CallError::CallTimeout { .. }), "{end:?}");
-        assert!((5..60).contains(&got), "{got} items in 500 ms");
+        assert!((1..60).contains(&got), "{got} items in 500 ms");
         assert!(
             began.elapsed() < Duration::from_secs(3),
             "{:?}",

@@ -250,17 +250,24 @@ async fn a_hung_node_fails_a_new_sessions_first_call_fast_and_is_left_out() {
     tokio::time::timeout(TEST_LIMIT, async {
         let began = std::time::Instant::now();
         let first = tally(&py, "fresh", AffinityMode::Strict).await;
-        assert!(
-            matches!(&first, Err(CallError::NodeLost { node, .. }) if node == "n2"),
-            "{first:?}"
-        );
-        assert!(
-            began.elapsed() < Duration::from_secs(4),
-            "{:?}",
-            began.elapsed()
-        );
+        let took = began.elapsed();
+        assert!(took < Duration::from_secs(4), "{took:?}");
+        // On a loaded machine n2's lease may already have expired, and
+        // then it is not asked at all; either way the session starts on a
+        // live node, and never waits for the hung one.
+        let started = match first {
+            Err(CallError::NodeLost { node, .. }) => {
+                assert_eq!(node, "n2");
+                0
+            }
+            Ok((count, node, _)) => {
+                assert_ne!(node, "n2");
+                count
+            }
+            Err(e) => panic!("{e:?}"),
+        };
         let (count, node, _) = tally(&py, "fresh", AffinityMode::Strict).await.unwrap();
-        assert_eq!(count, 1);
+        assert_eq!(count, started + 1);
         assert_ne!(node, "n2");
     })
     .await

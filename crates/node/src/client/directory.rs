@@ -310,6 +310,13 @@ impl Directory {
         known.pick().ok()
     }
 
+    /// Why nothing known can be trusted now (the registry has been
+    /// unreachable for longer than a lease), if so.
+    pub fn untrusted(&self) -> Option<String> {
+        let mut state = self.lock();
+        self.expired(&mut state, Instant::now())
+    }
+
     /// Why nothing known can be trusted any more, if so.
     fn expired(&self, state: &mut State, now: Instant) -> Option<String> {
         let (lost, ttl) = (state.registry_lost?, self.lease_ttl?);

@@ -76,6 +76,14 @@ impl Sessions {
         affinity: &Affinity,
         avoid: &[String],
     ) -> Result<Pick, CallError> {
+        // Without the registry no node can be told gone: that is no node
+        // to call, not a lost session.
+        if let Some(reason) = directory.untrusted() {
+            return Err(CallError::NoNode {
+                pool: pool.to_string(),
+                reason,
+            });
+        }
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let at = (Arc::clone(pool), affinity.key.clone());
         if let Some(placed) = table.get_mut(&at) {
