@@ -51,6 +51,8 @@ pub use cenote_core::{
 pub use cenote_core::{
     BatchAnswer, BatchCall, BatchConfig, BatchError, BatchStatus, Batched, ItemOptions,
 };
+// What a backend implements to have its streams served by a node.
+pub use cenote_core::{ItemStream, Opened, Streams};
 
 /// For writing a strategy of your own: the [`Queue`]
 /// contract, the entries queues hold and see, and the two strategy traits
