@@ -1,6 +1,7 @@
 //! Serializing call arguments with byte strings pulled out as attachments.
 //!
-//! An adapter over serde_json's value serializer: every call is passed on
+//! An adapter over serde_json's serializers (to a `Value`, or straight to
+//! text): every call is passed on
 //! unchanged, except a byte string, which is stored as an attachment and
 //! serialized as its placeholder. Each nested value is wrapped again, so a
 //! byte string is found however deep it sits.
@@ -24,15 +25,7 @@ pub(crate) fn to_value<T: Serialize + ?Sized>(
     key: Key,
     value: &T,
 ) -> Result<(Value, Vec<Bytes>), Error> {
-    let store = Store {
-        key,
-        taken: RefCell::default(),
-    };
-    let json = value.serialize(Capture {
-        inner: serde_json::value::Serializer,
-        store: &store,
-    })?;
-    Ok((json, store.taken.into_inner()))
+    capture(key, value, serde_json::value::Serializer)
 }
 
 /// Serialize `value` as JSON text, byte strings becoming attachments: one
@@ -41,13 +34,23 @@ pub(crate) fn to_vec<T: Serialize + ?Sized>(
     key: Key,
     value: &T,
 ) -> Result<(Vec<u8>, Vec<Bytes>), Error> {
+    let mut out = Vec::with_capacity(128);
+    let ((), attachments) = capture(key, value, &mut serde_json::Serializer::new(&mut out))?;
+    Ok((out, attachments))
+}
+
+/// Serialize `value` through `inner`, byte strings becoming attachments.
+fn capture<T: Serialize + ?Sized, S: ser::Serializer>(
+    key: Key,
+    value: &T,
+    inner: S,
+) -> Result<(S::Ok, Vec<Bytes>), S::Error> {
     let store = Store {
         key,
         taken: RefCell::default(),
     };
-    let mut out = Vec::with_capacity(128);
-    value.serialize(Capture {
-        inner: &mut serde_json::Serializer::new(&mut out),
+    let out = value.serialize(Capture {
+        inner,
         store: &store,
     })?;
     Ok((out, store.taken.into_inner()))

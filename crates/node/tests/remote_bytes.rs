@@ -175,7 +175,7 @@ async fn bytes_cross_nodes_raw_and_intact() {
             .connect()
             .await
             .unwrap();
-        cluster_wait(&small).await;
+        wait_for_nodes(&small, "py", 3).await;
         let call =
             PyCall::new("invert", serde_json::json!({})).kwarg_bytes("data", payload(2 << 20));
         let err = small
@@ -190,17 +190,4 @@ async fn bytes_cross_nodes_raw_and_intact() {
     .await
     .expect("test timed out");
     cluster.stop().await;
-}
-
-/// Wait until `remote` sees the three nodes' Python pools.
-async fn cluster_wait(remote: &cenote_node::Remote) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while remote.nodes("py").len() != 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}",
-            remote.nodes("py")
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

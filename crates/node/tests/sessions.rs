@@ -181,9 +181,7 @@ async fn a_scale_up_moves_no_session_of_a_caller() {
             .await
             .unwrap();
         let other_py = other.pool::<PyCall, Value>("py");
-        while other_py.session_node("x").is_none() || other.nodes("py").len() < 3 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_nodes(&other, "py", 3).await;
         for (key, node) in &homes {
             assert_eq!(other_py.session_node(key.as_str()).as_ref(), Some(node));
         }
@@ -194,9 +192,7 @@ async fn a_scale_up_moves_no_session_of_a_caller() {
 
         cluster.add("n4");
         cluster.wait_for("py", 4).await;
-        while other.nodes("py").iter().filter(|n| n.callable).count() < 4 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_nodes(&other, "py", 4).await;
 
         // This caller's sessions stay where they are: their counts go on.
         let after = run_sessions(&py, &strict, 5, 5).await;

@@ -132,22 +132,20 @@ impl PyReply {
 
     /// The result as JSON; a [`PythonError::Decode`] if it holds bytes.
     pub fn into_json(self) -> Result<Value, PythonError> {
-        let function = self.function.clone();
-        self.into_reply().into_json(&function)
+        let (function, reply) = self.into_parts();
+        reply.into_json(&function)
     }
 
     /// The result decoded into `R`, bytes into its byte-string fields.
     pub fn decode<R: DeserializeOwned>(self) -> Result<R, PythonError> {
-        let function = self.function.clone();
-        self.into_reply().decode(&function)
+        let (function, reply) = self.into_parts();
+        reply.decode(&function)
     }
 
-    fn into_reply(self) -> Reply {
+    fn into_parts(self) -> (String, Reply) {
         // Each buffer is this reply's own: no copy.
-        Reply::new(
-            self.value,
-            self.attachments.into_iter().map(Vec::from).collect(),
-        )
+        let attachments = self.attachments.into_iter().map(Vec::from).collect();
+        (self.function, Reply::new(self.value, attachments))
     }
 }
 

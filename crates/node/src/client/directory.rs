@@ -295,6 +295,26 @@ impl Directory {
             .unwrap_or_default()
     }
 
+    /// Every node a call to `pool` may go to now, each picked.
+    pub fn pick_all(&self, pool: &str) -> Vec<Pick> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if self.expired(&mut state, now).is_some() {
+            return Vec::new();
+        }
+        state
+            .services
+            .get(pool)
+            .map(|nodes| {
+                nodes
+                    .values()
+                    .filter(|k| k.callable(now))
+                    .filter_map(|k| k.pick().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `node` for a call to `pool`, if it serves it, may be called now,
     /// and is still the `incarnation` given (when one is).
     pub fn pick(&self, pool: &str, node: &str, incarnation: Option<u64>) -> Option<Pick> {

@@ -101,8 +101,9 @@ impl RemoteBuilder {
     }
 
     /// How many sessions to remember the node of (default 100,000); past
-    /// it, those unused longest are forgotten, and placed again by the
-    /// hash when next called (see [`RemotePool::call_with`]).
+    /// it, those unused longest are forgotten, and found again when next
+    /// called: a strict one by asking the nodes, a hint by the hash (see
+    /// [`RemotePool::call_with`]).
     pub fn session_capacity(mut self, n: usize) -> Self {
         self.session_capacity = n;
         self
@@ -204,8 +205,25 @@ impl Remote {
         }
     }
 
-    /// A call or stream to `pool` on `node` ended with `e`: if the node
-    /// was lost with it, leave the node out for a while.
+    /// A call or stream to `pool` on `node` ended, after `took`, with
+    /// `bytes` sent and received and `error` if it failed: counted, and
+    /// its node left out for a while if lost with it.
+    fn ended(
+        &self,
+        pool: &str,
+        node: &str,
+        bytes: (usize, usize),
+        error: Option<&CallError>,
+        took: Duration,
+    ) {
+        crate::metrics::record(pool, node, bytes, error, took);
+        if let Some(e) = error {
+            self.note_lost(pool, node, e);
+        }
+    }
+
+    /// A request to `pool` on `node` failed with `e`: if the node was lost
+    /// with it, leave the node out for a while.
     fn note_lost(&self, pool: &str, node: &str, e: &CallError) {
         if let CallError::NodeLost { reason, .. } = e {
             tracing::warn!(%node, %pool, %reason,
@@ -306,10 +324,8 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
     pub fn session_node(&self, key: impl Into<AffinityKey>) -> Option<String> {
         let inner = &self.remote.inner;
         let key = key.into();
-        inner.sessions.placed(&self.name, &key).or_else(|| {
-            let nodes = inner.directory.callable(&self.name);
-            sessions::rendezvous(key.as_str(), nodes.iter().map(String::as_str)).map(str::to_string)
-        })
+        (inner.sessions.placed(&self.name, &key))
+            .or_else(|| sessions::hashed(&inner.directory, &self.name, &key, &[]))
     }
 
     /// Forget where session `key` is: its next call starts it over on the
@@ -396,12 +412,10 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         let size = body::len(&body);
         let started = tokio::time::Instant::now();
         let open = transport::open_stream(self.outgoing(&pick, body, &headers));
-        let opened = within(deadline, open).await;
-        if let Err(e) = &opened {
+        let items = within(deadline, open).await.inspect_err(|e| {
             let took = started.elapsed();
-            crate::metrics::record(&self.name, &pick.node, (size, 0), Some(e), took);
-        }
-        let items = opened.inspect_err(|e| self.remote.note_lost(&self.name, &pick.node, e))?;
+            (self.remote).ended(&self.name, &pick.node, (size, 0), Some(e), took);
+        })?;
         Ok(RemoteStream::new(
             items,
             pick,
@@ -431,9 +445,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         {
             return Ok(());
         }
-        let picks: Vec<Pick> = (inner.directory.callable(&self.name).iter())
-            .filter_map(|node| inner.directory.pick(&self.name, node, None))
-            .collect();
+        let picks = inner.directory.pick_all(&self.name);
         if picks.len() < 2 {
             return Ok(()); // no other node it could be on
         }
@@ -463,29 +475,19 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         let mut holders = Vec::new();
         let mut failed = None;
         for (pick, answer) in picks.iter().zip(answers) {
-            match answer {
-                Ok(yes) if &yes[..] == b"true" => holders.push(pick),
-                Ok(_) => {}
+            match answer.and_then(decode::<bool>) {
+                Ok(true) => holders.push(pick),
+                Ok(false) => {}
                 Err(e) => {
                     self.remote.note_lost(&self.name, &pick.node, &e);
                     failed.get_or_insert(e);
                 }
             }
         }
-        // Two holders (a session started twice before this caller asked)
-        // resolve the same way for every caller.
-        let key = affinity.key.as_str();
-        match sessions::rendezvous(key, holders.iter().map(|p| p.node.as_str())) {
-            Some(node) => {
-                let holder = holders.iter().find(|p| p.node == node).expect("a holder");
-                let (pool, key) = (&self.name, &affinity.key);
-                inner
-                    .sessions
-                    .place(pool, key, &holder.node, holder.incarnation);
-                Ok(())
-            }
-            None => failed.map_or(Ok(()), Err),
+        if inner.sessions.found(&self.name, &affinity.key, &holders) {
+            return Ok(());
         }
+        failed.map_or(Ok(()), Err)
     }
 
     /// The node for a call with `opts`: the pinned one, the session's, or
@@ -555,16 +557,14 @@ impl<Req: Serialize, Resp: DeserializeOwned> RemotePool<Req, Resp> {
         let call = send(self.outgoing(&pick, body, &headers), CALL_PATH);
         let outcome = within(deadline, call).await;
         let received = outcome.as_ref().map_or(0, Bytes::len);
-        crate::metrics::record(
+        let error = outcome.as_ref().err();
+        (self.remote).ended(
             &self.name,
             &pick.node,
             (size, received),
-            outcome.as_ref().err(),
+            error,
             sent.elapsed(),
         );
-        if let Err(e) = &outcome {
-            self.remote.note_lost(&self.name, &pick.node, e);
-        }
         (Some(pick.node.clone()), outcome)
     }
 }

@@ -103,12 +103,8 @@ impl Sessions {
             tracing::debug!(key = %affinity.key, from = %placed.node, %pool,
                 "hinted session moves: its node is gone or failed this call");
         }
-        let mut nodes = directory.callable(pool);
-        if nodes.iter().any(|n| !avoid.contains(n)) {
-            nodes.retain(|n| !avoid.contains(n));
-        }
-        let pick = rendezvous(affinity.key.as_str(), nodes.iter().map(String::as_str))
-            .and_then(|node| directory.pick(pool, node, None))
+        let pick = hashed(directory, pool, &affinity.key, avoid)
+            .and_then(|node| directory.pick(pool, &node, None))
             .ok_or_else(|| CallError::NoNode {
                 pool: pool.to_string(),
                 reason: "no node serving it can be called now".into(),
@@ -118,9 +114,23 @@ impl Sessions {
         Ok(pick)
     }
 
+    /// What the nodes said when asked whether they hold session `key` of
+    /// `pool`: `holders` said yes. Remembers the holder (of two, the one
+    /// the hash prefers, as every caller would choose); whether there was
+    /// one.
+    pub fn found(&self, pool: &Arc<str>, key: &AffinityKey, holders: &[&Pick]) -> bool {
+        let nodes = holders.iter().map(|p| p.node.as_str());
+        let Some(node) = rendezvous(key.as_str(), nodes) else {
+            return false;
+        };
+        let holder = holders.iter().find(|p| p.node == node).expect("a holder");
+        self.place(pool, key, &holder.node, holder.incarnation);
+        true
+    }
+
     /// Remember that session `key` of `pool` lives on `node`, as it is now
     /// (`incarnation`).
-    pub fn place(&self, pool: &Arc<str>, key: &AffinityKey, node: &str, incarnation: u64) {
+    fn place(&self, pool: &Arc<str>, key: &AffinityKey, node: &str, incarnation: u64) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let at = (Arc::clone(pool), key.clone());
         if table.len() >= self.capacity && !table.contains_key(&at) {
@@ -152,6 +162,21 @@ impl Sessions {
     }
 }
 
+/// The node the hash gives session `key` of `pool` among the nodes that
+/// can be called now, leaving out those in `avoid` while there are others.
+pub(crate) fn hashed(
+    directory: &Directory,
+    pool: &str,
+    key: &AffinityKey,
+    avoid: &[String],
+) -> Option<String> {
+    let mut nodes = directory.callable(pool);
+    if nodes.iter().any(|n| !avoid.contains(n)) {
+        nodes.retain(|n| !avoid.contains(n));
+    }
+    rendezvous(key.as_str(), nodes.iter().map(String::as_str)).map(str::to_string)
+}
+
 /// Make room: forget the eighth of the sessions unused longest (at least
 /// one), so a full table sorts once per many insertions, not every time.
 fn forget_oldest(table: &mut HashMap<(Arc<str>, AffinityKey), Placed>, capacity: usize) {
@@ -167,7 +192,7 @@ fn forget_oldest(table: &mut HashMap<(Arc<str>, AffinityKey), Placed>, capacity:
 /// The node rendezvous hashing gives `key` among `nodes`: the one with the
 /// highest hash of the pair (ties, which need equal 64-bit hashes, go to
 /// the first name in order).
-pub(crate) fn rendezvous<'a>(key: &str, nodes: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+fn rendezvous<'a>(key: &str, nodes: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     nodes
         .map(|node| (weight(key, node), node))
         .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))

@@ -54,13 +54,14 @@ struct Reading {
 }
 
 /// The stream is counted as one call when its reading ends, however it
-/// ends (a caller that drops it early ends it too).
+/// ends (a caller that drops it early ends it too); a node lost with it is
+/// left out for a while.
 impl Drop for Reading {
     fn drop(&mut self) {
         let o = &self.origin;
         let bytes = (o.sent, self.received);
         let took = o.started.elapsed();
-        crate::metrics::record(&o.pool, &self.pick.node, bytes, self.failed.as_ref(), took);
+        (o.remote).ended(&o.pool, &self.pick.node, bytes, self.failed.as_ref(), took);
     }
 }
 
@@ -110,7 +111,6 @@ impl<T: DeserializeOwned + Send + 'static> RemoteStream<T> {
                 Ok(None) => None,
                 Err(status) => {
                     let e = status_error(&status, &r.pick.node);
-                    r.origin.remote.note_lost(&r.origin.pool, &r.pick.node, &e);
                     r.fail(e)
                 }
             }

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::server::{Grpc, UnaryService};
 
+use crate::body;
 use crate::error::CallError;
 use crate::servable::{Served, ServedStream};
 use crate::wire::{
@@ -30,6 +31,16 @@ pub(crate) struct Slot {
     pub stream: Option<Arc<dyn ServedStream>>,
     /// Woken when a call starts or ends, so its load is published soon.
     pub changed: Arc<Notify>,
+}
+
+impl Slot {
+    /// A call or stream of this pool starts: its load is published soon,
+    /// and again when the guard drops, however the call ends (a caller that
+    /// hangs up drops it).
+    fn in_use(&self) -> NotifyOnDrop {
+        self.changed.notify_one();
+        NotifyOnDrop(Arc::clone(&self.changed))
+    }
 }
 
 /// What every call on this node reads.
@@ -113,10 +124,7 @@ impl UnaryService<Bytes> for Handler {
 
 async fn serve(shared: &Shared, request: tonic::Request<Bytes>) -> Result<Vec<Bytes>, CallError> {
     let (slot, pool, opts) = admit(shared, &request)?;
-    slot.changed.notify_one();
-    // Again when the call ends, however it ends (a caller that hangs up
-    // drops this future).
-    let _ended = NotifyOnDrop(Arc::clone(&slot.changed));
+    let _in_use = slot.in_use();
     let outcome = slot.pool.call(request.into_inner(), opts).await;
     if let Err(e) = &outcome {
         tracing::debug!(node = %shared.node, %pool, error = %e, "call failed");
@@ -133,12 +141,8 @@ fn holds(shared: &Shared, request: &tonic::Request<Bytes>) -> Result<Vec<Bytes>,
         .ok_or_else(|| CallError::BadRequest {
             message: format!("{HOLDS_PATH} asks about a session: give its key"),
         })?;
-    let answer: &'static [u8] = if slot.pool.holds_session(&affinity.key) {
-        b"true"
-    } else {
-        b"false"
-    };
-    Ok(vec![Bytes::from_static(answer)])
+    let holds = slot.pool.holds_session(&affinity.key);
+    body::encode(&holds).map_err(|message| CallError::BadResponse { message })
 }
 
 /// Serves one stream.
@@ -182,12 +186,11 @@ async fn open_stream(
             shared.node
         ),
     })?;
-    slot.changed.notify_one();
-    let ended = NotifyOnDrop(Arc::clone(&slot.changed));
+    let in_use = slot.in_use();
     let items = stream.open(request.into_inner(), opts).await?;
     Ok(items
         .map(move |item| {
-            let _held = &ended;
+            let _held = &in_use;
             item.map_err(|e| error_status(&e))
         })
         .boxed())

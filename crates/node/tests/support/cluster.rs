@@ -304,22 +304,7 @@ impl Cluster {
     /// Wait (at most 10 s) until the caller sees `count` nodes that can
     /// be called serving `pool`.
     pub async fn wait_for(&self, pool: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self
-            .remote
-            .nodes(pool)
-            .iter()
-            .filter(|n| n.callable)
-            .count()
-            != count
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the caller does not see {count} nodes serving {pool}: {:?}",
-                self.remote.nodes(pool)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_nodes(&self.remote, pool, count).await;
     }
 
     /// A node that was killed: wait (at most a lease TTL and 3 s) until
@@ -363,6 +348,20 @@ impl Cluster {
         drop(self.registry);
         self.etcd.stop();
         self.etcd.assert_all_stopped();
+    }
+}
+
+/// Wait (at most 10 s) until `remote` sees `count` nodes that can be
+/// called serving `pool`.
+pub async fn wait_for_nodes(remote: &Remote, pool: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while remote.nodes(pool).iter().filter(|n| n.callable).count() != count {
+        assert!(
+            Instant::now() < deadline,
+            "the caller does not see {count} nodes serving {pool}: {:?}",
+            remote.nodes(pool)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
