@@ -277,42 +277,29 @@ impl Directory {
 
     /// The nodes a call to `pool` may go to now, by name.
     pub fn callable(&self, pool: &str) -> Vec<String> {
-        let now = Instant::now();
-        let mut state = self.lock();
-        if self.expired(&mut state, now).is_some() {
-            return Vec::new();
-        }
-        state
-            .services
-            .get(pool)
-            .map(|nodes| {
-                nodes
-                    .values()
-                    .filter(|k| k.callable(now))
-                    .map(|k| k.entry.node.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.each_callable(pool, |k| Some(k.entry.node.clone()))
     }
 
     /// Every node a call to `pool` may go to now, each picked.
     pub fn pick_all(&self, pool: &str) -> Vec<Pick> {
+        self.each_callable(pool, |k| k.pick().ok())
+    }
+
+    /// `f` of each node a call to `pool` may go to now.
+    fn each_callable<R>(&self, pool: &str, f: impl FnMut(&Known) -> Option<R>) -> Vec<R> {
         let now = Instant::now();
         let mut state = self.lock();
         if self.expired(&mut state, now).is_some() {
             return Vec::new();
         }
-        state
-            .services
-            .get(pool)
-            .map(|nodes| {
-                nodes
-                    .values()
-                    .filter(|k| k.callable(now))
-                    .filter_map(|k| k.pick().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let Some(nodes) = state.services.get(pool) else {
+            return Vec::new();
+        };
+        nodes
+            .values()
+            .filter(|k| k.callable(now))
+            .filter_map(f)
+            .collect()
     }
 
     /// `node` for a call to `pool`, if it serves it, may be called now,
